@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs every check and test signet has. On a fresh machine it first installs what is
+# missing (scripts/setup.sh). CI runs exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+./scripts/setup.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+
+echo "== cargo build"
+cargo build --locked --bins
+
+echo "== signet serve -t on every conf/*.yaml"
+for conf in conf/*.yaml; do
+  ./target/debug/signet serve -t -c "$conf"
+done
+
+echo "== cargo test"
+cargo test --locked

@@ -1,0 +1,348 @@
+//! Attestation: `GET /v1/attestation/report` (docs/API.md §5).
+//!
+//! A report binds the signing key to the TEE: the TDX quote's report_data is
+//! `signing address (20 bytes) ‖ 12 zero bytes ‖ nonce (32 bytes)`, and the NVIDIA GPU
+//! evidence is taken for the same nonce. Quotes come from a [`QuoteProvider`] (configfs-tsm,
+//! the dstack agent, or the explicit `dev` mock) and GPU evidence from a
+//! [`GpuEvidenceSource`] (NVML, a recorded `dev` fixture, or none). Both are gathered
+//! concurrently under one timeout, and every quote is parsed and its report_data checked
+//! against what was asked for before it is served.
+//!
+//! This module does not know about HTTP beyond producing a [`LocalResponse`].
+
+mod dev;
+mod nvidia;
+
+pub use dev::DevQuoteProvider;
+pub use nvidia::{GpuEvidence, NoGpuEvidence, nras_payload};
+
+use crate::config::{AttestationMode, AttestationSettings, GpuEvidenceMode, QuoteEncoding};
+use crate::error::ApiError;
+use crate::ids::Nonce;
+use crate::routes::{LocalResponse, check_signing_algo, query_param};
+use crate::signing::Address;
+use async_trait::async_trait;
+use base64::Engine;
+use log::error;
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why a report could not be produced.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttestationError {
+    /// The configured provider is not present on this machine.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The provider failed for this request.
+    #[error("quote provider failed: {0}")]
+    Provider(String),
+    /// GPU evidence could not be collected.
+    #[error("GPU evidence failed: {0}")]
+    Gpu(String),
+    /// The provider took longer than the configured timeout.
+    #[error("attestation timed out after {0:?}")]
+    Timeout(Duration),
+    /// The quote is not a TDX quote signet can parse.
+    #[error("the quote does not parse: {0}")]
+    Unparseable(String),
+    /// The quote's report_data is not what was asked for.
+    #[error("the quote's report_data does not bind the signing address and nonce")]
+    BindingMismatch,
+}
+
+/// Obtains TDX quotes for given report data.
+#[async_trait]
+pub trait QuoteProvider: Send + Sync {
+    /// Which mode this provider implements.
+    fn mode(&self) -> AttestationMode;
+    /// A quote whose report_data is `report_data`.
+    async fn quote(&self, report_data: &[u8; 64]) -> Result<Vec<u8>, AttestationError>;
+}
+
+/// Collects GPU attestation evidence for a nonce.
+#[async_trait]
+pub trait GpuEvidenceSource: Send + Sync {
+    /// Which mode this source implements.
+    fn mode(&self) -> GpuEvidenceMode;
+    /// One evidence item per GPU, each taken with `nonce`.
+    async fn collect(&self, nonce: &Nonce) -> Result<Vec<GpuEvidence>, AttestationError>;
+}
+
+/// report_data = 20-byte address ‖ 12 zero bytes ‖ 32-byte nonce, the layout existing
+/// verifiers read at quote bytes 568..632.
+pub fn report_data(address: &Address, nonce: &Nonce) -> [u8; 64] {
+    let mut data = [0u8; 64];
+    data[..20].copy_from_slice(&address.0);
+    data[32..].copy_from_slice(&nonce.0);
+    data
+}
+
+/// Byte offset of report_data in a v4 TDX quote (48-byte header + 520 bytes of body).
+pub const REPORT_DATA_OFFSET: usize = 568;
+
+/// The smallest well-formed v4 quote: header, body, signature section length, ECDSA
+/// signature, attestation key, certification data type and length.
+pub const MIN_QUOTE_LEN: usize = 48 + 584 + 4 + 64 + 64 + 2 + 4;
+
+/// Parses a quote and checks its report_data; signet never serves a quote that fails this.
+pub fn check_quote_binding(quote: &[u8], expected: &[u8; 64]) -> Result<(), AttestationError> {
+    // The parser slices the signed region before checking the length: guard it here.
+    if quote.len() < MIN_QUOTE_LEN {
+        return Err(AttestationError::Unparseable(format!(
+            "{} bytes is shorter than any TDX quote",
+            quote.len()
+        )));
+    }
+    let parsed = tdx_quote::Quote::from_bytes(quote)
+        .map_err(|e| AttestationError::Unparseable(format!("{e:?}")))?;
+    if parsed.report_input_data() != *expected {
+        return Err(AttestationError::BindingMismatch);
+    }
+    Ok(())
+}
+
+/// The body of `GET /v1/attestation/report`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AttestationReport {
+    /// EIP-55 address of the signing key.
+    pub signing_address: String,
+    /// Always `ecdsa`.
+    pub signing_algo: &'static str,
+    /// Uncompressed public key without `04`, 128 hex chars.
+    pub signing_public_key: String,
+    /// The nonce bound into the quote and the GPU evidence, 64 hex chars.
+    pub request_nonce: String,
+    /// The TDX quote, base64 or hex.
+    pub intel_quote: String,
+    /// The body to POST to NVIDIA NRAS `/v3/attest/gpu`, as a JSON string.
+    pub nvidia_payload: String,
+    /// `tdx`, `dstack` or `dev`.
+    pub mode: &'static str,
+    /// `nvml`, `dev` or `none`.
+    pub gpu_evidence: &'static str,
+}
+
+/// The public half of the signing identity, as reports show it.
+#[derive(Debug, Clone)]
+pub struct SignerIdentity {
+    /// The signing address.
+    pub address: Address,
+    /// 64-byte uncompressed public key without the `04` prefix.
+    pub public_key: [u8; 64],
+}
+
+/// Produces attestation reports.
+pub struct Attestor {
+    quotes: Arc<dyn QuoteProvider>,
+    gpu: Arc<dyn GpuEvidenceSource>,
+    identity: SignerIdentity,
+    encoding: QuoteEncoding,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Attestor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attestor")
+            .field("mode", &self.quotes.mode())
+            .field("gpu", &self.gpu.mode())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Attestor {
+    /// Assembles an attestor from providers.
+    pub fn new(
+        quotes: Arc<dyn QuoteProvider>,
+        gpu: Arc<dyn GpuEvidenceSource>,
+        identity: SignerIdentity,
+        settings: &AttestationSettings,
+    ) -> Self {
+        Self {
+            quotes,
+            gpu,
+            identity,
+            encoding: settings.quote_encoding,
+            timeout: settings.timeout,
+        }
+    }
+
+    /// Builds the providers the settings name. A provider that is not present here is an
+    /// error: signet never falls back to `dev` on its own.
+    pub fn from_settings(
+        settings: &AttestationSettings,
+        identity: SignerIdentity,
+    ) -> Result<Self, AttestationError> {
+        let quotes: Arc<dyn QuoteProvider> = match settings.mode {
+            AttestationMode::Dev => Arc::new(DevQuoteProvider::generate()),
+            other => {
+                return Err(AttestationError::Unavailable(format!(
+                    "attestation mode {} is not available in this build",
+                    other.as_str()
+                )));
+            }
+        };
+        let gpu: Arc<dyn GpuEvidenceSource> = match settings.gpu {
+            GpuEvidenceMode::None => Arc::new(NoGpuEvidence),
+            other => {
+                return Err(AttestationError::Unavailable(format!(
+                    "gpu evidence mode {} is not available in this build",
+                    other.as_str()
+                )));
+            }
+        };
+        Ok(Self::new(quotes, gpu, identity, settings))
+    }
+
+    /// The quote provider's mode.
+    pub fn mode(&self) -> AttestationMode {
+        self.quotes.mode()
+    }
+
+    /// A fresh report for `nonce`.
+    pub async fn report(&self, nonce: Nonce) -> Result<AttestationReport, AttestationError> {
+        let expected = report_data(&self.identity.address, &nonce);
+        let gather = async { tokio::join!(self.quotes.quote(&expected), self.gpu.collect(&nonce)) };
+        let (quote, evidence) = tokio::time::timeout(self.timeout, gather)
+            .await
+            .map_err(|_| AttestationError::Timeout(self.timeout))?;
+        let quote = quote?;
+        let evidence = evidence?;
+        check_quote_binding(&quote, &expected)?;
+        let intel_quote = match self.encoding {
+            QuoteEncoding::Base64 => base64::engine::general_purpose::STANDARD.encode(&quote),
+            QuoteEncoding::Hex => hex::encode(&quote),
+        };
+        Ok(AttestationReport {
+            signing_address: self.identity.address.to_checksum(),
+            signing_algo: "ecdsa",
+            signing_public_key: hex::encode(self.identity.public_key),
+            request_nonce: nonce.to_hex(),
+            intel_quote,
+            nvidia_payload: nras_payload(&nonce, &evidence),
+            mode: self.quotes.mode().as_str(),
+            gpu_evidence: self.gpu.mode().as_str(),
+        })
+    }
+
+    /// Answers `GET /v1/attestation/report?nonce=…&signing_algo=…`.
+    pub async fn answer(&self, query: Option<&str>) -> LocalResponse {
+        let nonce = match parse_nonce_query(query) {
+            Ok(nonce) => nonce,
+            Err(refusal) => return refusal.into(),
+        };
+        match self.report(nonce.unwrap_or_else(Nonce::random)).await {
+            Ok(report) => LocalResponse::ok_json(&report),
+            Err(e) => {
+                error!("attestation failed: {e}");
+                ApiError::unavailable("attestation_unavailable", "attestation is unavailable")
+                    .into()
+            }
+        }
+    }
+}
+
+/// Reads `nonce` (optional, 64 hex chars) and checks `signing_algo`.
+pub fn parse_nonce_query(query: Option<&str>) -> Result<Option<Nonce>, ApiError> {
+    check_signing_algo(query)?;
+    query_param(query, "nonce")?
+        .map(|text| {
+            Nonce::parse(text).map_err(|e| {
+                ApiError::bad_request("invalid_nonce", e.to_string()).with_param("nonce")
+            })
+        })
+        .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signing::Signer;
+
+    fn attestor(settings_encoding: QuoteEncoding) -> (Attestor, Signer) {
+        let signer = Signer::generate();
+        let identity = SignerIdentity {
+            address: *signer.address(),
+            public_key: *signer.public_key(),
+        };
+        let settings = AttestationSettings {
+            mode: AttestationMode::Dev,
+            gpu: GpuEvidenceMode::None,
+            quote_encoding: settings_encoding,
+            timeout: Duration::from_secs(5),
+            configfs_path: "/nonexistent".into(),
+            dstack_socket: "/nonexistent".into(),
+            cache_ttl: Duration::from_secs(60),
+        };
+        (
+            Attestor::from_settings(&settings, identity).unwrap(),
+            signer,
+        )
+    }
+
+    #[test]
+    fn report_data_layout_is_address_zeros_nonce() {
+        let address = Address([0xaa; 20]);
+        let nonce = Nonce([0x55; 32]);
+        let data = report_data(&address, &nonce);
+        assert_eq!(&data[..20], &[0xaa; 20]);
+        assert_eq!(&data[20..32], &[0; 12]);
+        assert_eq!(&data[32..], &[0x55; 32]);
+    }
+
+    #[tokio::test]
+    async fn a_dev_report_binds_the_address_and_nonce() {
+        let (attestor, signer) = attestor(QuoteEncoding::Hex);
+        let nonce = Nonce([7; 32]);
+        let report = attestor.report(nonce).await.unwrap();
+        assert_eq!(report.mode, "dev");
+        assert_eq!(report.request_nonce, "07".repeat(32));
+        assert_eq!(report.signing_address, signer.address().to_checksum());
+        let quote = hex::decode(&report.intel_quote).unwrap();
+        let bound = &quote[REPORT_DATA_OFFSET..REPORT_DATA_OFFSET + 64];
+        assert_eq!(bound, report_data(signer.address(), &nonce));
+        let payload: serde_json::Value = serde_json::from_str(&report.nvidia_payload).unwrap();
+        assert_eq!(payload["nonce"], "07".repeat(32));
+    }
+
+    #[tokio::test]
+    async fn base64_is_the_default_encoding() {
+        let (attestor, _signer) = attestor(QuoteEncoding::Base64);
+        let report = attestor.report(Nonce::random()).await.unwrap();
+        let quote = base64::engine::general_purpose::STANDARD
+            .decode(&report.intel_quote)
+            .unwrap();
+        assert!(tdx_quote::Quote::from_bytes(&quote).is_ok());
+    }
+
+    #[test]
+    fn a_quote_for_other_report_data_is_refused() {
+        let provider = DevQuoteProvider::generate();
+        let quote = provider.mock_quote(&[1; 64]);
+        assert_eq!(
+            check_quote_binding(&quote, &[2; 64]),
+            Err(AttestationError::BindingMismatch)
+        );
+        assert!(matches!(
+            check_quote_binding(&quote[..100], &[1; 64]),
+            Err(AttestationError::Unparseable(_))
+        ));
+    }
+
+    #[test]
+    fn nonce_queries_are_checked() {
+        assert_eq!(parse_nonce_query(None), Ok(None));
+        let hex = "ab".repeat(32);
+        assert_eq!(
+            parse_nonce_query(Some(&format!("nonce={hex}"))),
+            Ok(Some(Nonce([0xab; 32])))
+        );
+        for bad in ["nonce=", "nonce=abc", "nonce=../../", "nonce=a&nonce=b"] {
+            assert_eq!(
+                parse_nonce_query(Some(bad)).unwrap_err().status,
+                400,
+                "{bad}"
+            );
+        }
+    }
+}

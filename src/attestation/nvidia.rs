@@ -1,0 +1,88 @@
+//! NVIDIA GPU evidence and the payload NVIDIA's Remote Attestation Service (NRAS v3,
+//! `POST /v3/attest/gpu`) takes: `{"nonce", "arch", "evidence_list": [{"certificate",
+//! "evidence", "arch"}…]}` with the PEM certificate chain and the raw attestation report
+//! each base64-encoded, as NVIDIA's own tools build it.
+
+use super::{AttestationError, GpuEvidenceSource};
+use crate::config::GpuEvidenceMode;
+use crate::ids::Nonce;
+use async_trait::async_trait;
+use base64::Engine;
+use serde_json::json;
+
+/// The architecture name NRAS expects for H100s.
+pub const HOPPER: &str = "HOPPER";
+
+/// Evidence from one GPU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuEvidence {
+    /// The GPU's attestation certificate chain, PEM.
+    pub certificate_chain_pem: Vec<u8>,
+    /// The signed attestation report (SPDM measurements over the nonce).
+    pub report: Vec<u8>,
+    /// NRAS architecture name, e.g. `HOPPER`.
+    pub arch: String,
+}
+
+/// Serializes the NRAS request body for `nonce` and `evidence` as a JSON string.
+pub fn nras_payload(nonce: &Nonce, evidence: &[GpuEvidence]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let arch = evidence.first().map_or(HOPPER, |e| e.arch.as_str());
+    let list: Vec<serde_json::Value> = evidence
+        .iter()
+        .map(|item| {
+            json!({
+                "certificate": b64.encode(&item.certificate_chain_pem),
+                "evidence": b64.encode(&item.report),
+                "arch": item.arch,
+            })
+        })
+        .collect();
+    json!({
+        "nonce": nonce.to_hex(),
+        "evidence_list": list,
+        "arch": arch,
+    })
+    .to_string()
+}
+
+/// No GPU evidence: the list is empty (a CPU-only deployment says so openly).
+#[derive(Debug, Default)]
+pub struct NoGpuEvidence;
+
+#[async_trait]
+impl GpuEvidenceSource for NoGpuEvidence {
+    fn mode(&self) -> GpuEvidenceMode {
+        GpuEvidenceMode::None
+    }
+
+    async fn collect(&self, _nonce: &Nonce) -> Result<Vec<GpuEvidence>, AttestationError> {
+        Ok(Vec::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_has_the_nras_shape() {
+        let nonce = Nonce([0x11; 32]);
+        let evidence = vec![GpuEvidence {
+            certificate_chain_pem: b"-----BEGIN CERTIFICATE-----\n".to_vec(),
+            report: vec![1, 2, 3],
+            arch: HOPPER.to_owned(),
+        }];
+        let payload: serde_json::Value =
+            serde_json::from_str(&nras_payload(&nonce, &evidence)).unwrap();
+        assert_eq!(payload["nonce"], "11".repeat(32));
+        assert_eq!(payload["arch"], "HOPPER");
+        assert_eq!(payload["evidence_list"][0]["evidence"], "AQID");
+        assert_eq!(
+            payload["evidence_list"][0]["certificate"],
+            "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg=="
+        );
+        let empty: serde_json::Value = serde_json::from_str(&nras_payload(&nonce, &[])).unwrap();
+        assert_eq!(empty["evidence_list"], json!([]));
+    }
+}

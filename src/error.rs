@@ -1,0 +1,200 @@
+//! The one place where signet's own failures become HTTP: the OpenAI error envelope
+//! (docs/API.md §6). Modules return typed errors; the edge turns them into an [`ApiError`]
+//! here, and only its message (never internal detail) reaches the client.
+
+use serde_json::json;
+
+/// The envelope's `type` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorType {
+    /// 400, 405, 413 and other client mistakes.
+    InvalidRequest,
+    /// 401.
+    Authentication,
+    /// 404.
+    NotFound,
+    /// 502 and 504: the upstream could not be used.
+    Upstream,
+    /// 500 and 503.
+    Server,
+}
+
+impl ErrorType {
+    fn as_str(self) -> &'static str {
+        match self {
+            ErrorType::InvalidRequest => "invalid_request_error",
+            ErrorType::Authentication => "authentication_error",
+            ErrorType::NotFound => "not_found_error",
+            ErrorType::Upstream => "upstream_error",
+            ErrorType::Server => "server_error",
+        }
+    }
+}
+
+/// An error answer produced by signet itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: u16,
+    /// Envelope `type`.
+    pub kind: ErrorType,
+    /// Envelope `code`: a stable machine-readable name.
+    pub code: &'static str,
+    /// Envelope `message`: for humans, safe to show.
+    pub message: String,
+    /// Envelope `param`, when one request parameter is at fault.
+    pub param: Option<&'static str>,
+    /// Methods for the `Allow` header of a 405.
+    pub allow: Option<&'static str>,
+}
+
+impl ApiError {
+    fn new(status: u16, kind: ErrorType, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind,
+            code,
+            message: message.into(),
+            param: None,
+            allow: None,
+        }
+    }
+
+    /// Names the parameter at fault.
+    pub fn with_param(mut self, param: &'static str) -> Self {
+        self.param = Some(param);
+        self
+    }
+
+    /// 400.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(400, ErrorType::InvalidRequest, code, message)
+    }
+
+    /// 401.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(401, ErrorType::Authentication, "invalid_api_key", message)
+    }
+
+    /// 404.
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(404, ErrorType::NotFound, code, message)
+    }
+
+    /// 405.
+    pub fn method_not_allowed(allowed: &'static str) -> Self {
+        let mut error = Self::new(
+            405,
+            ErrorType::InvalidRequest,
+            "method_not_allowed",
+            format!("method not allowed; use {allowed}"),
+        );
+        error.allow = Some(allowed);
+        error
+    }
+
+    /// 413.
+    pub fn too_large(limit: usize) -> Self {
+        Self::new(
+            413,
+            ErrorType::InvalidRequest,
+            "request_too_large",
+            format!("request body exceeds the limit of {limit} bytes"),
+        )
+    }
+
+    /// 502.
+    pub fn bad_gateway(message: impl Into<String>) -> Self {
+        Self::new(502, ErrorType::Upstream, "upstream_unreachable", message)
+    }
+
+    /// 504.
+    pub fn gateway_timeout(message: impl Into<String>) -> Self {
+        Self::new(504, ErrorType::Upstream, "upstream_timeout", message)
+    }
+
+    /// 503.
+    pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(503, ErrorType::Server, code, message)
+    }
+
+    /// 500, with a generic message: the detail belongs in the log, not the response.
+    pub fn internal() -> Self {
+        Self::new(500, ErrorType::Server, "internal_error", "internal error")
+    }
+
+    /// A generic envelope for a bare status code.
+    pub fn from_status(status: u16) -> Self {
+        match status {
+            400 => Self::bad_request("bad_request", "bad request"),
+            401 => Self::unauthorized("missing or invalid bearer token"),
+            404 => Self::not_found("not_found", "not found"),
+            408 => Self::new(
+                408,
+                ErrorType::InvalidRequest,
+                "request_timeout",
+                "request timed out",
+            ),
+            413 => Self::new(
+                413,
+                ErrorType::InvalidRequest,
+                "request_too_large",
+                "request too large",
+            ),
+            431 => Self::new(
+                431,
+                ErrorType::InvalidRequest,
+                "headers_too_large",
+                "request headers too large",
+            ),
+            502 => Self::bad_gateway("upstream unreachable"),
+            503 => Self::unavailable("unavailable", "service unavailable"),
+            504 => Self::gateway_timeout("upstream timed out"),
+            s if (400..500).contains(&s) => Self::new(
+                status,
+                ErrorType::InvalidRequest,
+                "bad_request",
+                "bad request",
+            ),
+            _ => Self::internal(),
+        }
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> Vec<u8> {
+        let value = json!({
+            "error": {
+                "message": self.message,
+                "type": self.kind.as_str(),
+                "param": self.param,
+                "code": self.code,
+            }
+        });
+        // Serializing a json! value cannot fail; fall back to a fixed body regardless.
+        serde_json::to_vec(&value).unwrap_or_else(|_| {
+            br#"{"error":{"message":"internal error","type":"server_error","param":null,"code":"internal_error"}}"#
+                .to_vec()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_envelope_has_every_field() {
+        let body = ApiError::bad_request("invalid_nonce", "nonce must be hex")
+            .with_param("nonce")
+            .body();
+        let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(value["error"]["message"], "nonce must be hex");
+        assert_eq!(value["error"]["type"], "invalid_request_error");
+        assert_eq!(value["error"]["param"], "nonce");
+        assert_eq!(value["error"]["code"], "invalid_nonce");
+        let plain: serde_json::Value =
+            serde_json::from_slice(&ApiError::internal().body()).unwrap();
+        assert!(plain["error"]["param"].is_null());
+        assert_eq!(ApiError::from_status(502).kind, ErrorType::Upstream);
+    }
+}

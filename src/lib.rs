@@ -1,0 +1,22 @@
+//! signet: a Pingora reverse proxy that makes an OpenAI-compatible inference server
+//! verifiably confidential. It signs `sha256(request):sha256(response)` of every completion
+//! with a key born inside the TEE, and attests that key with a TDX quote and NVIDIA GPU
+//! evidence.
+//!
+//! The domain modules (`sse`, `transcript`, `signing`, `store`, `notary`, `attestation`,
+//! `ids`, `config`) never touch Pingora; `proxy` and `app` are the only places that do.
+
+pub mod app;
+pub mod attestation;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod gateway;
+pub mod ids;
+pub mod notary;
+pub mod proxy;
+pub mod routes;
+pub mod signing;
+pub mod sse;
+pub mod store;
+pub mod transcript;

@@ -1,0 +1,15 @@
+//! The `signet` binary: parse the command line, set up logging, dispatch.
+
+use clap::Parser;
+use signet::cli::{Cli, Command};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+    match cli.command {
+        Command::Serve(args) => signet::app::serve(args),
+    }
+}

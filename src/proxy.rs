@@ -1,0 +1,427 @@
+//! The Pingora side of signet: a thin [`ProxyHttp`] implementation whose hooks only route,
+//! hand bytes to the domain modules (transcript, notary, routes, attestation) and write
+//! what those return. The per-request state is [`RequestCtx`].
+
+use crate::error::ApiError;
+use crate::gateway::Gateway;
+use crate::ids::CompletionId;
+use crate::routes::{LocalResponse, Route};
+use crate::store::Ticket;
+use crate::transcript::{
+    BodyKind, RequestBodyError, RequestCapture, ResponseCapture, UnsignedReason,
+};
+use async_trait::async_trait;
+use bytes::Bytes;
+use log::{error, info, warn};
+use pingora_core::prelude::HttpPeer;
+use pingora_core::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Per-request state. Created empty for every request; fields fill in as hooks run.
+#[derive(Debug)]
+pub struct RequestCtx {
+    /// What the request is, by path.
+    pub route: Route,
+    /// When the request started being processed.
+    pub started: Instant,
+    /// Request body capture (signed routes only).
+    request: Option<RequestCapture>,
+    /// Response body capture (2xx responses on signed routes only).
+    response: Option<ResponseCapture>,
+    /// Status sent to the client (upstream's, or signet's own).
+    status: Option<u16>,
+    /// An answer signet decided on itself, written by `fail_to_proxy`.
+    rejection: Option<ApiError>,
+    /// The signature filed for this response, until the response is known delivered.
+    sealed: Option<Ticket>,
+    /// The completion id, once known (for the access log).
+    completion_id: Option<CompletionId>,
+    /// Why a signed route ended without a signature.
+    unsigned: Option<UnsignedReason>,
+    /// Response body bytes hashed (signed routes).
+    response_bytes: u64,
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        Self {
+            route: Route::PassThrough,
+            started: Instant::now(),
+            request: None,
+            response: None,
+            status: None,
+            rejection: None,
+            sealed: None,
+            completion_id: None,
+            unsigned: None,
+            response_bytes: 0,
+        }
+    }
+}
+
+impl RequestCtx {
+    /// Records a refusal and turns it into the error that stops the request; the envelope
+    /// itself is written by `fail_to_proxy`.
+    fn refuse(&mut self, refusal: ApiError) -> Box<Error> {
+        let status = refusal.status;
+        self.rejection = Some(refusal);
+        self.unsigned = Some(UnsignedReason::Rejected);
+        Error::explain(ErrorType::HTTPStatus(status), "refused by signet")
+    }
+}
+
+/// signet's proxy.
+pub struct SignetProxy {
+    gateway: Arc<Gateway>,
+}
+
+impl SignetProxy {
+    /// A proxy serving `gateway`.
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        Self { gateway }
+    }
+}
+
+/// Writes a locally produced JSON response.
+async fn write_local(session: &mut Session, answer: &LocalResponse) -> Result<()> {
+    let mut header = ResponseHeader::build(answer.status, Some(4))?;
+    header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    header.insert_header(http::header::CONTENT_LENGTH, answer.body.len())?;
+    header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    if let Some(allow) = answer.allow {
+        header.insert_header(http::header::ALLOW, allow)?;
+    }
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session
+        .write_response_body(Some(Bytes::from(answer.body.clone())), true)
+        .await
+}
+
+/// Bodies up to this size are read and checked before any upstream connection is made.
+/// It is the capacity of the body buffer Pingora 0.9 keeps for retries (`BODY_BUF_LIMIT`):
+/// a body read in `request_filter` with retry buffering on is replayed from that buffer to
+/// the upstream, so nothing of a malformed request ever leaves signet. Larger bodies stream
+/// through the body filter, which holds them back until they are complete and checked.
+const PREREAD_LIMIT: u64 = 64 * 1024;
+
+/// Whether the request declares a body small enough to be read up front.
+fn fits_retry_buffer(header: &RequestHeader) -> bool {
+    if header.headers.contains_key(http::header::TRANSFER_ENCODING) {
+        return false;
+    }
+    header
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .is_some_and(|length| length <= PREREAD_LIMIT)
+}
+
+/// Reads and checks the whole (small) request body before the upstream is contacted.
+async fn preread_body(
+    session: &mut Session,
+    capture: &mut RequestCapture,
+) -> std::result::Result<(), ApiError> {
+    session.as_mut().enable_retry_buffering();
+    loop {
+        match session.as_mut().read_request_body().await {
+            Ok(Some(chunk)) => capture.push(&chunk).map_err(request_body_refusal)?,
+            Ok(None) => break,
+            Err(e) if e.etype() == &ErrorType::ReadTimedout => {
+                return Err(ApiError::from_status(408));
+            }
+            Err(_) => {
+                return Err(ApiError::bad_request(
+                    "bad_request",
+                    "the request body could not be read",
+                ));
+            }
+        }
+    }
+    capture.finish().map(|_| ()).map_err(request_body_refusal)
+}
+
+fn request_body_refusal(error: RequestBodyError) -> ApiError {
+    match error {
+        RequestBodyError::TooLarge { limit } => ApiError::too_large(limit),
+        other => ApiError::bad_request("invalid_request_body", other.to_string()),
+    }
+}
+
+/// Maps a Pingora failure to the envelope the client gets.
+fn envelope_for(error: &Error) -> ApiError {
+    match (error.esource(), error.etype()) {
+        (_, ErrorType::HTTPStatus(code)) => ApiError::from_status(*code),
+        (ErrorSource::Upstream, ErrorType::ReadTimedout | ErrorType::WriteTimedout) => {
+            ApiError::gateway_timeout("the upstream did not answer in time")
+        }
+        (ErrorSource::Upstream, _) => {
+            ApiError::bad_gateway("the upstream is unreachable or failed")
+        }
+        (ErrorSource::Downstream, ErrorType::ReadTimedout) => ApiError::from_status(408),
+        (ErrorSource::Downstream, _) => ApiError::bad_request("bad_request", "malformed request"),
+        _ => ApiError::internal(),
+    }
+}
+
+/// Why a failed request ended unsigned.
+fn unsigned_reason_for(error: &Error) -> UnsignedReason {
+    match error.esource() {
+        ErrorSource::Downstream => UnsignedReason::ClientAbort,
+        _ => UnsignedReason::UpstreamAbort,
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for SignetProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> Self::CTX {
+        RequestCtx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        let header = session.req_header();
+        ctx.route = Route::classify(header.uri.path());
+        if ctx.route.is_local() {
+            let answer = self.gateway.answer_local(ctx.route, header).await;
+            ctx.status = Some(answer.status);
+            write_local(session, &answer).await?;
+            return Ok(true);
+        }
+        if let Route::Signed(_) = ctx.route {
+            let mut capture = match self.gateway.admit_signed(header) {
+                Ok(capture) => capture,
+                Err(refusal) => {
+                    // The body was not read: do not try to reuse this connection.
+                    session.set_keepalive(None);
+                    return Err(ctx.refuse(refusal));
+                }
+            };
+            if session.as_mut().is_body_empty() {
+                // A bodiless request would reach the upstream complete with its head alone.
+                return Err(
+                    ctx.refuse(request_body_refusal(RequestBodyError::MalformedJson(
+                        "the request has no body".to_owned(),
+                    ))),
+                );
+            }
+            if fits_retry_buffer(session.req_header()) {
+                preread_body(session, &mut capture)
+                    .await
+                    .map_err(|refusal| {
+                        session.set_keepalive(None);
+                        ctx.refuse(refusal)
+                    })?;
+            }
+            ctx.request = Some(capture);
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Self::CTX,
+    ) -> Result<Box<HttpPeer>> {
+        // Called once per attempt: a retried attempt replays the body from its start.
+        if let Some(capture) = ctx.request.as_mut() {
+            capture.restart_if_incomplete();
+        }
+        Ok(Box::new(self.gateway.upstream_peer()))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        self.gateway
+            .prepare_upstream_request(upstream_request, ctx.request.is_some())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        let Some(capture) = ctx.request.as_mut() else {
+            return Ok(());
+        };
+        if let Some(complete) = capture.complete_body() {
+            // A retried attempt: forward the same bytes again, hashed once already.
+            *body = Some(if end_of_stream {
+                complete.clone()
+            } else {
+                Bytes::new()
+            });
+            return Ok(());
+        }
+        if let Some(chunk) = body.take() {
+            if let Err(e) = capture.push(&chunk) {
+                return Err(ctx.refuse(request_body_refusal(e)));
+            }
+        }
+        if !end_of_stream {
+            // Hold the body until it is complete and checked; an empty chunk sends nothing.
+            *body = Some(Bytes::new());
+            return Ok(());
+        }
+        match capture.finish() {
+            Ok(complete) => {
+                *body = Some(complete);
+                Ok(())
+            }
+            Err(e) => Err(ctx.refuse(request_body_refusal(e))),
+        }
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        let status = upstream_response.status;
+        if status.is_informational() {
+            return Ok(());
+        }
+        ctx.status = Some(status.as_u16());
+        if ctx.request.is_none() {
+            return Ok(());
+        }
+        if status.is_success() {
+            let content_type = upstream_response
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .map(|v| v.as_bytes());
+            ctx.response = Some(ResponseCapture::new(
+                BodyKind::from_content_type(content_type),
+                self.gateway.scan_limits(),
+            ));
+        } else {
+            ctx.unsigned = Some(UnsignedReason::UpstreamError);
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<Option<Duration>> {
+        let Some(capture) = ctx.response.as_mut() else {
+            return Ok(None);
+        };
+        if let Some(bytes) = body {
+            capture.push(bytes);
+        }
+        if end_of_stream {
+            if let Some(capture) = ctx.response.take() {
+                ctx.response_bytes = capture.bytes();
+                let request_sha256 = ctx.request.as_ref().and_then(RequestCapture::sha256);
+                match self.gateway.seal(capture, request_sha256) {
+                    Ok((ticket, id)) => {
+                        ctx.sealed = Some(ticket);
+                        ctx.completion_id = Some(id);
+                    }
+                    Err((reason, id)) => {
+                        ctx.unsigned = Some(reason);
+                        ctx.completion_id = id;
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut Self::CTX,
+    ) -> FailToProxy {
+        let client_gone = *e.esource() == ErrorSource::Downstream
+            && matches!(
+                e.etype(),
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed
+            );
+        let error_code = if session.response_written().is_some() || client_gone {
+            // Too late for an envelope: the client already has (part of) a response, or is gone.
+            0
+        } else {
+            let envelope = ctx.rejection.clone().unwrap_or_else(|| envelope_for(e));
+            let answer = LocalResponse::from(envelope);
+            if let Err(write_error) = write_local(session, &answer).await {
+                warn!("could not write error response: {write_error}");
+            }
+            answer.status
+        };
+        if error_code != 0 {
+            ctx.status = Some(error_code);
+        }
+        FailToProxy {
+            error_code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, ctx: &Self::CTX, _error: &Error) -> bool {
+        // Refusals are the client's mistake; the access line records them.
+        ctx.rejection.is_some()
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
+        if let Some(unfinished) = ctx.response.take() {
+            // The body never reached its end: keep what is known for the access line.
+            ctx.completion_id = unfinished.id_so_far().cloned();
+            ctx.response_bytes = unfinished.bytes();
+        }
+        if let Some(error) = e {
+            if let Some(ticket) = ctx.sealed.take() {
+                // Signed at end of stream, but the last bytes never reached the client.
+                self.gateway.retract(ticket);
+                ctx.unsigned = Some(unsigned_reason_for(error));
+            } else if ctx.request.is_some() && ctx.unsigned.is_none() {
+                ctx.unsigned = Some(unsigned_reason_for(error));
+            }
+        } else if ctx.request.is_some() && ctx.sealed.is_none() && ctx.unsigned.is_none() {
+            // The response ended without passing through the body filter's end of stream
+            // (e.g. a bodiless 2xx): nothing was signed.
+            ctx.unsigned = Some(UnsignedReason::NoId);
+        }
+        let header = session.req_header();
+        let signed = ctx.sealed.is_some();
+        info!(
+            target: "signet::access",
+            "route={} method={} status={} duration_ms={:.1} upstream={} id={} signed={} reason={} response_bytes={} error={}",
+            ctx.route.label(),
+            header.method,
+            ctx.status.map_or_else(|| "-".to_owned(), |s| s.to_string()),
+            ctx.started.elapsed().as_secs_f64() * 1000.0,
+            if ctx.route.is_local() || ctx.rejection.is_some() {
+                "-"
+            } else {
+                self.gateway.upstream_label()
+            },
+            ctx.completion_id.as_ref().map_or("-", CompletionId::as_str),
+            signed,
+            ctx.unsigned.map_or("-", UnsignedReason::as_str),
+            ctx.response_bytes,
+            e.map_or_else(|| "-".to_owned(), |e| format!("{:?}", e.etype())),
+        );
+        if ctx.unsigned == Some(UnsignedReason::SigningFailed) {
+            error!("a completed response could not be signed");
+        }
+    }
+}

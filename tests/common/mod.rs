@@ -1,0 +1,417 @@
+//! Test harness: real processes on ephemeral ports. `Upstream` runs
+//! `signet-mock-upstream`, `Gateway` runs the `signet` binary with a generated config, and
+//! the HTTP helpers talk to them over real sockets. Readiness is polled with a deadline;
+//! nothing sleeps for a fixed time.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const SEED_REQUEST: &[u8] = include_bytes!("../fixtures/seed-request.json");
+pub const SEED_RESPONSE: &[u8] = include_bytes!("../fixtures/seed-response.sse");
+pub const SEED_ID: &str = "chat-7ee2a39468ce48d7b2284783f21782b0";
+pub const SEED_TEXT: &str = "bcf152411970b14faab35a76d559b4188b78c24ced0048d0edcd320bf47bff0a:2e704942816901eaf435945fd01d76346e5dd283d5f8a2391e525e8f9a9ef36e";
+
+pub fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// The mock upstream process.
+pub struct Upstream {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Upstream {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_signet-mock-upstream"))
+            .arg("--replay-dir")
+            .arg(fixtures_dir())
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn mock upstream");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read LISTENING line");
+        let addr = line
+            .trim()
+            .strip_prefix("LISTENING ")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line from mock upstream: {line:?}"));
+        Upstream { child, addr }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn stats(&self) -> serde_json::Value {
+        let reply = request(self.addr, "GET", "/_mock/stats", &[], Vec::new()).await;
+        serde_json::from_slice(&reply.body).expect("stats json")
+    }
+
+    /// Requests the upstream has seen completely (path, body hash...).
+    pub async fn seen(&self) -> Vec<serde_json::Value> {
+        self.stats().await["requests"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub async fn release(&self, token: &str) {
+        let reply = request(
+            self.addr,
+            "POST",
+            &format!("/_mock/release/{token}"),
+            &[],
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(reply.status, 200);
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The signet binary under test.
+pub struct Gateway {
+    child: Child,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub log_path: PathBuf,
+}
+
+pub fn signet_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_signet")
+}
+
+/// A config for a gateway listening on `port` in front of `upstream_url`; `extra` is
+/// appended inside the `signet:` section (indented by two spaces).
+pub fn config_text(port: u16, upstream_url: &str, dir: &Path, extra: &str) -> String {
+    format!(
+        "version: 1\nthreads: 2\ngrace_period_seconds: 2\ngraceful_shutdown_timeout_seconds: 1\npid_file: {dir}/signet.pid\nupgrade_sock: {dir}/upgrade.sock\nsignet:\n  listen: \"127.0.0.1:{port}\"\n  upstream: \"{upstream_url}\"\n  attestation:\n    mode: dev\n    gpu: none\n{extra}",
+        dir = dir.display()
+    )
+}
+
+impl Gateway {
+    pub fn start(upstream_url: &str) -> Self {
+        Self::start_with(upstream_url, "")
+    }
+
+    pub fn start_with(upstream_url: &str, extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let config = dir.path().join("signet.yaml");
+        std::fs::write(&config, config_text(port, upstream_url, dir.path(), extra))
+            .expect("write config");
+        Self::spawn(dir, config, port)
+    }
+
+    pub fn spawn(dir: tempfile::TempDir, config: PathBuf, port: u16) -> Self {
+        let log_path = dir.path().join("signet.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let child = Command::new(signet_bin())
+            .args(["serve", "-c"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn signet");
+        let gateway = Gateway {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            dir,
+            log_path,
+        };
+        gateway.wait_ready();
+        gateway
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(mut stream) = std::net::TcpStream::connect(self.addr) {
+                use std::io::{Read, Write};
+                let _ = stream
+                    .write_all(b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+                let mut answer = String::new();
+                let _ = stream.read_to_string(&mut answer);
+                if answer.starts_with("HTTP/1.1 200") {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "signet did not become ready; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Waits until the access log has a line containing every one of `needles`.
+    pub fn wait_for_log_line(&self, needles: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(line) = self
+                .log()
+                .lines()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+            {
+                return line.to_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needles:?}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub async fn health(&self) -> serde_json::Value {
+        let reply = request(self.addr, "GET", "/health", &[], Vec::new()).await;
+        assert_eq!(reply.status, 200);
+        serde_json::from_slice(&reply.body).expect("health json")
+    }
+
+    pub async fn signing_address(&self) -> String {
+        self.health().await["signing_address"]
+            .as_str()
+            .expect("address")
+            .to_owned()
+    }
+
+    pub async fn signature(&self, id: &str) -> Reply {
+        request(
+            self.addr,
+            "GET",
+            &format!("/v1/signature/{id}"),
+            &[],
+            Vec::new(),
+        )
+        .await
+    }
+
+    pub async fn post(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+        let mut all = vec![("content-type", "application/json")];
+        all.extend_from_slice(headers);
+        request(self.addr, "POST", path, &all, body.to_vec()).await
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn child_mut(&mut self) -> &mut Child {
+        &mut self.child
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A complete HTTP response.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// Asserts the OpenAI error envelope with this status and code.
+    pub fn assert_envelope(&self, status: u16, code: &str) {
+        assert_eq!(
+            self.status,
+            status,
+            "body: {}",
+            String::from_utf8_lossy(&self.body)
+        );
+        let value = self.json();
+        assert_eq!(value["error"]["code"], code, "{value}");
+        assert!(value["error"]["message"].is_string(), "{value}");
+        assert!(value["error"]["type"].is_string(), "{value}");
+        assert!(value["error"].get("param").is_some(), "{value}");
+        assert_eq!(
+            self.headers
+                .get("content-type")
+                .map(|v| v.to_str().unwrap_or("")),
+            Some("application/json")
+        );
+    }
+}
+
+/// An open response whose body is read frame by frame.
+pub struct OpenReply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    body: Incoming,
+}
+
+impl OpenReply {
+    /// The next data frame, `None` at the end; an error if the connection broke.
+    pub async fn next_data(&mut self) -> Result<Option<Bytes>, hyper::Error> {
+        loop {
+            match self.body.frame().await {
+                None => return Ok(None),
+                Some(Err(e)) => return Err(e),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Ok(Some(data));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads until `needle` has been received; returns everything read.
+    pub async fn read_until(&mut self, needle: &[u8]) -> Vec<u8> {
+        let mut got = Vec::new();
+        while !got.windows(needle.len()).any(|w| w == needle) {
+            match self.next_data().await {
+                Ok(Some(data)) => got.extend_from_slice(&data),
+                other => panic!(
+                    "stream ended before {:?}: {other:?}",
+                    String::from_utf8_lossy(needle)
+                ),
+            }
+        }
+        got
+    }
+
+    /// Reads the rest of the body.
+    pub async fn read_to_end(&mut self) -> Result<Vec<u8>, hyper::Error> {
+        let mut got = Vec::new();
+        while let Some(data) = self.next_data().await? {
+            got.extend_from_slice(&data);
+        }
+        Ok(got)
+    }
+}
+
+/// Sends one request on a fresh connection and returns the open response.
+pub async fn open(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> OpenReply {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut builder = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let req = builder.body(Full::new(Bytes::from(body))).expect("request");
+    let response = sender.send_request(req).await.expect("send request");
+    let (parts, body) = response.into_parts();
+    OpenReply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// Sends one request on a fresh connection and reads the whole response.
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Reply {
+    let mut open = open(addr, method, path, headers, body).await;
+    let body = open.read_to_end().await.expect("read body");
+    Reply {
+        status: open.status,
+        headers: open.headers,
+        body: Bytes::from(body),
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Recovers the EIP-191 signer with signet's own code.
+pub fn recover(text: &str, signature: &str) -> String {
+    let sig = signet::signing::RecoverableSignature::parse(signature).expect("signature");
+    signet::signing::recover_address(text.as_bytes(), &sig)
+        .expect("recover")
+        .to_checksum()
+}
+
+/// Checks a receipt: text = sha256(request):sha256(response), signed by `address`.
+pub fn assert_receipt(receipt: &serde_json::Value, request: &[u8], response: &[u8], address: &str) {
+    let expected = format!("{}:{}", sha256_hex(request), sha256_hex(response));
+    assert_eq!(receipt["text"], expected.as_str(), "{receipt}");
+    assert_eq!(receipt["signing_address"], address);
+    assert_eq!(receipt["signing_algo"], "ecdsa");
+    let signature = receipt["signature"].as_str().expect("signature");
+    assert!(
+        signature.starts_with("0x") && signature.len() == 132,
+        "{signature}"
+    );
+    assert_eq!(recover(&expected, signature), address);
+}

@@ -1,0 +1,431 @@
+//! The core gateway against a real upstream process: transparent proxying, incremental
+//! hashing, the seed golden vector, signing, the signature route, and the cases where
+//! nothing may be signed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+
+/// The seed stream replayed in awkward pieces must always yield the seed's text.
+#[tokio::test]
+async fn seed_vector_yields_the_seed_text_however_the_stream_is_cut() {
+    let upstream = Upstream::start();
+    let gateway = Gateway::start(&upstream.url());
+    let address = gateway.signing_address().await;
+    for chunks in ["", "1", "7,3,1", "2,311", "4096", "100,1,1,1,500"] {
+        let mut headers = vec![("x-mock-replay", "seed-response.sse")];
+        if !chunks.is_empty() {
+            headers.push(("x-mock-chunks", chunks));
+        }
+        let reply = gateway
+            .post("/v1/chat/completions", &headers, SEED_REQUEST)
+            .await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(
+            &reply.body[..],
+            SEED_RESPONSE,
+            "client bytes must be unchanged"
+        );
+        let receipt = gateway.signature(SEED_ID).await;
+        assert_eq!(receipt.status, 200);
+        let receipt = receipt.json();
+        assert_eq!(receipt["text"], SEED_TEXT, "chunks {chunks:?}");
+        assert_receipt(&receipt, SEED_REQUEST, SEED_RESPONSE, &address);
+    }
+}
+
+#[tokio::test]
+async fn non_streaming_json_is_signed_over_the_exact_bytes() {
+    let upstream = Upstream::start();
+    let gateway = Gateway::start(&upstream.url());
+    let address = gateway.signing_address().await;
+    let body = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":false}"#;
+    let reply = gateway
+        .post("/v1/chat/completions", &[("x-mock-chunks", "3")], body)
+        .await;
+    assert_eq!(reply.status, 200);
+    let id = reply.json()["id"].as_str().unwrap().to_owned();
+    let receipt = gateway.signature(&id).await.json();
+    assert_receipt(&receipt, body, &reply.body, &address);
+    // The upstream received exactly the client's bytes.
+    let seen = upstream.seen().await;
+    assert_eq!(seen.last().unwrap()["body_sha256"], sha256_hex(body));
+}
+
+#[tokio::test]
+async fn legacy_completions_stream_is_signed() {
+    let upstream = Upstream::start();
+    let gateway = Gateway::start(&upstream.url());
+    let address = gateway.signing_address().await;
+    let body = br#"{"model":"m","prompt":"once upon","stream":true,"max_tokens":5}"#;
+    let reply = gateway
+        .post("/v1/completions", &[("x-mock-events", "5")], body)
+        .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.headers["content-type"], "text/event-stream");
+    let text = String::from_utf8_lossy(&reply.body).into_owned();
+    assert!(text.ends_with("data: [DONE]\n\n"));
+    let first: serde_json::Value =
+        serde_json::from_str(text.lines().next().unwrap().strip_prefix("data: ").unwrap()).unwrap();
+    let id = first["id"].as_str().unwrap();
+    assert!(id.starts_with("cmpl-"));
+    assert_receipt(
+        &gateway.signature(id).await.json(),
+        body,
+        &reply.body,
+        &address,
+    );
+}
+
+/// A stream is forwarded as it is produced: the first event arrives while the upstream is
+/// still holding the rest back, and the signature exists only once the stream has ended.
+#[tokio::test]
+async fn streams_are_not_buffered() {
+    let upstream = Upstream::start();
+    let gateway = Gateway::start(&upstream.url());
+    let body = br#"{"stream":true}"#.to_vec();
+    let mut open = open(
+        gateway.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[("x-mock-gate", "unbuffered-1"), ("x-mock-id", "gated-1")],
+        body.clone(),
+    )
+    .await;
+    assert_eq!(open.status, 200);
+    let mut got = open.read_until(b"\n\n").await;
+    assert!(
+        got.starts_with(b"data: {"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    // The upstream is blocked on the gate: the stream is not complete, so nothing is signed.
+    assert_eq!(gateway.signature("gated-1").await.status, 404);
+    upstream.release("unbuffered-1").await;
+    got.extend(open.read_to_end().await.unwrap());
+    assert!(got.ends_with(b"data: [DONE]\n\n"));
+    let receipt = gateway.signature("gated-1").await;
+    assert_eq!(receipt.status, 200);
+    assert_receipt(
+        &receipt.json(),
+        &body,
+        &got,
+        &gateway.signing_address().await,
+    );
+}
+
+#[tokio::test]
+async fn other_paths_pass_through_unchanged_and_unsigned() {
+    let upstream = Upstream::start();
+    let gateway = Gateway::start(&upstream.url());
+    let direct = request(upstream.addr, "GET", "/v1/models", &[], Vec::new()).await;
+    let proxied = request(
+        gateway.addr,
+        "GET",
+        "/v1/models",
+        &[("accept-encoding", "gzip")],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(proxied.status, 200);
+    assert_eq!(proxied.body, direct.body);
+    let missing = request(gateway.addr, "GET", "/no/such/path", &[], Vec::new()).await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(
+        missing.json()["object"],
+        "error",
+        "the upstream's own 404 body"
+    );
+    let echoed = request(gateway.addr, "POST", "/echo", &[], b"\x00\xffraw".to_vec()).await;
+    assert_eq!(
+        &echoed.body[..],
+        b"\x00\xffraw",
+        "pass-through bodies are not checked"
+    );
+    let seen = upstream.seen().await;
+    let models = seen
+        .iter()
+        .find(|r| r["path"] == "/v1/models" && r["accept_encoding"].is_string());
+    assert!(
+        models.is_some(),
+        "pass-through keeps Accept-Encoding: {seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn accept_encoding_is_removed_toward_the_upstream_on_signed_routes() {
+    let upstream = Upstream::start();
+    let gateway = Gateway::start(&upstream.url());
+    let reply = gateway
+        .post(
+            "/v1/chat/completions",
+            &[("accept-encoding", "gzip, br")],
+            br#"{"stream":true}"#,
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    let seen = upstream.seen().await;
+    let last = seen.last().unwrap();
+    assert_eq!(last["path"], "/v1/chat/completions");
+    assert!(last["accept_encoding"].is_null(), "{last}");
+}
+
+#[tokio::test]
+async fn upstream_errors_pass_through_unchanged_and_are_not_signed() {
+    let upstream = Upstream::start();
+    let gateway = Gateway::start(&upstream.url());
+    for status in ["400", "404", "500", "503"] {
+        let body = br#"{"stream":true}"#;
+        let reply = gateway
+            .post(
+                "/v1/chat/completions",
+                &[("x-mock-status", status), ("x-mock-id", "err-1")],
+                body,
+            )
+            .await;
+        assert_eq!(reply.status.to_string(), status);
+        let value = reply.json();
+        assert_eq!(
+            value["message"], "mock upstream error",
+            "the upstream's own body: {value}"
+        );
+        gateway.wait_for_log_line(&[
+            "route=chat_completions",
+            &format!("status={status}"),
+            "reason=upstream_error",
+        ]);
+    }
+    assert_eq!(gateway.signature("err-1").await.status, 404);
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_is_a_502_envelope() {
+    let port = free_port();
+    let gateway = Gateway::start(&format!("http://127.0.0.1:{port}"));
+    let reply = gateway
+        .post("/v1/chat/completions", &[], br#"{"stream":true}"#)
+        .await;
+    reply.assert_envelope(502, "upstream_unreachable");
+    let reply = request(gateway.addr, "GET", "/v1/models", &[], Vec::new()).await;
+    reply.assert_envelope(502, "upstream_unreachable");
+    // Local routes still work without an upstream.
+    assert_eq!(gateway.health().await["status"], "ok");
+}
+
+/// The upstream dies after part of the stream: the client gets an error, nothing is signed.
+#[tokio::test]
+async fn a_stream_the_upstream_cuts_is_never_signed() {
+    let upstream = Upstream::start();
+    let gateway = Gateway::start(&upstream.url());
+    for framing in ["chunked", "length"] {
+        let id = format!("cut-{framing}");
+        let mut open = open(
+            gateway.addr,
+            "POST",
+            "/v1/chat/completions",
+            &[
+                ("x-mock-die-after", "600"),
+                ("x-mock-id", &id),
+                ("x-mock-framing", framing),
+            ],
+            br#"{"stream":true}"#.to_vec(),
+        )
+        .await;
+        assert_eq!(open.status, 200);
+        assert!(
+            open.read_to_end().await.is_err(),
+            "the client must see the stream break"
+        );
+        gateway.wait_for_log_line(&[&format!("id={id}"), "signed=false", "reason=upstream_abort"]);
+        assert_eq!(gateway.signature(&id).await.status, 404);
+    }
+}
+
+/// The client goes away mid-stream: nothing is signed, even though the upstream finishes.
+#[tokio::test]
+async fn a_stream_the_client_abandons_is_never_signed() {
+    let upstream = Upstream::start();
+    let gateway = Gateway::start(&upstream.url());
+    let mut open = open(
+        gateway.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[
+            ("x-mock-gate", "abandon-1"),
+            ("x-mock-id", "abandoned-1"),
+            ("x-mock-events", "2000"),
+        ],
+        br#"{"stream":true}"#.to_vec(),
+    )
+    .await;
+    open.read_until(b"\n\n").await;
+    drop(open);
+    upstream.release("abandon-1").await;
+    let line = gateway.wait_for_log_line(&[
+        "route=chat_completions",
+        "signed=false",
+        "reason=client_abort",
+    ]);
+    assert!(!line.contains("signed=true"));
+    assert_eq!(gateway.signature("abandoned-1").await.status, 404);
+}
+
+#[tokio::test]
+async fn malformed_requests_get_envelopes_and_never_reach_the_upstream() {
+    let upstream = Upstream::start();
+    let gateway = Gateway::start(&upstream.url());
+    gateway
+        .post("/v1/chat/completions", &[], b"{\"stream\":")
+        .await
+        .assert_envelope(400, "invalid_request_body");
+    gateway
+        .post("/v1/chat/completions", &[], b"\xff\xfe{}")
+        .await
+        .assert_envelope(400, "invalid_request_body");
+    gateway
+        .post("/v1/completions", &[], b"[1,2,3]")
+        .await
+        .assert_envelope(400, "invalid_request_body");
+    gateway
+        .post("/v1/completions", &[], b"")
+        .await
+        .assert_envelope(400, "invalid_request_body");
+    let wrong_method = request(gateway.addr, "GET", "/v1/chat/completions", &[], Vec::new()).await;
+    wrong_method.assert_envelope(405, "method_not_allowed");
+    assert_eq!(wrong_method.headers["allow"], "POST");
+    let stats = upstream.stats().await;
+    assert_eq!(stats["requests"].as_array().unwrap().len(), 0, "{stats}");
+    assert_eq!(
+        stats["incomplete"], 0,
+        "not even a request head was sent: {stats}"
+    );
+}
+
+#[tokio::test]
+async fn the_signature_route_follows_the_contract() {
+    let upstream = Upstream::start();
+    let gateway = Gateway::start(&upstream.url());
+    gateway
+        .signature("chatcmpl-unknown")
+        .await
+        .assert_envelope(404, "signature_not_found");
+    let long = "a".repeat(257);
+    for bad in [
+        "..%2F..%2Fetc%2Fpasswd",
+        "a%00b",
+        "a%20b",
+        long.as_str(),
+        "",
+    ] {
+        gateway
+            .signature(bad)
+            .await
+            .assert_envelope(400, "invalid_id");
+    }
+    gateway
+        .post(
+            "/v1/chat/completions",
+            &[("x-mock-id", "ok-1")],
+            br#"{"stream":true}"#,
+        )
+        .await;
+    let reply = request(
+        gateway.addr,
+        "GET",
+        "/v1/signature/ok-1?signing_algo=ecdsa",
+        &[],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    let reply = request(
+        gateway.addr,
+        "GET",
+        "/v1/signature/ok-1?signing_algo=rsa",
+        &[],
+        Vec::new(),
+    )
+    .await;
+    reply.assert_envelope(400, "unsupported_signing_algo");
+    let reply = request(
+        gateway.addr,
+        "DELETE",
+        "/v1/signature/ok-1",
+        &[],
+        Vec::new(),
+    )
+    .await;
+    reply.assert_envelope(405, "method_not_allowed");
+}
+
+#[tokio::test]
+async fn responses_without_an_id_are_not_signed() {
+    let upstream = Upstream::start();
+    let gateway = Gateway::start(&upstream.url());
+    let reply = gateway
+        .post(
+            "/v1/chat/completions",
+            &[("x-mock-replay", "no-id.sse")],
+            br#"{"stream":true}"#,
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    gateway.wait_for_log_line(&["route=chat_completions", "reason=no_id"]);
+}
+
+#[tokio::test]
+async fn health_is_answered_locally() {
+    let port = free_port();
+    let gateway = Gateway::start(&format!("http://127.0.0.1:{port}"));
+    let health = gateway.health().await;
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["attestation_mode"], "dev");
+    assert!(
+        health["signing_address"]
+            .as_str()
+            .unwrap()
+            .starts_with("0x")
+    );
+}
+
+/// The signature is checked by an implementation that is not signet's: Python's
+/// eth-account (installed by `.ci/run`).
+#[tokio::test]
+async fn eth_account_recovers_the_attested_address() {
+    let upstream = Upstream::start();
+    let gateway = Gateway::start(&upstream.url());
+    let address = gateway.signing_address().await;
+    let reply = gateway
+        .post(
+            "/v1/chat/completions",
+            &[("x-mock-replay", "seed-response.sse")],
+            SEED_REQUEST,
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    let receipt = gateway.signature(SEED_ID).await.json();
+    let script = "import sys\nfrom eth_account import Account\nfrom eth_account.messages import encode_defunct\nprint(Account.recover_message(encode_defunct(text=sys.argv[1]), signature=sys.argv[2]))";
+    let output = std::process::Command::new("python3")
+        .args([
+            "-c",
+            script,
+            receipt["text"].as_str().unwrap(),
+            receipt["signature"].as_str().unwrap(),
+        ])
+        .output()
+        .expect("python3 must be installed (see .ci/run)");
+    assert!(
+        output.status.success(),
+        "eth-account failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), address);
+    // The seed's own signature form (no 0x) is accepted by signet's parser too.
+    let bare = receipt["signature"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("0x");
+    assert_eq!(recover(SEED_TEXT, bare), address);
+}
