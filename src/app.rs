@@ -2,10 +2,13 @@
 //! providers (refusing to start if one is missing), and hand the proxy and its background
 //! services to Pingora.
 
+use crate::attestation::nras_payload;
+use crate::attestation::nvml::{DriverEvidence, GpuDriver, NvmlDriver};
 use crate::attestation::{Attestor, SignerIdentity};
-use crate::cli::ServeArgs;
+use crate::cli::{GpuEvidenceArgs, ServeArgs};
 use crate::config::{self, AttestationMode, ConfigError, LoadedConfig};
 use crate::gateway::Gateway;
+use crate::ids::Nonce;
 use crate::notary::Notary;
 use crate::proxy::SignetProxy;
 use crate::signing::Signer;
@@ -37,6 +40,37 @@ pub enum StartError {
 pub fn serve(args: ServeArgs) -> ExitCode {
     match start(args) {
         Ok(code) => code,
+        Err(e) => {
+            eprintln!("signet: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `signet gpu-evidence`: the NVML path on this machine, end to end, printed.
+pub fn gpu_evidence(args: GpuEvidenceArgs) -> ExitCode {
+    let nonce = match args.nonce.as_deref().map(Nonce::parse).transpose() {
+        Ok(nonce) => nonce.unwrap_or_else(Nonce::random),
+        Err(e) => {
+            eprintln!("signet: --nonce: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let collected = NvmlDriver::load().and_then(|driver| {
+        let driver: Arc<dyn GpuDriver> = Arc::new(driver);
+        eprintln!(
+            "gpus={:?} cc_enabled={:?} cc_ready={:?}",
+            driver.gpu_count(),
+            driver.cc_enabled(),
+            driver.cc_ready()
+        );
+        DriverEvidence::open(driver, !args.skip_cc_check)?.collect_blocking(&nonce)
+    });
+    match collected {
+        Ok(evidence) => {
+            println!("{}", nras_payload(&nonce, &evidence));
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("signet: {e}");
             ExitCode::FAILURE
@@ -84,7 +118,8 @@ fn start(args: ServeArgs) -> Result<ExitCode, StartError> {
         settings.attestation.gpu.as_str(),
         server.threads,
     );
-    let gateway = Arc::new(Gateway::new(settings, notary, attestor));
+    let attestor = Arc::new(attestor);
+    let gateway = Arc::new(Gateway::new(settings, notary, attestor.clone()));
 
     let mut pingora = Server::new_with_opt_and_conf(opt, server);
     pingora.bootstrap();
@@ -102,7 +137,37 @@ fn start(args: ServeArgs) -> Result<ExitCode, StartError> {
             every: sweep_every,
         },
     ));
+    if !attestor.cache_ttl().is_zero() {
+        pingora.add_service(background_service(
+            "attestation refresher",
+            ReportRefresher { attestor },
+        ));
+    }
     pingora.run_forever();
+}
+
+/// Keeps a report for nonce-less requests fresh, so they rarely wait for a provider.
+struct ReportRefresher {
+    attestor: Arc<Attestor>,
+}
+
+#[async_trait]
+impl BackgroundService for ReportRefresher {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        // Refresh at half the cache lifetime: a cached report is always younger than its TTL.
+        let mut ticks = tokio::time::interval(self.attestor.cache_ttl() / 2);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = ticks.tick() => {
+                    if let Err(e) = self.attestor.refresh().await {
+                        warn!("background attestation refresh failed: {e}");
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Removes expired signatures on a fixed period.

@@ -18,6 +18,20 @@ pub struct Cli {
 pub enum Command {
     /// Run the gateway from a configuration file.
     Serve(ServeArgs),
+    /// Collect GPU evidence through NVML and print the NRAS payload: run it on the target
+    /// machine to check the NVIDIA path before deploying with `attestation.gpu: nvml`.
+    GpuEvidence(GpuEvidenceArgs),
+}
+
+/// `signet gpu-evidence`.
+#[derive(Debug, Args)]
+pub struct GpuEvidenceArgs {
+    /// Nonce to take the evidence with (64 hex chars); random if omitted.
+    #[arg(long)]
+    pub nonce: Option<String>,
+    /// Try the evidence calls even when NVML says confidential computing is off.
+    #[arg(long)]
+    pub skip_cc_check: bool,
 }
 
 /// `signet serve`.

@@ -13,12 +13,13 @@ use crate::transcript::{RequestCapture, ResponseCapture, ScanLimits, UnsignedRea
 use log::error;
 use pingora_core::prelude::HttpPeer;
 use pingora_http::RequestHeader;
+use std::sync::Arc;
 
 /// Everything requests share.
 pub struct Gateway {
     settings: Settings,
     notary: Notary,
-    attestor: Attestor,
+    attestor: Arc<Attestor>,
     peer: HttpPeer,
     upstream_label: String,
     upstream_authority: String,
@@ -35,7 +36,7 @@ impl std::fmt::Debug for Gateway {
 
 impl Gateway {
     /// Assembles the gateway from checked settings.
-    pub fn new(settings: Settings, notary: Notary, attestor: Attestor) -> Self {
+    pub fn new(settings: Settings, notary: Notary, attestor: Arc<Attestor>) -> Self {
         let upstream = &settings.upstream;
         let mut peer = HttpPeer::new(upstream.addr, upstream.tls, upstream.host.clone());
         let timeouts = settings.upstream_timeouts;
@@ -64,6 +65,11 @@ impl Gateway {
     /// The notary (signer and store).
     pub fn notary(&self) -> &Notary {
         &self.notary
+    }
+
+    /// The attestor.
+    pub fn attestor(&self) -> &Arc<Attestor> {
+        &self.attestor
     }
 
     /// The upstream's address, for logs.

@@ -11,5 +11,6 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Serve(args) => signet::app::serve(args),
+        Command::GpuEvidence(args) => signet::app::gpu_evidence(args),
     }
 }

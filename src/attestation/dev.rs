@@ -3,7 +3,7 @@
 //! measurements all zero, so no Intel root will ever accept them. `dev` must be chosen in
 //! the configuration and every report says `"mode": "dev"`.
 
-use super::{AttestationError, QuoteProvider};
+use super::{AttestationError, ProvidedQuote, QuoteProvider};
 use crate::config::AttestationMode;
 use async_trait::async_trait;
 use p256::ecdsa::SigningKey;
@@ -45,7 +45,10 @@ impl QuoteProvider for DevQuoteProvider {
         AttestationMode::Dev
     }
 
-    async fn quote(&self, report_data: &[u8; 64]) -> Result<Vec<u8>, AttestationError> {
-        Ok(self.mock_quote(report_data))
+    async fn quote(&self, report_data: &[u8; 64]) -> Result<ProvidedQuote, AttestationError> {
+        Ok(ProvidedQuote {
+            bytes: self.mock_quote(report_data),
+            event_log: None,
+        })
     }
 }

@@ -10,11 +10,15 @@
 //!
 //! This module does not know about HTTP beyond producing a [`LocalResponse`].
 
+pub mod configfs;
 mod dev;
-mod nvidia;
+pub mod dev_gpu;
+pub mod dstack;
+pub mod nvidia;
+pub mod nvml;
 
 pub use dev::DevQuoteProvider;
-pub use nvidia::{GpuEvidence, NoGpuEvidence, nras_payload};
+pub use nvidia::{GpuEvidence, NoGpuEvidence, nras_payload, spdm_request_nonce};
 
 use crate::config::{AttestationMode, AttestationSettings, GpuEvidenceMode, QuoteEncoding};
 use crate::error::ApiError;
@@ -25,8 +29,8 @@ use async_trait::async_trait;
 use base64::Engine;
 use log::error;
 use serde::Serialize;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Why a report could not be produced.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,13 +55,47 @@ pub enum AttestationError {
     BindingMismatch,
 }
 
+/// A quote as a provider hands it over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvidedQuote {
+    /// The TDX quote.
+    pub bytes: Vec<u8>,
+    /// The event log behind the quote's RTMRs, where the provider has one (dstack).
+    pub event_log: Option<String>,
+}
+
 /// Obtains TDX quotes for given report data.
 #[async_trait]
 pub trait QuoteProvider: Send + Sync {
     /// Which mode this provider implements.
     fn mode(&self) -> AttestationMode;
     /// A quote whose report_data is `report_data`.
-    async fn quote(&self, report_data: &[u8; 64]) -> Result<Vec<u8>, AttestationError>;
+    async fn quote(&self, report_data: &[u8; 64]) -> Result<ProvidedQuote, AttestationError>;
+}
+
+/// configfs-tsm as a [`QuoteProvider`]: the blocking file operations run off the async
+/// threads.
+struct ConfigfsProvider(Arc<configfs::ConfigfsTsm>);
+
+#[async_trait]
+impl QuoteProvider for ConfigfsProvider {
+    fn mode(&self) -> AttestationMode {
+        AttestationMode::Tdx
+    }
+
+    async fn quote(&self, report_data: &[u8; 64]) -> Result<ProvidedQuote, AttestationError> {
+        let tsm = self.0.clone();
+        let data = *report_data;
+        let bytes = tokio::task::spawn_blocking(move || tsm.quote_blocking(&data))
+            .await
+            .map_err(|e| {
+                AttestationError::Provider(format!("configfs-tsm worker failed: {e}"))
+            })??;
+        Ok(ProvidedQuote {
+            bytes,
+            event_log: None,
+        })
+    }
 }
 
 /// Collects GPU attestation evidence for a nonce.
@@ -121,6 +159,9 @@ pub struct AttestationReport {
     pub mode: &'static str,
     /// `nvml`, `dev` or `none`.
     pub gpu_evidence: &'static str,
+    /// The event log behind the quote's RTMRs, when the provider gives one (dstack).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_log: Option<String>,
 }
 
 /// The public half of the signing identity, as reports show it.
@@ -132,6 +173,12 @@ pub struct SignerIdentity {
     pub public_key: [u8; 64],
 }
 
+/// A report made for a nonce signet drew itself, reusable by nonce-less requests.
+struct CachedReport {
+    made: Instant,
+    report: AttestationReport,
+}
+
 /// Produces attestation reports.
 pub struct Attestor {
     quotes: Arc<dyn QuoteProvider>,
@@ -139,6 +186,8 @@ pub struct Attestor {
     identity: SignerIdentity,
     encoding: QuoteEncoding,
     timeout: Duration,
+    cache_ttl: Duration,
+    cache: Mutex<Option<CachedReport>>,
 }
 
 impl std::fmt::Debug for Attestor {
@@ -164,6 +213,8 @@ impl Attestor {
             identity,
             encoding: settings.quote_encoding,
             timeout: settings.timeout,
+            cache_ttl: settings.cache_ttl,
+            cache: Mutex::new(None),
         }
     }
 
@@ -175,20 +226,21 @@ impl Attestor {
     ) -> Result<Self, AttestationError> {
         let quotes: Arc<dyn QuoteProvider> = match settings.mode {
             AttestationMode::Dev => Arc::new(DevQuoteProvider::generate()),
-            other => {
-                return Err(AttestationError::Unavailable(format!(
-                    "attestation mode {} is not available in this build",
-                    other.as_str()
-                )));
+            AttestationMode::Tdx => Arc::new(ConfigfsProvider(Arc::new(
+                configfs::ConfigfsTsm::open(&settings.configfs_path, Arc::new(configfs::KernelFs))?,
+            ))),
+            AttestationMode::Dstack => {
+                Arc::new(dstack::DstackAgent::open(&settings.dstack_socket)?)
             }
         };
         let gpu: Arc<dyn GpuEvidenceSource> = match settings.gpu {
             GpuEvidenceMode::None => Arc::new(NoGpuEvidence),
-            other => {
-                return Err(AttestationError::Unavailable(format!(
-                    "gpu evidence mode {} is not available in this build",
-                    other.as_str()
-                )));
+            GpuEvidenceMode::Dev => Arc::new(dev_gpu::DevGpuEvidence),
+            GpuEvidenceMode::Nvml => {
+                let driver = Arc::new(nvml::NvmlDriver::load()?);
+                Arc::new(nvml::NvmlEvidence::new(nvml::DriverEvidence::open(
+                    driver, true,
+                )?))
             }
         };
         Ok(Self::new(quotes, gpu, identity, settings))
@@ -197,6 +249,47 @@ impl Attestor {
     /// The quote provider's mode.
     pub fn mode(&self) -> AttestationMode {
         self.quotes.mode()
+    }
+
+    /// The GPU evidence source's mode.
+    pub fn gpu_mode(&self) -> GpuEvidenceMode {
+        self.gpu.mode()
+    }
+
+    /// A report for a caller who gave no nonce: the cached one while it is younger than
+    /// `cache_ttl`, else a fresh one for a random nonce (which is then cached).
+    pub async fn report_without_nonce(&self) -> Result<AttestationReport, AttestationError> {
+        if let Some(report) = self.cached() {
+            return Ok(report);
+        }
+        self.refresh().await
+    }
+
+    fn cached(&self) -> Option<AttestationReport> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .as_ref()
+            .filter(|c| c.made.elapsed() < self.cache_ttl)
+            .map(|c| c.report.clone())
+    }
+
+    /// Makes a report for a random nonce and caches it (the background refresher calls this
+    /// so nonce-less requests rarely wait for a provider).
+    pub async fn refresh(&self) -> Result<AttestationReport, AttestationError> {
+        let report = self.report(Nonce::random()).await?;
+        if !self.cache_ttl.is_zero() {
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            *cache = Some(CachedReport {
+                made: Instant::now(),
+                report: report.clone(),
+            });
+        }
+        Ok(report)
+    }
+
+    /// How long a cached report stays usable (zero: no caching).
+    pub fn cache_ttl(&self) -> Duration {
+        self.cache_ttl
     }
 
     /// A fresh report for `nonce`.
@@ -208,10 +301,10 @@ impl Attestor {
             .map_err(|_| AttestationError::Timeout(self.timeout))?;
         let quote = quote?;
         let evidence = evidence?;
-        check_quote_binding(&quote, &expected)?;
+        check_quote_binding(&quote.bytes, &expected)?;
         let intel_quote = match self.encoding {
-            QuoteEncoding::Base64 => base64::engine::general_purpose::STANDARD.encode(&quote),
-            QuoteEncoding::Hex => hex::encode(&quote),
+            QuoteEncoding::Base64 => base64::engine::general_purpose::STANDARD.encode(&quote.bytes),
+            QuoteEncoding::Hex => hex::encode(&quote.bytes),
         };
         Ok(AttestationReport {
             signing_address: self.identity.address.to_checksum(),
@@ -222,6 +315,7 @@ impl Attestor {
             nvidia_payload: nras_payload(&nonce, &evidence),
             mode: self.quotes.mode().as_str(),
             gpu_evidence: self.gpu.mode().as_str(),
+            event_log: quote.event_log,
         })
     }
 
@@ -231,7 +325,11 @@ impl Attestor {
             Ok(nonce) => nonce,
             Err(refusal) => return refusal.into(),
         };
-        match self.report(nonce.unwrap_or_else(Nonce::random)).await {
+        let report = match nonce {
+            Some(nonce) => self.report(nonce).await,
+            None => self.report_without_nonce().await,
+        };
+        match report {
             Ok(report) => LocalResponse::ok_json(&report),
             Err(e) => {
                 error!("attestation failed: {e}");
@@ -327,6 +425,109 @@ mod tests {
             check_quote_binding(&quote[..100], &[1; 64]),
             Err(AttestationError::Unparseable(_))
         ));
+    }
+
+    /// Counts its quotes; can hang or answer for the wrong report data.
+    struct ScriptedProvider {
+        inner: DevQuoteProvider,
+        calls: std::sync::atomic::AtomicUsize,
+        hang: bool,
+        wrong_binding: bool,
+    }
+
+    #[async_trait]
+    impl QuoteProvider for ScriptedProvider {
+        fn mode(&self) -> AttestationMode {
+            AttestationMode::Dev
+        }
+        async fn quote(&self, report_data: &[u8; 64]) -> Result<ProvidedQuote, AttestationError> {
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if self.hang {
+                std::future::pending::<()>().await;
+            }
+            let mut data = *report_data;
+            if self.wrong_binding {
+                data[63] ^= 1;
+            }
+            Ok(ProvidedQuote {
+                bytes: self.inner.mock_quote(&data),
+                event_log: None,
+            })
+        }
+    }
+
+    fn scripted(
+        hang: bool,
+        wrong_binding: bool,
+        cache_ttl: Duration,
+    ) -> (Attestor, Arc<ScriptedProvider>) {
+        let provider = Arc::new(ScriptedProvider {
+            inner: DevQuoteProvider::generate(),
+            calls: std::sync::atomic::AtomicUsize::new(0),
+            hang,
+            wrong_binding,
+        });
+        let signer = Signer::generate();
+        let settings = AttestationSettings {
+            mode: AttestationMode::Dev,
+            gpu: GpuEvidenceMode::None,
+            quote_encoding: QuoteEncoding::Base64,
+            timeout: Duration::from_secs(2),
+            configfs_path: "/nonexistent".into(),
+            dstack_socket: "/nonexistent".into(),
+            cache_ttl,
+        };
+        let identity = SignerIdentity {
+            address: *signer.address(),
+            public_key: *signer.public_key(),
+        };
+        let attestor = Attestor::new(
+            provider.clone(),
+            Arc::new(NoGpuEvidence),
+            identity,
+            &settings,
+        );
+        (attestor, provider)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hanging_provider_is_cut_off_with_a_503() {
+        let (attestor, _) = scripted(true, false, Duration::ZERO);
+        assert_eq!(
+            attestor.report(Nonce::random()).await,
+            Err(AttestationError::Timeout(Duration::from_secs(2)))
+        );
+        assert_eq!(attestor.answer(None).await.status, 503);
+    }
+
+    #[tokio::test]
+    async fn a_quote_with_the_wrong_binding_is_never_served() {
+        let (attestor, _) = scripted(false, true, Duration::ZERO);
+        assert_eq!(
+            attestor.report(Nonce::random()).await,
+            Err(AttestationError::BindingMismatch)
+        );
+        let answer = attestor.answer(None).await;
+        assert_eq!(answer.status, 503);
+        assert!(!String::from_utf8_lossy(&answer.body).contains("intel_quote"));
+    }
+
+    #[tokio::test]
+    async fn nonce_less_requests_reuse_a_cached_report_and_nonces_are_always_fresh() {
+        let (attestor, provider) = scripted(false, false, Duration::from_secs(600));
+        let first = attestor.answer(None).await;
+        let second = attestor.answer(None).await;
+        assert_eq!(first, second);
+        assert_eq!(provider.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let nonce = format!("nonce={}", "cd".repeat(32));
+        attestor.answer(Some(&nonce)).await;
+        attestor.answer(Some(&nonce)).await;
+        assert_eq!(provider.calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+
+        let (uncached, provider) = scripted(false, false, Duration::ZERO);
+        uncached.answer(None).await;
+        uncached.answer(None).await;
+        assert_eq!(provider.calls.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[test]

@@ -46,6 +46,16 @@ pub fn nras_payload(nonce: &Nonce, evidence: &[GpuEvidence]) -> String {
     .to_string()
 }
 
+/// The nonce an evidence item was taken with: an H100 attestation report starts with the SPDM
+/// 1.1 `GET_MEASUREMENTS` request (version 0x11, code 0xE0, two parameter bytes) whose next 32
+/// bytes are the nonce (DMTF DSP0274).
+pub fn spdm_request_nonce(report: &[u8]) -> Option<[u8; 32]> {
+    match report {
+        [0x11, 0xE0, _, _, rest @ ..] => rest.get(..32)?.try_into().ok(),
+        _ => None,
+    }
+}
+
 /// No GPU evidence: the list is empty (a CPU-only deployment says so openly).
 #[derive(Debug, Default)]
 pub struct NoGpuEvidence;
@@ -64,6 +74,19 @@ impl GpuEvidenceSource for NoGpuEvidence {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_nonce_is_read_from_an_spdm_request() {
+        let mut report = vec![0x11, 0xE0, 0x01, 0xFF];
+        report.extend([7u8; 32]);
+        report.push(0);
+        assert_eq!(spdm_request_nonce(&report), Some([7; 32]));
+        assert_eq!(spdm_request_nonce(&report[..20]), None);
+        assert_eq!(
+            spdm_request_nonce(b"not spdm at all, not at all, no no no"),
+            None
+        );
+    }
 
     #[test]
     fn payload_has_the_nras_shape() {

@@ -415,3 +415,56 @@ pub fn assert_receipt(receipt: &serde_json::Value, request: &[u8], response: &[u
     );
     assert_eq!(recover(&expected, signature), address);
 }
+
+/// The attestation section of [`config_text`].
+pub const DEV_ATTESTATION: &str = "  attestation:\n    mode: dev\n    gpu: none\n";
+
+/// Runs `signet serve` with `attestation` (indented lines under `attestation:`) on a config
+/// that must make it refuse to start; returns its stderr.
+pub fn expect_start_failure(attestation: &str) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let config = dir.path().join("signet.yaml");
+    let text = config_text(port, "http://127.0.0.1:9", dir.path(), "")
+        .replace(DEV_ATTESTATION, &format!("  attestation:\n{attestation}"));
+    std::fs::write(&config, text).expect("write");
+    let mut child = Command::new(signet_bin())
+        .args(["serve", "-c"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn signet");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(!status.success(), "signet must refuse to start");
+            let mut stderr = String::new();
+            use std::io::Read;
+            let _ = child
+                .stderr
+                .take()
+                .expect("stderr")
+                .read_to_string(&mut stderr);
+            return stderr;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("signet did not exit: it started although it should have refused");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Gateway {
+    /// Starts signet with a custom attestation section.
+    pub fn start_with_attestation(upstream_url: &str, attestation: &str, extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let config = dir.path().join("signet.yaml");
+        let text = config_text(port, upstream_url, dir.path(), extra)
+            .replace(DEV_ATTESTATION, &format!("  attestation:\n{attestation}"));
+        std::fs::write(&config, text).expect("write config");
+        Self::spawn(dir, config, port)
+    }
+}
