@@ -5,7 +5,7 @@
 use crate::attestation::nras_payload;
 use crate::attestation::nvml::{DriverEvidence, GpuDriver, NvmlDriver};
 use crate::attestation::{Attestor, SignerIdentity};
-use crate::cli::{GpuEvidenceArgs, ServeArgs};
+use crate::cli::{GpuEvidenceArgs, ServeArgs, VerifyArgs, VerifySignatureArgs};
 use crate::config::{self, AttestationMode, ConfigError, LoadedConfig};
 use crate::gateway::Gateway;
 use crate::ids::Nonce;
@@ -42,6 +42,98 @@ pub fn serve(args: ServeArgs) -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("signet: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `signet verify`: exit 0 only if every required check passed; 2 for bad arguments.
+pub fn verify(args: VerifyArgs) -> ExitCode {
+    let json = args.json;
+    let options = match verify_options(args) {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("signet verify: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("signet verify: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let checklist = runtime.block_on(crate::verify::run(&options));
+    if json {
+        println!("{}", checklist.to_json());
+    } else {
+        print!("{}", checklist.render());
+    }
+    if checklist.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn verify_options(args: VerifyArgs) -> Result<crate::verify::VerifyOptions, String> {
+    use crate::verify::{CollateralSource, parse_rfc3339, quote::parse_collateral};
+    let collateral = match (&args.collateral, &args.pccs_url) {
+        (Some(path), _) => {
+            let bytes =
+                std::fs::read(path).map_err(|e| format!("--collateral {}: {e}", path.display()))?;
+            Some(CollateralSource::File(Box::new(parse_collateral(&bytes)?)))
+        }
+        (None, Some(url)) => Some(CollateralSource::Service(url.clone())),
+        (None, None) => None,
+    };
+    let at = args
+        .at
+        .as_deref()
+        .map(|t| {
+            t.parse::<u64>()
+                .ok()
+                .or_else(|| parse_rfc3339(t))
+                .ok_or_else(|| format!("--at {t}: neither Unix seconds nor RFC 3339"))
+        })
+        .transpose()?;
+    let ca_pem = args
+        .ca_cert
+        .as_ref()
+        .map(|p| std::fs::read(p).map_err(|e| format!("--ca-cert {}: {e}", p.display())))
+        .transpose()?;
+    let timeout =
+        humantime::parse_duration(&args.timeout).map_err(|e| format!("--timeout: {e}"))?;
+    Ok(crate::verify::VerifyOptions {
+        url: args.url,
+        token: args.token,
+        model: args.model,
+        prompt: args.prompt,
+        allow_dev: args.allow_dev,
+        allow_no_gpu: args.allow_no_gpu,
+        collateral,
+        accept_tcb: args.accept_tcb,
+        at,
+        nras_url: args.nras_url,
+        ca_pem,
+        timeout,
+    })
+}
+
+/// `signet verify-signature`: prints the signer; exit 1 on a mismatch or bad input.
+pub fn verify_signature(args: VerifySignatureArgs) -> ExitCode {
+    match crate::verify::verify_signature(&args.text, &args.signature, args.address.as_deref()) {
+        Ok(signer) => {
+            println!("{signer}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("signet verify-signature: {e}");
             ExitCode::FAILURE
         }
     }

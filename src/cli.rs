@@ -21,6 +21,73 @@ pub enum Command {
     /// Collect GPU evidence through NVML and print the NRAS payload: run it on the target
     /// machine to check the NVIDIA path before deploying with `attestation.gpu: nvml`.
     GpuEvidence(GpuEvidenceArgs),
+    /// Check a gateway end to end: attestation, GPU evidence, and a signed completion.
+    Verify(VerifyArgs),
+    /// Recover the address that signed a text (EIP-191), optionally checking it.
+    VerifySignature(VerifySignatureArgs),
+}
+
+/// `signet verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The gateway's base URL, e.g. https://gateway.example:8000
+    #[arg(long)]
+    pub url: String,
+    /// Bearer token for completions and signature lookups.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Model for the test completion (default: the first listed by /v1/models).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Prompt for the test completion.
+    #[arg(long, default_value = "Say hello in five words.")]
+    pub prompt: String,
+    /// Accept a dev-mode gateway (mock quote, recorded GPU evidence): NOT hardware-rooted.
+    #[arg(long)]
+    pub allow_dev: bool,
+    /// Accept a report without GPU evidence (CPU-only gateways).
+    #[arg(long)]
+    pub allow_no_gpu: bool,
+    /// Intel collateral for the quote, saved as JSON: verify offline.
+    #[arg(long, conflicts_with = "pccs_url")]
+    pub collateral: Option<std::path::PathBuf>,
+    /// PCCS (or Intel PCS) to fetch collateral from [default: Intel's PCS].
+    #[arg(long)]
+    pub pccs_url: Option<String>,
+    /// Also accept this TCB status (e.g. OutOfDate, SWHardeningNeeded); repeatable.
+    /// Revoked is never accepted.
+    #[arg(long = "accept-tcb", value_name = "STATUS")]
+    pub accept_tcb: Vec<String>,
+    /// Verify collateral as of this time (Unix seconds or RFC 3339) instead of now.
+    #[arg(long)]
+    pub at: Option<String>,
+    /// NVIDIA NRAS endpoint to judge the GPU evidence, e.g.
+    /// https://nras.attestation.nvidia.com/v3/attest/gpu
+    #[arg(long)]
+    pub nras_url: Option<String>,
+    /// Extra CA certificate(s), PEM, to trust for https.
+    #[arg(long)]
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// Timeout of each HTTP exchange, e.g. 60s.
+    #[arg(long, default_value = "120s")]
+    pub timeout: String,
+    /// Print the checklist as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `signet verify-signature`.
+#[derive(Debug, Args)]
+pub struct VerifySignatureArgs {
+    /// The signed text, `<sha256(request)>:<sha256(response)>`.
+    #[arg(long)]
+    pub text: String,
+    /// The signature, 130 hex chars, with or without 0x.
+    #[arg(long)]
+    pub signature: String,
+    /// The expected signer; a mismatch exits non-zero.
+    #[arg(long)]
+    pub address: Option<String>,
 }
 
 /// `signet gpu-evidence`.

@@ -20,3 +20,4 @@ pub mod signing;
 pub mod sse;
 pub mod store;
 pub mod transcript;
+pub mod verify;

@@ -12,5 +12,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => signet::app::serve(args),
         Command::GpuEvidence(args) => signet::app::gpu_evidence(args),
+        Command::Verify(args) => signet::app::verify(args),
+        Command::VerifySignature(args) => signet::app::verify_signature(args),
     }
 }

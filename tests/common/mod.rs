@@ -468,3 +468,187 @@ impl Gateway {
         Self::spawn(dir, config, port)
     }
 }
+
+/// What a [`FakeHttp`] handler sees.
+pub struct Seen {
+    pub method: String,
+    pub path_and_query: String,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+/// What a [`FakeHttp`] handler answers.
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(status: u16, value: &serde_json::Value) -> Self {
+        Answer {
+            status,
+            headers: vec![("content-type".to_owned(), "application/json".to_owned())],
+            body: Bytes::from(value.to_string()),
+        }
+    }
+}
+
+type BoxedAnswer = std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send>>;
+type Handler = std::sync::Arc<dyn Fn(Seen) -> BoxedAnswer + Send + Sync>;
+
+/// An HTTP/1.1 server in the test process whose answers come from a closure: fake
+/// services (PCCS, NRAS, a gateway) and men in the middle.
+pub struct FakeHttp {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeHttp {
+    pub async fn start<F, Fut>(handler: F) -> Self
+    where
+        F: Fn(Seen) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Answer> + Send + 'static,
+    {
+        let handler: Handler = std::sync::Arc::new(move |seen| Box::pin(handler(seen)));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let handler = handler.clone();
+                tokio::spawn(async move {
+                    let service =
+                        hyper::service::service_fn(move |req: http::Request<Incoming>| {
+                            let handler = handler.clone();
+                            async move {
+                                let (parts, body) = req.into_parts();
+                                let body = body
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                let seen = Seen {
+                                    method: parts.method.to_string(),
+                                    path_and_query: parts
+                                        .uri
+                                        .path_and_query()
+                                        .map(|p| p.to_string())
+                                        .unwrap_or_default(),
+                                    headers: parts.headers,
+                                    body,
+                                };
+                                let answer = handler(seen).await;
+                                let mut builder = http::Response::builder().status(answer.status);
+                                for (name, value) in &answer.headers {
+                                    builder = builder.header(name.as_str(), value.as_str());
+                                }
+                                Ok::<_, std::convert::Infallible>(
+                                    builder.body(Full::new(answer.body)).expect("response"),
+                                )
+                            }
+                        });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        FakeHttp { addr, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A man in the middle in front of `target`: forwards every request, letting
+    /// `tamper_request` rewrite the path and `tamper_response` rewrite the answer body.
+    pub async fn man_in_the_middle(
+        target: SocketAddr,
+        tamper_request: fn(&str) -> String,
+        tamper_response: fn(&str, Bytes) -> Bytes,
+    ) -> Self {
+        Self::start(move |seen: Seen| async move {
+            let path = tamper_request(&seen.path_and_query);
+            let mut headers: Vec<(&str, &str)> = Vec::new();
+            let content_type = seen
+                .headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            if let Some(ct) = content_type.as_deref() {
+                headers.push(("content-type", ct));
+            }
+            let reply = request(target, &seen.method, &path, &headers, seen.body.to_vec()).await;
+            let body = tamper_response(&path, reply.body);
+            let mut answer_headers = Vec::new();
+            if let Some(ct) = reply
+                .headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+            {
+                answer_headers.push(("content-type".to_owned(), ct.to_owned()));
+            }
+            Answer {
+                status: reply.status,
+                headers: answer_headers,
+                body,
+            }
+        })
+        .await
+    }
+}
+
+impl Drop for FakeHttp {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Runs `signet verify` (or any signet subcommand) to completion, returning (success, stdout).
+pub fn run_signet(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(signet_bin())
+        .args(args)
+        .output()
+        .expect("run signet");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Runs `signet verify` on a blocking thread (the fakes it talks to live on this runtime).
+pub async fn verify_json(args: Vec<String>) -> (bool, serde_json::Value) {
+    tokio::task::spawn_blocking(move || {
+        let mut all = vec![
+            "verify".to_owned(),
+            "--json".to_owned(),
+            "--timeout".to_owned(),
+            "20s".to_owned(),
+        ];
+        all.extend(args);
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let (ok, stdout, stderr) = run_signet(&refs);
+        let value: serde_json::Value = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("verify printed no JSON ({e}): {stdout}\n{stderr}"));
+        assert_eq!(
+            ok,
+            value["verdict"] == "pass",
+            "exit status agrees with the verdict: {value}"
+        );
+        (ok, value)
+    })
+    .await
+    .expect("join")
+}
+
+/// The status of check `name` in a verify JSON checklist.
+pub fn check_status(checklist: &serde_json::Value, name: &str) -> String {
+    checklist["checks"]
+        .as_array()
+        .and_then(|checks| checks.iter().find(|c| c["name"] == name))
+        .map(|c| c["status"].as_str().unwrap_or_default().to_owned())
+        .unwrap_or_else(|| panic!("no check {name} in {checklist}"))
+}

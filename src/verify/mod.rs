@@ -1,0 +1,753 @@
+//! `signet verify`: one command that checks everything a client can check about a gateway,
+//! and says what passed and what did not.
+//!
+//! It asks for an attestation report with a fresh random nonce and checks the quote (a TDX
+//! quote whose report_data binds the signing address and that nonce, verified against
+//! Intel's roots when collateral is available), the signing key, and the NVIDIA payload (same
+//! nonce; optionally judged by NRAS). Then it sends its own streamed chat completion, hashes
+//! the exact bytes it sent and received, fetches the signature for the completion's id, and
+//! checks the text is its own hashes and the signer is the attested address.
+
+pub mod http;
+pub mod nras;
+pub mod pccs;
+pub mod quote;
+
+use crate::attestation::spdm_request_nonce;
+use crate::ids::Nonce;
+use crate::signing::{Address, RecoverableSignature, address_of_public_key_hex, recover_address};
+use crate::sse::{IdSearch, SseIdScanner};
+use crate::transcript::signed_text;
+use ::http::Method;
+use base64::Engine;
+use bytes::Bytes;
+use dcap_qvl::QuoteCollateralV3;
+use http::{BaseUrl, Client};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Intel's Provisioning Certification Service, the default source of collateral.
+pub const INTEL_PCS: &str = "https://api.trustedservices.intel.com";
+
+/// How a check ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// It holds.
+    Pass,
+    /// It does not hold.
+    Fail,
+    /// It was not run (the reason says why).
+    Skip,
+}
+
+/// One line of the checklist.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// Stable name, e.g. `quote.report_data`.
+    pub name: &'static str,
+    /// Outcome.
+    pub status: Status,
+    /// Whether the verdict depends on it.
+    pub required: bool,
+    /// What was found, or why it failed.
+    pub detail: String,
+}
+
+/// The verifier's findings.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Checklist {
+    /// The gateway's base URL.
+    pub url: String,
+    /// The attested signing address, if a report was read.
+    pub signing_address: Option<String>,
+    /// The id of the verifier's own completion, if one was read.
+    pub completion_id: Option<String>,
+    /// Every check, in order.
+    pub checks: Vec<Check>,
+}
+
+impl Checklist {
+    fn record(
+        &mut self,
+        name: &'static str,
+        required: bool,
+        outcome: Result<String, String>,
+    ) -> bool {
+        let (status, detail, ok) = match outcome {
+            Ok(detail) => (Status::Pass, detail, true),
+            Err(detail) => (Status::Fail, detail, false),
+        };
+        self.checks.push(Check {
+            name,
+            status,
+            required,
+            detail,
+        });
+        ok
+    }
+
+    fn skip(&mut self, name: &'static str, required: bool, why: impl Into<String>) {
+        self.checks.push(Check {
+            name,
+            status: Status::Skip,
+            required,
+            detail: why.into(),
+        });
+    }
+
+    /// Whether every required check passed.
+    pub fn passed(&self) -> bool {
+        self.checks
+            .iter()
+            .all(|c| !c.required || c.status == Status::Pass)
+    }
+
+    /// The checks that decide a failed verdict.
+    pub fn failures(&self) -> Vec<&Check> {
+        self.checks
+            .iter()
+            .filter(|c| c.required && c.status != Status::Pass)
+            .collect()
+    }
+
+    /// Human-readable checklist.
+    pub fn render(&self) -> String {
+        let mut out = format!("signet verify {}\n", self.url);
+        for check in &self.checks {
+            let mark = match (check.status, check.required) {
+                (Status::Pass, _) => "PASS",
+                (Status::Fail, true) => "FAIL",
+                (Status::Fail, false) => "fail",
+                (Status::Skip, true) => "SKIP",
+                (Status::Skip, false) => "skip",
+            };
+            let note = if check.required {
+                ""
+            } else {
+                " (informational)"
+            };
+            out.push_str(&format!(
+                "  {mark}  {:<20} {}{note}\n",
+                check.name, check.detail
+            ));
+        }
+        let failures = self.failures();
+        if failures.is_empty() {
+            let passed = self
+                .checks
+                .iter()
+                .filter(|c| c.status == Status::Pass)
+                .count();
+            out.push_str(&format!("VERDICT: PASS ({passed} checks passed)\n"));
+        } else {
+            let names: Vec<&str> = failures.iter().map(|c| c.name).collect();
+            out.push_str(&format!(
+                "VERDICT: FAIL ({} required check(s) did not pass: {})\n",
+                failures.len(),
+                names.join(", ")
+            ));
+        }
+        out
+    }
+
+    /// The checklist as JSON, with the verdict.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        value["verdict"] = serde_json::Value::from(if self.passed() { "pass" } else { "fail" });
+        value
+    }
+}
+
+/// Where Intel collateral comes from.
+#[derive(Debug, Clone)]
+pub enum CollateralSource {
+    /// Saved collateral JSON.
+    File(Box<QuoteCollateralV3>),
+    /// A PCCS or Intel PCS base URL.
+    Service(String),
+}
+
+/// What to check and how.
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    /// The gateway's base URL.
+    pub url: String,
+    /// Bearer token for proxied routes and signature lookups.
+    pub token: Option<String>,
+    /// Model for the test completion (default: the first of `/v1/models`).
+    pub model: Option<String>,
+    /// Prompt for the test completion.
+    pub prompt: String,
+    /// Accept a `dev` (not hardware-rooted) report.
+    pub allow_dev: bool,
+    /// Accept a report without GPU evidence.
+    pub allow_no_gpu: bool,
+    /// Intel collateral for the quote; `None`: Intel's PCS (not contacted for dev quotes,
+    /// which can never chain to Intel's root).
+    pub collateral: Option<CollateralSource>,
+    /// TCB statuses accepted besides `UpToDate`.
+    pub accept_tcb: Vec<String>,
+    /// Verify as of this time (Unix seconds) instead of now.
+    pub at: Option<u64>,
+    /// NRAS endpoint to judge the GPU evidence.
+    pub nras_url: Option<String>,
+    /// Extra CA certificates (PEM) to trust for https.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Timeout of each HTTP exchange.
+    pub timeout: Duration,
+}
+
+/// Parses an RFC 3339 time to Unix seconds.
+pub fn parse_rfc3339(text: &str) -> Option<u64> {
+    humantime::parse_rfc3339(text)
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs())
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The attestation facts later checks rely on.
+struct Attested {
+    address: Address,
+    mode: String,
+}
+
+/// Runs every check against the gateway.
+pub async fn run(options: &VerifyOptions) -> Checklist {
+    let mut list = Checklist {
+        url: options.url.clone(),
+        ..Checklist::default()
+    };
+    let base = match BaseUrl::parse(&options.url) {
+        Ok(base) => base,
+        Err(e) => {
+            list.record("gateway.url", true, Err(e.to_string()));
+            return list;
+        }
+    };
+    let tls = match http::tls_config(options.ca_pem.as_deref()) {
+        Ok(tls) => Some(tls),
+        Err(e) => {
+            list.record("gateway.tls", true, Err(e.to_string()));
+            return list;
+        }
+    };
+    let client = Client::new(base, tls.clone(), options.timeout);
+    let attested = check_report(&client, options, tls, &mut list).await;
+    check_completion(&client, options, attested.as_ref(), &mut list).await;
+    list
+}
+
+async fn check_report(
+    client: &Client,
+    options: &VerifyOptions,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    list: &mut Checklist,
+) -> Option<Attested> {
+    const DEPENDENT: [&str; 7] = [
+        "report.mode",
+        "report.nonce",
+        "quote.structure",
+        "quote.report_data",
+        "key.address",
+        "quote.intel_chain",
+        "gpu.evidence",
+    ];
+    let nonce = Nonce::random();
+    let fetched = client
+        .send(
+            Method::GET,
+            &format!("/v1/attestation/report?nonce={}", nonce.to_hex()),
+            &[],
+            Bytes::new(),
+        )
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| {
+            if r.status == 200 {
+                r.json()
+            } else {
+                Err(format!(
+                    "HTTP {}: {}",
+                    r.status,
+                    String::from_utf8_lossy(&r.body)
+                ))
+            }
+        });
+    let report = match fetched {
+        Ok(report) => {
+            list.record(
+                "report.fetch",
+                true,
+                Ok("attestation report for a fresh random nonce".to_owned()),
+            );
+            report
+        }
+        Err(e) => {
+            list.record("report.fetch", true, Err(e));
+            for name in DEPENDENT {
+                list.skip(name, true, "no report");
+            }
+            return None;
+        }
+    };
+    let text = |field: &str| report[field].as_str().unwrap_or_default().to_owned();
+    let mode = text("mode");
+    let dev = mode == "dev";
+    list.record(
+        "report.mode",
+        true,
+        match (mode.as_str(), options.allow_dev) {
+            ("tdx" | "dstack", _) => Ok(format!("{mode}: hardware-rooted")),
+            ("dev", true) => Ok("dev: NOT hardware-rooted (accepted by --allow-dev)".to_owned()),
+            ("dev", false) => Err(
+                "dev: a mock quote, not hardware-rooted (pass --allow-dev to accept)".to_owned(),
+            ),
+            (other, _) => Err(format!("unknown mode {other:?}")),
+        },
+    );
+    list.record(
+        "report.nonce",
+        true,
+        if text("request_nonce") == nonce.to_hex() {
+            Ok("request_nonce is the nonce sent".to_owned())
+        } else {
+            Err(format!(
+                "request_nonce {:?} is not the nonce sent {}",
+                text("request_nonce"),
+                nonce.to_hex()
+            ))
+        },
+    );
+
+    // The signing key and its address.
+    let address = Address::parse(&text("signing_address"));
+    list.record(
+        "key.address",
+        true,
+        match (
+            &address,
+            address_of_public_key_hex(&text("signing_public_key")),
+        ) {
+            (Ok(a), Ok(from_key)) if *a == from_key => {
+                Ok(format!("signing_public_key belongs to {a}"))
+            }
+            (Ok(a), Ok(from_key)) => Err(format!("signing_public_key is {from_key}'s, not {a}'s")),
+            (Err(e), _) => Err(format!("signing_address: {e}")),
+            (_, Err(e)) => Err(format!("signing_public_key: {e}")),
+        },
+    );
+    let address = address.ok();
+    if let Some(address) = &address {
+        list.signing_address = Some(address.to_checksum());
+    }
+
+    // The quote.
+    let quote_text = text("intel_quote");
+    let quote_bytes = base64::engine::general_purpose::STANDARD
+        .decode(quote_text.trim())
+        .or_else(|_| hex::decode(quote_text.trim().trim_start_matches("0x")));
+    let quote = match quote_bytes.map_err(|_| "intel_quote is neither base64 nor hex".to_owned()) {
+        Ok(bytes) => match quote::parse_quote(&bytes) {
+            Ok(facts) => {
+                list.record(
+                    "quote.structure",
+                    true,
+                    Ok(format!(
+                        "TDX quote v{} (MRTD {}…)",
+                        facts.version,
+                        &facts.mr_td[..16]
+                    )),
+                );
+                Some((bytes, facts))
+            }
+            Err(e) => {
+                list.record("quote.structure", true, Err(e));
+                None
+            }
+        },
+        Err(e) => {
+            list.record("quote.structure", true, Err(e));
+            None
+        }
+    };
+    match (&quote, &address) {
+        (Some((_, facts)), Some(address)) => {
+            let expected = crate::attestation::report_data(address, &nonce);
+            list.record(
+                "quote.report_data",
+                true,
+                if facts.report_data == expected {
+                    Ok("binds the signing address and this nonce".to_owned())
+                } else if facts.report_data[..20] == address.0 {
+                    Err(
+                        "binds the signing address but another nonce (a replayed report?)"
+                            .to_owned(),
+                    )
+                } else {
+                    Err(format!(
+                        "binds {} instead of address ‖ 0¹² ‖ nonce",
+                        hex::encode(facts.report_data)
+                    ))
+                },
+            );
+        }
+        _ => list.skip("quote.report_data", true, "no parsed quote or address"),
+    }
+    match &quote {
+        Some((bytes, _)) => check_intel_chain(bytes, options, dev, tls.clone(), list).await,
+        None => list.skip("quote.intel_chain", !dev, "no parsed quote"),
+    }
+
+    check_gpu(&report, &nonce, options, tls, list).await;
+    address.map(|address| Attested { address, mode })
+}
+
+async fn check_intel_chain(
+    quote: &[u8],
+    options: &VerifyOptions,
+    dev: bool,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    list: &mut Checklist,
+) {
+    // A dev quote can never chain to Intel: its check is shown but does not decide.
+    let required = !dev;
+    let source = match (&options.collateral, dev) {
+        (Some(source), _) => source.clone(),
+        (None, true) => {
+            list.skip(
+                "quote.intel_chain",
+                false,
+                "dev quote: no Intel chain to check (give --collateral to see it fail)",
+            );
+            return;
+        }
+        (None, false) => CollateralSource::Service(INTEL_PCS.to_owned()),
+    };
+    let collateral = match &source {
+        CollateralSource::File(collateral) => Ok((**collateral).clone()),
+        CollateralSource::Service(url) => pccs::fetch_collateral(url, quote, tls, options.timeout)
+            .await
+            .map_err(|e| format!("collateral from {url}: {e}")),
+    };
+    let outcome = collateral.and_then(|collateral| {
+        let at = options.at.unwrap_or_else(now_secs);
+        let verdict = quote::verify_chain(quote, &collateral, at)
+            .map_err(|e| format!("does not chain to Intel's root: {e}"))?;
+        let advisories = if verdict.advisory_ids.is_empty() {
+            String::new()
+        } else {
+            format!(", advisories {}", verdict.advisory_ids.join(","))
+        };
+        let accepted = quote::GOOD_TCB_STATUSES.contains(&verdict.status.as_str())
+            || (verdict.status != "Revoked" && options.accept_tcb.contains(&verdict.status));
+        if accepted {
+            Ok(format!(
+                "signed by Intel's root, TCB status {}{advisories}",
+                verdict.status
+            ))
+        } else {
+            Err(format!(
+                "TCB status {}{advisories} (accept it with --accept-tcb {})",
+                verdict.status, verdict.status
+            ))
+        }
+    });
+    list.record("quote.intel_chain", required, outcome);
+}
+
+async fn check_gpu(
+    report: &serde_json::Value,
+    nonce: &Nonce,
+    options: &VerifyOptions,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    list: &mut Checklist,
+) {
+    let raw = report["nvidia_payload"].as_str().unwrap_or_default();
+    let dev_evidence = report["gpu_evidence"].as_str() == Some("dev");
+    let payload: Result<serde_json::Value, String> =
+        serde_json::from_str(raw).map_err(|e| format!("nvidia_payload is not JSON: {e}"));
+    let outcome = payload.and_then(|payload| {
+        if payload["nonce"].as_str() != Some(nonce.to_hex().as_str()) {
+            return Err(format!(
+                "payload nonce {} is not the nonce sent",
+                payload["nonce"]
+            ));
+        }
+        let list = payload["evidence_list"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if list.is_empty() {
+            return if options.allow_no_gpu {
+                Ok("no GPU evidence (accepted by --allow-no-gpu)".to_owned())
+            } else {
+                Err(
+                    "no GPU evidence in the payload (pass --allow-no-gpu for CPU-only gateways)"
+                        .to_owned(),
+                )
+            };
+        }
+        let b64 = base64::engine::general_purpose::STANDARD;
+        for (index, item) in list.iter().enumerate() {
+            let evidence = b64
+                .decode(item["evidence"].as_str().unwrap_or_default())
+                .map_err(|_| format!("GPU {index}: evidence is not base64"))?;
+            let inner = spdm_request_nonce(&evidence);
+            if inner != Some(nonce.0) {
+                if dev_evidence && options.allow_dev {
+                    continue; // recorded dev evidence carries the nonce it was recorded with
+                }
+                return Err(format!(
+                    "GPU {index}: the evidence was not taken with this nonce"
+                ));
+            }
+        }
+        Ok(format!(
+            "{} GPU(s), payload and evidence{} carry this nonce",
+            list.len(),
+            if dev_evidence {
+                " (dev: recorded evidence)"
+            } else {
+                ""
+            }
+        ))
+    });
+    list.record("gpu.evidence", true, outcome);
+
+    match &options.nras_url {
+        None => list.skip(
+            "gpu.nras",
+            false,
+            "not asked (pass --nras-url to have NVIDIA judge the evidence)",
+        ),
+        Some(url) => {
+            let outcome = nras::attest(url, raw, tls, options.timeout)
+                .await
+                .and_then(|verdict| {
+                    if !verdict.overall {
+                        return Err("NRAS: overall attestation result false".to_owned());
+                    }
+                    match verdict.nonce {
+                        Some(n) if n.to_ascii_lowercase() != nonce.to_hex() => {
+                            Err(format!("NRAS token is for nonce {n}, not this one"))
+                        }
+                        _ => Ok("NRAS: overall attestation result true".to_owned()),
+                    }
+                });
+            list.record("gpu.nras", true, outcome);
+        }
+    }
+}
+
+fn auth_headers(options: &VerifyOptions) -> Vec<(&'static str, String)> {
+    options
+        .token
+        .as_ref()
+        .map(|t| vec![("authorization", format!("Bearer {t}"))])
+        .unwrap_or_default()
+}
+
+async fn pick_model(client: &Client, options: &VerifyOptions) -> String {
+    if let Some(model) = &options.model {
+        return model.clone();
+    }
+    let listed = client
+        .send(
+            Method::GET,
+            "/v1/models",
+            &auth_headers(options),
+            Bytes::new(),
+        )
+        .await
+        .ok()
+        .and_then(|r| r.json().ok())
+        .and_then(|v| v["data"][0]["id"].as_str().map(str::to_owned));
+    listed.unwrap_or_else(|| "default".to_owned())
+}
+
+async fn check_completion(
+    client: &Client,
+    options: &VerifyOptions,
+    attested: Option<&Attested>,
+    list: &mut Checklist,
+) {
+    let model = pick_model(client, options).await;
+    let request = serde_json::json!({
+        "model": model,
+        "messages": [{"role": "user", "content": options.prompt}],
+        "stream": true,
+        "max_tokens": 32,
+        "temperature": 0,
+    });
+    let request_bytes = Bytes::from(request.to_string());
+    let mut headers = auth_headers(options);
+    headers.push(("content-type", "application/json".to_owned()));
+    let response = client
+        .send(
+            Method::POST,
+            "/v1/chat/completions",
+            &headers,
+            request_bytes.clone(),
+        )
+        .await;
+    let response = match response {
+        Ok(r) if r.status == 200 => {
+            let ends =
+                r.body.ends_with(b"data: [DONE]\n\n") || r.body.ends_with(b"data: [DONE]\r\n\r\n");
+            list.record(
+                "completion.stream",
+                true,
+                Ok(format!(
+                    "streamed {} bytes from model {model}{}",
+                    r.body.len(),
+                    if ends { "" } else { " (no [DONE] at the end)" }
+                )),
+            );
+            r
+        }
+        Ok(r) => {
+            list.record(
+                "completion.stream",
+                true,
+                Err(format!(
+                    "HTTP {}: {}",
+                    r.status,
+                    String::from_utf8_lossy(&r.body)
+                        .chars()
+                        .take(300)
+                        .collect::<String>()
+                )),
+            );
+            for name in ["signature.fetch", "signature.text", "signature.signer"] {
+                list.skip(name, true, "no completion");
+            }
+            return;
+        }
+        Err(e) => {
+            list.record("completion.stream", true, Err(e.to_string()));
+            for name in ["signature.fetch", "signature.text", "signature.signer"] {
+                list.skip(name, true, "no completion");
+            }
+            return;
+        }
+    };
+    let mut scanner = SseIdScanner::new(1 << 20);
+    scanner.feed(&response.body);
+    let id = match scanner.finish() {
+        IdSearch::Found(id) => id,
+        other => {
+            list.record(
+                "signature.fetch",
+                true,
+                Err(format!("no completion id in the stream: {other:?}")),
+            );
+            list.skip("signature.text", true, "no completion id");
+            list.skip("signature.signer", true, "no completion id");
+            return;
+        }
+    };
+    list.completion_id = Some(id.to_string());
+    let own_text = signed_text(
+        &Sha256::digest(&request_bytes).into(),
+        &Sha256::digest(&response.body).into(),
+    );
+    let fetched = client
+        .send(
+            Method::GET,
+            &format!("/v1/signature/{id}"),
+            &auth_headers(options),
+            Bytes::new(),
+        )
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| {
+            if r.status == 200 {
+                r.json()
+            } else {
+                Err(format!(
+                    "HTTP {}: {}",
+                    r.status,
+                    String::from_utf8_lossy(&r.body)
+                ))
+            }
+        });
+    let receipt = match fetched {
+        Ok(receipt) => {
+            list.record("signature.fetch", true, Ok(format!("signature for {id}")));
+            receipt
+        }
+        Err(e) => {
+            list.record("signature.fetch", true, Err(e));
+            list.skip("signature.text", true, "no signature");
+            list.skip("signature.signer", true, "no signature");
+            return;
+        }
+    };
+    let text = receipt["text"].as_str().unwrap_or_default().to_owned();
+    list.record(
+        "signature.text",
+        true,
+        if text == own_text {
+            Ok("sha256(request):sha256(response) of the bytes sent and received".to_owned())
+        } else {
+            Err(format!(
+                "signed text {text:?} is not this exchange's {own_text:?}"
+            ))
+        },
+    );
+    let recovered = RecoverableSignature::parse(receipt["signature"].as_str().unwrap_or_default())
+        .map_err(|e| e.to_string())
+        .and_then(|sig| recover_address(text.as_bytes(), &sig).map_err(|e| e.to_string()));
+    let outcome = match (recovered, attested) {
+        (Err(e), _) => Err(format!("signature does not recover: {e}")),
+        (Ok(signer), None) => Err(format!(
+            "signed by {signer}, but no attested address to compare"
+        )),
+        (Ok(signer), Some(attested)) if signer == attested.address => {
+            let claimed = receipt["signing_address"].as_str().unwrap_or_default();
+            if Address::parse(claimed).ok() == Some(signer) {
+                Ok(format!(
+                    "signed by the attested key {signer} ({} mode)",
+                    attested.mode
+                ))
+            } else {
+                Err(format!(
+                    "signature recovers to {signer} but the receipt claims {claimed}"
+                ))
+            }
+        }
+        (Ok(signer), Some(attested)) => Err(format!(
+            "signed by {signer}, not by the attested key {}",
+            attested.address
+        )),
+    };
+    list.record("signature.signer", true, outcome);
+}
+
+/// `signet verify-signature`: the address that signed `text`, compared with `expected`.
+pub fn verify_signature(
+    text: &str,
+    signature: &str,
+    expected: Option<&str>,
+) -> Result<Address, String> {
+    let sig = RecoverableSignature::parse(signature).map_err(|e| e.to_string())?;
+    let signer = recover_address(text.as_bytes(), &sig).map_err(|e| e.to_string())?;
+    if let Some(expected) = expected {
+        let expected = Address::parse(expected).map_err(|e| format!("--address: {e}"))?;
+        if expected != signer {
+            return Err(format!("signed by {signer}, not by {expected}"));
+        }
+    }
+    Ok(signer)
+}
