@@ -1,23 +1,32 @@
 #!/usr/bin/env bash
-# Installs what a fresh Debian machine lacks to build and test signet. Idempotent: a second
-# run only checks. Needs root (or sudo) for apt-get.
+# Installs what a fresh Debian machine lacks to build, demo and test signet. Idempotent: a
+# second run only checks. Needs root (or sudo) for apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 need_apt=()
-command -v cmake >/dev/null || need_apt+=(cmake)      # pingora-core -> libz-ng-sys
-command -v cc >/dev/null || need_apt+=(build-essential)
+command -v cmake >/dev/null || need_apt+=(cmake)      # pingora-core -> libz-ng-sys; llama.cpp
+command -v c++ >/dev/null || need_apt+=(build-essential)
+command -v curl >/dev/null || need_apt+=(curl)
+command -v unzip >/dev/null || need_apt+=(unzip)
+command -v node >/dev/null || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-# Python packages the tests use as independent implementations (eth-account recovers
-# signatures without signet's code).
-if ! python3 -c "import eth_account" 2>/dev/null; then
+# Python packages: eth-account (an EIP-191 implementation that is not signet's), the OpenAI
+# SDK and pytest for the end-to-end tier.
+if ! python3 -c "import eth_account, openai, pytest" 2>/dev/null; then
   echo "setup: installing Python test packages"
-  python3 -m pip install -q --disable-pip-version-check -r tests/requirements.txt
+  python3 -m pip install -q --disable-pip-version-check -r tests/e2e/requirements.txt
+fi
+
+# npm packages for the end-to-end tier: the OpenAI JS SDK and ethers, as locked.
+if [ ! -d tests/e2e/node_modules/openai ] || [ ! -d tests/e2e/node_modules/ethers ]; then
+  echo "setup: installing npm test packages"
+  (cd tests/e2e && npm ci --no-audit --no-fund --silent)
 fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every check and test signet has. On a fresh machine it first installs what is
-# missing (scripts/setup.sh). CI runs exactly this.
+# Runs every check and test signet has. On a fresh machine it first installs what is missing
+# (scripts/setup.sh) and, for the end-to-end tier, builds llama-server once (~12 minutes;
+# cached in ~/.cache/signet-upstreams). CI runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,3 +23,7 @@ done
 
 echo "== cargo test"
 cargo test --locked
+
+echo "== end-to-end tier: a real model server (llama-server) behind signet"
+./scripts/upstreams/install.sh >/dev/null
+python3 -m pytest -q tests/e2e

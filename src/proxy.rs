@@ -43,6 +43,8 @@ pub struct RequestCtx {
     unsigned: Option<UnsignedReason>,
     /// Response body bytes hashed (signed routes).
     response_bytes: u64,
+    /// Upstream attempts retried on a fresh connection.
+    fresh_connection_retries: u32,
 }
 
 impl Default for RequestCtx {
@@ -58,6 +60,7 @@ impl Default for RequestCtx {
             completion_id: None,
             unsigned: None,
             response_bytes: 0,
+            fresh_connection_retries: 0,
         }
     }
 }
@@ -169,6 +172,28 @@ fn envelope_for(error: &Error) -> ApiError {
     }
 }
 
+/// Whether the upstream closed the connection before sending any byte of a response: a
+/// reset (our bytes arrived at a closed socket), a broken pipe, or an end of stream while
+/// reading the response head with nothing read.
+fn closed_idle_without_answer(error: &Error) -> bool {
+    match error.etype() {
+        ErrorType::ConnectionClosed => error
+            .context
+            .as_ref()
+            .is_some_and(|c| c.as_str().contains("bytes already read: 0")),
+        ErrorType::ReadError | ErrorType::WriteError => error
+            .root_cause()
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                )
+            }),
+        _ => false,
+    }
+}
+
 /// Why a failed request ended unsigned.
 fn unsigned_reason_for(error: &Error) -> UnsignedReason {
     match error.esource() {
@@ -211,6 +236,10 @@ impl ProxyHttp for SignetProxy {
                     ))),
                 );
             }
+            // SDKs close their end as soon as they have read `data: [DONE]`, often before
+            // the upstream's end-of-body arrives; let the response finish (a real disconnect
+            // still surfaces when a write fails) so a fully delivered stream gets signed.
+            session.as_downstream_mut().set_abort_on_close(false);
             if fits_retry_buffer(session.req_header()) {
                 preread_body(session, &mut capture)
                     .await
@@ -233,7 +262,12 @@ impl ProxyHttp for SignetProxy {
         if let Some(capture) = ctx.request.as_mut() {
             capture.restart_if_incomplete();
         }
-        Ok(Box::new(self.gateway.upstream_peer()))
+        let mut peer = self.gateway.upstream_peer();
+        if ctx.fresh_connection_retries > 0 {
+            // A connection-group of its own: no pooled connection can be picked for it.
+            peer.group_key = rand_core::RngCore::next_u64(&mut rand_core::OsRng);
+        }
+        Ok(Box::new(peer))
     }
 
     async fn upstream_request_filter(
@@ -376,6 +410,38 @@ impl ProxyHttp for SignetProxy {
         }
     }
 
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Self::CTX,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let nothing_answered = session.response_written().is_none() && ctx.status.is_none();
+        let replayable = !session.as_ref().retry_buffer_truncated();
+        let retry = if !(client_reused && nothing_answered && replayable) {
+            false
+        } else if session.req_header().method.is_idempotent() {
+            // Pingora's own rule for idempotent requests on a reused connection.
+            let mut decided = e.retry;
+            decided.decide_reuse(client_reused);
+            decided.retry()
+        } else {
+            // A POST is sent again only when a connection that sat idle in the pool was
+            // closed by the upstream without a single byte of answer (RFC 9112 §9.3.1: the
+            // request was never applied; the case HTTP clients such as Go's retry), and only
+            // once: the retry goes out on a fresh connection, never another pooled one.
+            ctx.fresh_connection_retries == 0 && closed_idle_without_answer(&e)
+        };
+        if retry {
+            ctx.fresh_connection_retries += 1;
+        }
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        e.set_retry(retry);
+        e
+    }
+
     fn suppress_error_log(&self, _session: &Session, ctx: &Self::CTX, _error: &Error) -> bool {
         // Refusals are the client's mistake; the access line records them.
         ctx.rejection.is_some()
@@ -388,7 +454,13 @@ impl ProxyHttp for SignetProxy {
             ctx.response_bytes = unfinished.bytes();
         }
         if let Some(error) = e {
-            if let Some(ticket) = ctx.sealed.take() {
+            // Clients such as the OpenAI SDKs close as soon as they have read `data: [DONE]`,
+            // which can surface as an error after the last body byte was already written.
+            let all_written =
+                session.as_downstream().body_bytes_sent() as u64 >= ctx.response_bytes;
+            if ctx.sealed.is_some() && all_written {
+                // Every signed byte reached the client's socket: the signature stands.
+            } else if let Some(ticket) = ctx.sealed.take() {
                 // Signed at end of stream, but the last bytes never reached the client.
                 self.gateway.retract(ticket);
                 ctx.unsigned = Some(unsigned_reason_for(error));
@@ -404,7 +476,7 @@ impl ProxyHttp for SignetProxy {
         let signed = ctx.sealed.is_some();
         info!(
             target: "signet::access",
-            "route={} method={} status={} duration_ms={:.1} upstream={} id={} signed={} reason={} response_bytes={} error={}",
+            "route={} method={} status={} duration_ms={:.1} upstream={} id={} signed={} reason={} response_bytes={} sent_bytes={} retries={} error={}",
             ctx.route.label(),
             header.method,
             ctx.status.map_or_else(|| "-".to_owned(), |s| s.to_string()),
@@ -418,6 +490,8 @@ impl ProxyHttp for SignetProxy {
             signed,
             ctx.unsigned.map_or("-", UnsignedReason::as_str),
             ctx.response_bytes,
+            session.as_downstream().body_bytes_sent(),
+            ctx.fresh_connection_retries,
             e.map_or_else(|| "-".to_owned(), |e| format!("{:?}", e.etype())),
         );
         if ctx.unsigned == Some(UnsignedReason::SigningFailed) {

@@ -272,6 +272,44 @@ async fn a_stream_the_client_abandons_is_never_signed() {
     assert_eq!(gateway.signature("abandoned-1").await.status, 404);
 }
 
+/// OpenAI's SDKs stop reading at `data: [DONE]` and close, often before the upstream's end
+/// of body: every byte reached the client, so the response is signed all the same.
+#[tokio::test]
+async fn a_client_that_leaves_right_after_done_still_gets_its_signature() {
+    let upstream = Upstream::start();
+    let gateway = Gateway::start(&upstream.url());
+    let body = br#"{"stream":true}"#;
+    let addr = gateway.addr;
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        let head = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\nx-mock-id: early-close-1\r\nx-mock-end-delay-ms: 300\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(body).unwrap();
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !raw.windows(14).any(|w| w == b"data: [DONE]\n\n") {
+            let n = stream.read(&mut buf).unwrap();
+            assert!(n > 0, "stream ended before [DONE]");
+            raw.extend_from_slice(&buf[..n]);
+        }
+        // Gone before the chunked body's terminator, as SDK clients do.
+    })
+    .await
+    .unwrap();
+    gateway.wait_for_log_line(&["id=early-close-1", "signed=true"]);
+    let receipt = gateway.signature("early-close-1").await.json();
+    let text = receipt["text"].as_str().unwrap();
+    assert!(text.starts_with(&format!("{}:", sha256_hex(body))));
+    assert_eq!(
+        recover(text, receipt["signature"].as_str().unwrap()),
+        gateway.signing_address().await
+    );
+}
+
 #[tokio::test]
 async fn malformed_requests_get_envelopes_and_never_reach_the_upstream() {
     let upstream = Upstream::start();

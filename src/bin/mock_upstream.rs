@@ -18,8 +18,11 @@
 //! | `x-mock-gate: TOKEN` | after the first piece, wait for `POST /_mock/release/TOKEN` |
 //! | `x-mock-die-after: N` | write N body bytes, then drop the connection |
 //! | `x-mock-framing: chunked\|length\|close` | how the body is delimited |
-//! | `x-mock-close: 1` | close the connection after a complete response |
+//! | `x-mock-close: 1` | close the connection after a complete response (llama-server's habit) |
+//! | `x-mock-close-after-ms: N` | after a complete response, wait N ms without reading, then close: a request sent meanwhile is reset unread |
 //! | `x-mock-id: ID` | use this completion id |
+//! | `x-mock-hangup: 1` | read the whole request, then close without answering |
+//! | `x-mock-end-delay-ms: N` | pause N ms before the end of the body (the last chunk marker) |
 //!
 //! `GET /_mock/stats` reports every request seen (path, body sha256, a few headers) so tests
 //! can check what reached the upstream; `POST /_mock/reset` clears it.
@@ -173,6 +176,17 @@ async fn connection(mut stream: TcpStream, state: Arc<State>) -> std::io::Result
             return Ok(());
         };
         let keep_open = respond(&mut stream, &request, &state).await?;
+        if request.header("x-mock-hangup").is_some() {
+            // Everything was read: the close is a clean FIN, not a reset.
+            let _ = stream.shutdown().await;
+            return Ok(());
+        }
+        if let Some(ms) = request.number("x-mock-close-after-ms") {
+            // Leave whatever arrives unread, then close: the kernel answers it with a reset.
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            drop(stream);
+            return Ok(());
+        }
         if !keep_open || request.http10 {
             let _ = stream.shutdown().await;
             return Ok(());
@@ -457,6 +471,9 @@ async fn respond(
         _ => {}
     }
     record(request, state);
+    if request.header("x-mock-hangup").is_some() {
+        return Ok(false);
+    }
     let (status, content_type, body) = if let Some(code) = request.number("x-mock-status") {
         let code = u16::try_from(code).unwrap_or(500);
         json_response(
@@ -624,6 +641,10 @@ async fn write_shaped(
     }
     if die_after.is_some_and(|limit| limit <= written) {
         return Ok(false);
+    }
+    if let Some(ms) = request.number("x-mock-end-delay-ms") {
+        stream.flush().await?;
+        tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     if framing == "chunked" {
         stream.write_all(b"0\r\n\r\n").await?;

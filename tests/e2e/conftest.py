@@ -1,0 +1,119 @@
+"""Fixtures for the end-to-end tier: a real llama-server (SmolLM2-135M) and the real signet
+binary in front of it, each on a free port, torn down at the end of the session."""
+
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SIGNET = Path(os.environ.get("SIGNET_BIN", REPO / "target" / "debug" / "signet"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, process: subprocess.Popen, deadline_s: float = 60.0) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[0]} exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not become healthy")
+
+
+def start(args, log_path: Path, env=None) -> subprocess.Popen:
+    log = open(log_path, "wb")
+    return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+@pytest.fixture(scope="session")
+def workdir():
+    with tempfile.TemporaryDirectory(prefix="signet-e2e-") as d:
+        yield Path(d)
+
+
+# The model servers the tier runs against: llama-server always, vLLM on CPU when
+# SIGNET_E2E_VLLM=1 (scripts/upstreams/vllm.sh install; ~15 minutes and 6 GB the first time).
+UPSTREAMS = ["llama"] + (["vllm"] if os.environ.get("SIGNET_E2E_VLLM") == "1" else [])
+
+
+@pytest.fixture(scope="session", params=UPSTREAMS)
+def upstream_kind(request):
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def llama(workdir, upstream_kind):
+    """The model server's base URL (llama-server or vLLM, serving SmolLM2 as "smollm2")."""
+    port = free_port()
+    if upstream_kind == "llama":
+        paths = subprocess.run(
+            [REPO / "scripts" / "upstreams" / "install.sh"], check=True, capture_output=True, text=True
+        ).stdout.split()
+        server, model = paths[-2], paths[-1]
+        args = [server, "-m", model, "--host", "127.0.0.1", "--port", str(port), "-t", "2", "-c", "4096",
+                "--parallel", "4", "-a", "smollm2", "--no-webui"]
+        ready_within = 120
+    else:
+        args = [REPO / "scripts" / "upstreams" / "vllm.sh", "run", str(port)]
+        ready_within = 600
+    process = start(args, workdir / f"{upstream_kind}.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(f"{url}/health", process, ready_within)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def signet(llama, workdir):
+    """signet's base URL, in front of llama-server, dev attestation."""
+    port = free_port()
+    config = workdir / f"signet-{port}.yaml"
+    config.write_text(
+        f"""version: 1
+threads: 2
+grace_period_seconds: 2
+graceful_shutdown_timeout_seconds: 1
+pid_file: {workdir}/signet.pid
+upgrade_sock: {workdir}/upgrade.sock
+signet:
+  listen: "127.0.0.1:{port}"
+  upstream: "{llama}"
+  attestation:
+    mode: dev
+    gpu: dev
+"""
+    )
+    process = start([SIGNET, "serve", "-c", config], workdir / "signet.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(f"{url}/health", process)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def attested_address(signet) -> str:
+    with urllib.request.urlopen(f"{signet}/v1/attestation/report") as answer:
+        return json.load(answer)["signing_address"]
