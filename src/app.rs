@@ -13,8 +13,10 @@ use crate::notary::Notary;
 use crate::proxy::SignetProxy;
 use crate::signing::Signer;
 use crate::store::{MonotonicClock, SignatureStore};
+use crate::upstreams::UpstreamPool;
 use async_trait::async_trait;
 use log::{info, warn};
+use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::{Server, ShutdownWatch};
 use pingora_core::services::background::{BackgroundService, background_service};
 use std::path::Path;
@@ -34,6 +36,12 @@ pub enum StartError {
     /// An attestation provider is not available.
     #[error("attestation unavailable: {0}")]
     Attestation(#[from] crate::attestation::AttestationError),
+    /// The upstream pool could not be built.
+    #[error(transparent)]
+    Upstreams(#[from] crate::upstreams::PoolError),
+    /// The TLS certificate or key could not be loaded.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// `signet serve`: returns only on a start-up failure (Pingora exits the process itself).
@@ -199,19 +207,31 @@ fn start(args: ServeArgs) -> Result<ExitCode, StartError> {
     );
     let notary = Notary::new(signer, store);
     let listen = settings.listen;
+    let tls = settings.tls.clone();
     let sweep_every = settings.signatures.sweep_interval;
+    let (upstreams, health_service) = UpstreamPool::new(
+        settings.upstreams.clone(),
+        settings.health_check.as_ref(),
+        settings.upstream_timeouts,
+    )?;
     info!(
-        "signet {} starting: listen={} upstream={} signing_address={} attestation={} gpu={} threads={}",
+        "signet {} starting: listen={}{} upstreams={} signing_address={} attestation={} gpu={} threads={}",
         env!("CARGO_PKG_VERSION"),
         listen,
-        settings.upstream.url,
+        if tls.is_some() { " (tls)" } else { "" },
+        settings
+            .upstreams
+            .iter()
+            .map(|u| u.url.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
         notary.address(),
         settings.attestation.mode.as_str(),
         settings.attestation.gpu.as_str(),
         server.threads,
     );
     let attestor = Arc::new(attestor);
-    let gateway = Arc::new(Gateway::new(settings, notary, attestor.clone()));
+    let gateway = Arc::new(Gateway::new(settings, notary, attestor.clone(), upstreams));
 
     let mut pingora = Server::new_with_opt_and_conf(opt, server);
     pingora.bootstrap();
@@ -220,8 +240,22 @@ fn start(args: ServeArgs) -> Result<ExitCode, StartError> {
         SignetProxy::new(gateway.clone()),
         "signet",
     );
-    proxy.add_tcp(&listen.to_string());
+    match &tls {
+        None => proxy.add_tcp(&listen.to_string()),
+        Some(tls) => {
+            let mut settings =
+                TlsSettings::intermediate(&tls.cert.to_string_lossy(), &tls.key.to_string_lossy())
+                    .map_err(|e| StartError::Tls(e.to_string()))?;
+            if tls.h2 {
+                settings.enable_h2();
+            }
+            proxy.add_tls_with_settings(&listen.to_string(), None, settings);
+        }
+    }
     pingora.add_service(proxy);
+    if let Some(health_service) = health_service {
+        pingora.add_service(health_service);
+    }
     pingora.add_service(background_service(
         "signature sweeper",
         Sweeper {

@@ -159,14 +159,91 @@ pub enum QuoteEncoding {
 struct RawSignet {
     #[serde(default = "default_listen")]
     listen: String,
-    upstream: String,
+    #[serde(default)]
+    tls: Option<RawTls>,
+    #[serde(default)]
+    upstream: Option<String>,
+    #[serde(default)]
+    upstreams: Option<Vec<String>>,
+    #[serde(default)]
+    health_check: Option<RawHealthCheck>,
     attestation: RawAttestation,
+    #[serde(default)]
+    auth: Option<RawAuth>,
     #[serde(default)]
     signatures: RawSignatures,
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
+    client_timeouts: RawClientTimeouts,
+    #[serde(default)]
     upstream_timeouts: RawUpstreamTimeouts,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
+    #[serde(default = "yes")]
+    h2: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealthCheck {
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default = "default_health_path")]
+    path: String,
+    #[serde(default = "default_health_interval")]
+    interval: HumanDuration,
+    #[serde(default = "default_health_timeout")]
+    timeout: HumanDuration,
+}
+
+fn default_health_path() -> String {
+    "/health".to_owned()
+}
+fn default_health_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5))
+}
+fn default_health_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(2))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    #[serde(default)]
+    tokens: Vec<String>,
+    #[serde(default)]
+    token_files: Vec<PathBuf>,
+    #[serde(default)]
+    forward_authorization: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClientTimeouts {
+    #[serde(default = "default_client_body_timeout")]
+    body: HumanDuration,
+}
+
+impl Default for RawClientTimeouts {
+    fn default() -> Self {
+        Self {
+            body: default_client_body_timeout(),
+        }
+    }
+}
+
+fn default_client_body_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
 }
 
 fn default_listen() -> String {
@@ -239,6 +316,10 @@ fn default_sweep_interval() -> HumanDuration {
 struct RawLimits {
     #[serde(default = "default_max_request_body")]
     max_request_body: ByteSize,
+    #[serde(default = "default_max_header_bytes")]
+    max_header_bytes: ByteSize,
+    #[serde(default = "default_max_concurrent_streams")]
+    max_concurrent_streams: usize,
     #[serde(default = "default_event_scan")]
     id_scan_bytes: ByteSize,
     #[serde(default = "default_json_copy")]
@@ -249,6 +330,8 @@ impl Default for RawLimits {
     fn default() -> Self {
         Self {
             max_request_body: default_max_request_body(),
+            max_header_bytes: default_max_header_bytes(),
+            max_concurrent_streams: default_max_concurrent_streams(),
             id_scan_bytes: default_event_scan(),
             json_response_bytes: default_json_copy(),
         }
@@ -257,6 +340,12 @@ impl Default for RawLimits {
 
 fn default_max_request_body() -> ByteSize {
     ByteSize(10 << 20)
+}
+fn default_max_header_bytes() -> ByteSize {
+    ByteSize(32 << 10)
+}
+fn default_max_concurrent_streams() -> usize {
+    4096
 }
 fn default_event_scan() -> ByteSize {
     ByteSize(64 << 10)
@@ -270,8 +359,10 @@ fn default_json_copy() -> ByteSize {
 struct RawUpstreamTimeouts {
     #[serde(default = "default_connect_timeout")]
     connect: HumanDuration,
-    #[serde(default = "default_read_timeout")]
-    read: HumanDuration,
+    #[serde(default = "default_first_byte_timeout")]
+    first_byte: HumanDuration,
+    #[serde(default = "default_idle_timeout")]
+    idle: HumanDuration,
     #[serde(default = "default_write_timeout")]
     write: HumanDuration,
     #[serde(default = "default_pool_idle")]
@@ -282,7 +373,8 @@ impl Default for RawUpstreamTimeouts {
     fn default() -> Self {
         Self {
             connect: default_connect_timeout(),
-            read: default_read_timeout(),
+            first_byte: default_first_byte_timeout(),
+            idle: default_idle_timeout(),
             write: default_write_timeout(),
             pool_idle: default_pool_idle(),
         }
@@ -292,8 +384,11 @@ impl Default for RawUpstreamTimeouts {
 fn default_connect_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(5))
 }
-fn default_read_timeout() -> HumanDuration {
+fn default_first_byte_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(600))
+}
+fn default_idle_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(120))
 }
 fn default_write_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(60))
@@ -364,11 +459,15 @@ pub struct SignatureSettings {
     pub sweep_interval: Duration,
 }
 
-/// Size limits, in bytes.
+/// Size and concurrency limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Largest request body on signed routes (413 beyond).
     pub max_request_body: usize,
+    /// Largest request head (request line and headers), in bytes (431 beyond).
+    pub max_header_bytes: usize,
+    /// Most requests on signed routes in flight at once (503 beyond).
+    pub max_concurrent_streams: usize,
     /// Most bytes of an event stream examined for its id.
     pub id_scan_bytes: usize,
     /// Largest JSON response body kept to read its id.
@@ -380,12 +479,54 @@ pub struct Limits {
 pub struct UpstreamTimeouts {
     /// TCP (and TLS) connect.
     pub connect: Duration,
-    /// Longest wait for any read: the response header, then each body chunk.
-    pub read: Duration,
+    /// Longest silence of the upstream on a non-streamed request (it answers only when the
+    /// whole completion is generated).
+    pub first_byte: Duration,
+    /// Longest silence of the upstream on a streamed request: before its head and between
+    /// chunks.
+    pub idle: Duration,
     /// Longest wait for any write of the request.
     pub write: Duration,
     /// How long an idle pooled connection is kept.
     pub pool_idle: Duration,
+}
+
+/// TLS on the public listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// Offer HTTP/2 through ALPN (HTTP/1.1 always).
+    pub h2: bool,
+}
+
+/// Active health checks of the upstreams.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckSettings {
+    /// Path requested with GET; a 2xx answer is healthy.
+    pub path: String,
+    /// Time between checks.
+    pub interval: Duration,
+    /// Connect and read timeout of one check.
+    pub timeout: Duration,
+}
+
+/// Bearer-token authentication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthSettings {
+    /// Accepted tokens (from the config and the token files).
+    pub tokens: Vec<String>,
+    /// Pass the client's `Authorization` header on to the upstream.
+    pub forward_authorization: bool,
+}
+
+/// Timeouts toward the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientTimeouts {
+    /// Longest silence while the client sends its request body (408 beyond).
+    pub body: Duration,
 }
 
 /// The checked `signet:` section.
@@ -393,8 +534,18 @@ pub struct UpstreamTimeouts {
 pub struct Settings {
     /// Public listener address.
     pub listen: SocketAddr,
-    /// The upstream inference server.
+    /// TLS on the public listener (cleartext when absent).
+    pub tls: Option<TlsSettings>,
+    /// The first upstream (the only one in the one-entry form).
     pub upstream: UpstreamTarget,
+    /// Every upstream, balanced round-robin.
+    pub upstreams: Vec<UpstreamTarget>,
+    /// Health checks (off when `None`).
+    pub health_check: Option<HealthCheckSettings>,
+    /// Bearer tokens (off when `None`).
+    pub auth: Option<AuthSettings>,
+    /// Timeouts toward the client.
+    pub client_timeouts: ClientTimeouts,
     /// Attestation.
     pub attestation: AttestationSettings,
     /// Signature store.
@@ -491,15 +642,77 @@ fn validate(raw: RawSignet) -> Result<Settings, ConfigError> {
             ),
         )
     })?;
-    let upstream = parse_upstream("signet.upstream", &raw.upstream)?;
-
-    let positive = |key: &str, value: HumanDuration| {
-        if value.0.is_zero() {
-            Err(ConfigError::new(key, "must be greater than zero (got 0)"))
-        } else {
-            Ok(value.0)
+    let upstreams = match (&raw.upstream, &raw.upstreams) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(
+                "signet.upstreams",
+                "give either `upstream` (one) or `upstreams` (a list), not both",
+            ));
         }
+        (None, None) => {
+            return Err(ConfigError::new(
+                "signet.upstream",
+                "missing: the inference server's URL (or `upstreams`, a list)",
+            ));
+        }
+        (Some(one), None) => vec![parse_upstream("signet.upstream", one)?],
+        (None, Some(list)) if list.is_empty() => {
+            return Err(ConfigError::new(
+                "signet.upstreams",
+                "must list at least one URL",
+            ));
+        }
+        (None, Some(list)) => list
+            .iter()
+            .enumerate()
+            .map(|(i, url)| parse_upstream(&format!("signet.upstreams[{i}]"), url))
+            .collect::<Result<Vec<_>, _>>()?,
     };
+    let upstream = upstreams[0].clone();
+    for (i, target) in upstreams.iter().enumerate() {
+        if upstreams[..i]
+            .iter()
+            .any(|earlier| earlier.addr == target.addr)
+        {
+            return Err(ConfigError::new(
+                format!("signet.upstreams[{i}]"),
+                format!("{} is listed twice", target.url),
+            ));
+        }
+    }
+    let health_check = match raw.health_check {
+        Some(hc) if !hc.enabled => None,
+        Some(hc) => Some(HealthCheckSettings {
+            path: check_health_path(&hc.path)?,
+            interval: positive_duration("signet.health_check.interval", hc.interval)?,
+            timeout: positive_duration("signet.health_check.timeout", hc.timeout)?,
+        }),
+        // On by default when there is a choice of upstreams; a single upstream is always tried.
+        None if upstreams.len() > 1 => Some(HealthCheckSettings {
+            path: default_health_path(),
+            interval: default_health_interval().0,
+            timeout: default_health_timeout().0,
+        }),
+        None => None,
+    };
+    let tls = raw
+        .tls
+        .map(|t| {
+            for (key, path) in [("signet.tls.cert", &t.cert), ("signet.tls.key", &t.key)] {
+                std::fs::metadata(path).map_err(|e| {
+                    ConfigError::new(key, format!("cannot read {}: {e}", path.display()))
+                })?;
+            }
+            Ok::<_, ConfigError>(TlsSettings {
+                cert: t.cert,
+                key: t.key,
+                h2: t.h2,
+            })
+        })
+        .transpose()?;
+    let auth = raw.auth.map(load_auth).transpose()?;
+
+    let positive = positive_duration;
     let signatures = SignatureSettings {
         ttl: positive("signet.signatures.ttl", raw.signatures.ttl)?,
         max_entries: match raw.signatures.max_entries {
@@ -532,6 +745,20 @@ fn validate(raw: RawSignet) -> Result<Settings, ConfigError> {
             raw.limits.max_request_body,
             1,
         )?,
+        max_header_bytes: size(
+            "signet.limits.max_header_bytes",
+            raw.limits.max_header_bytes,
+            1024,
+        )?,
+        max_concurrent_streams: match raw.limits.max_concurrent_streams {
+            0 => {
+                return Err(ConfigError::new(
+                    "signet.limits.max_concurrent_streams",
+                    "must be at least 1 (got 0)",
+                ));
+            }
+            n => n,
+        },
         id_scan_bytes: size(
             "signet.limits.id_scan_bytes",
             raw.limits.id_scan_bytes,
@@ -548,7 +775,11 @@ fn validate(raw: RawSignet) -> Result<Settings, ConfigError> {
             "signet.upstream_timeouts.connect",
             raw.upstream_timeouts.connect,
         )?,
-        read: positive("signet.upstream_timeouts.read", raw.upstream_timeouts.read)?,
+        first_byte: positive(
+            "signet.upstream_timeouts.first_byte",
+            raw.upstream_timeouts.first_byte,
+        )?,
+        idle: positive("signet.upstream_timeouts.idle", raw.upstream_timeouts.idle)?,
         write: positive(
             "signet.upstream_timeouts.write",
             raw.upstream_timeouts.write,
@@ -567,14 +798,104 @@ fn validate(raw: RawSignet) -> Result<Settings, ConfigError> {
         dstack_socket: raw.attestation.dstack_socket,
         cache_ttl: raw.attestation.cache_ttl.0,
     };
+    let client_timeouts = ClientTimeouts {
+        body: positive("signet.client_timeouts.body", raw.client_timeouts.body)?,
+    };
     Ok(Settings {
         listen,
+        tls,
         upstream,
+        upstreams,
+        health_check,
+        auth,
+        client_timeouts,
         attestation,
         signatures,
         limits,
         upstream_timeouts,
     })
+}
+
+fn positive_duration(key: &str, value: HumanDuration) -> Result<Duration, ConfigError> {
+    if value.0.is_zero() {
+        Err(ConfigError::new(key, "must be greater than zero (got 0)"))
+    } else {
+        Ok(value.0)
+    }
+}
+
+fn check_health_path(path: &str) -> Result<String, ConfigError> {
+    if path.starts_with('/') && path.parse::<http::uri::PathAndQuery>().is_ok() {
+        Ok(path.to_owned())
+    } else {
+        Err(ConfigError::new(
+            "signet.health_check.path",
+            format!("must be an absolute path such as /health (got {path:?})"),
+        ))
+    }
+}
+
+/// Collects tokens from the config and the token files (one per line; blank lines and
+/// `#` comments ignored). Files readable by group or others are refused: tokens are secrets.
+fn load_auth(raw: RawAuth) -> Result<AuthSettings, ConfigError> {
+    let mut tokens = Vec::new();
+    for (i, token) in raw.tokens.into_iter().enumerate() {
+        tokens.push(check_token(&format!("signet.auth.tokens[{i}]"), token)?);
+    }
+    for (i, path) in raw.token_files.iter().enumerate() {
+        let key = format!("signet.auth.token_files[{i}]");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let meta = std::fs::metadata(path).map_err(|e| {
+                ConfigError::new(&key, format!("cannot read {}: {e}", path.display()))
+            })?;
+            if meta.permissions().mode() & 0o077 != 0 {
+                return Err(ConfigError::new(
+                    &key,
+                    format!(
+                        "{} is readable by group or others (mode {:o}); chmod 600 it",
+                        path.display(),
+                        meta.permissions().mode() & 0o777
+                    ),
+                ));
+            }
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(&key, format!("cannot read {}: {e}", path.display())))?;
+        for line in text.lines().map(str::trim) {
+            if !line.is_empty() && !line.starts_with('#') {
+                tokens.push(check_token(&key, line.to_owned())?);
+            }
+        }
+    }
+    if tokens.is_empty() {
+        return Err(ConfigError::new(
+            "signet.auth",
+            "no tokens: list `tokens` or `token_files`, or remove the section",
+        ));
+    }
+    Ok(AuthSettings {
+        tokens,
+        forward_authorization: raw.forward_authorization,
+    })
+}
+
+fn check_token(key: &str, token: String) -> Result<String, ConfigError> {
+    // The value itself never goes into a message: it is a secret.
+    if token.len() < 16 {
+        return Err(ConfigError::new(
+            key,
+            "a token must be at least 16 characters",
+        ));
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ConfigError::new(
+            key,
+            "a token may contain only visible ASCII characters",
+        ));
+    }
+    Ok(token)
 }
 
 /// Parses `http://host:port` or `https://host[:port]` (no path, query or credentials) and
@@ -682,6 +1003,21 @@ signet:
 
         let e = error_of(&MINIMAL.replace("http://127.0.0.1:8001", "ftp://x"));
         assert_eq!(e.key, "signet.upstream");
+
+        let e = error_of(&MINIMAL.replace(
+            "upstream: http://127.0.0.1:8001",
+            "upstreams: [\"http://127.0.0.1:8001\", \"http://127.0.0.1:8001\"]",
+        ));
+        assert_eq!(e.key, "signet.upstreams[1]");
+
+        let e = error_of(&format!("{MINIMAL}  auth:\n    tokens: [\"short\"]\n"));
+        assert_eq!(e.key, "signet.auth.tokens[0]");
+        assert!(!e.message.contains("short"), "never echo a token: {e}");
+
+        let e = error_of(&format!(
+            "{MINIMAL}  tls:\n    cert: /nonexistent.pem\n    key: /nonexistent.key\n"
+        ));
+        assert_eq!(e.key, "signet.tls.cert");
 
         let e = error_of(&format!("{MINIMAL}  listen: localhost\n"));
         assert_eq!(e.key, "signet.listen");

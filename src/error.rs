@@ -44,8 +44,8 @@ pub struct ApiError {
     pub message: String,
     /// Envelope `param`, when one request parameter is at fault.
     pub param: Option<&'static str>,
-    /// Methods for the `Allow` header of a 405.
-    pub allow: Option<&'static str>,
+    /// Headers that belong to this answer (`Allow`, `WWW-Authenticate`, `Retry-After`).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl ApiError {
@@ -56,7 +56,7 @@ impl ApiError {
             code,
             message: message.into(),
             param: None,
-            allow: None,
+            headers: Vec::new(),
         }
     }
 
@@ -71,9 +71,13 @@ impl ApiError {
         Self::new(400, ErrorType::InvalidRequest, code, message)
     }
 
-    /// 401.
+    /// 401, with the challenge RFC 6750 asks for.
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(401, ErrorType::Authentication, "invalid_api_key", message)
+        let mut error = Self::new(401, ErrorType::Authentication, "invalid_api_key", message);
+        error
+            .headers
+            .push(("www-authenticate", "Bearer".to_owned()));
+        error
     }
 
     /// 404.
@@ -89,7 +93,7 @@ impl ApiError {
             "method_not_allowed",
             format!("method not allowed; use {allowed}"),
         );
-        error.allow = Some(allowed);
+        error.headers.push(("allow", allowed.to_owned()));
         error
     }
 
@@ -113,9 +117,11 @@ impl ApiError {
         Self::new(504, ErrorType::Upstream, "upstream_timeout", message)
     }
 
-    /// 503.
+    /// 503, with a hint to retry after a second.
     pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(503, ErrorType::Server, code, message)
+        let mut error = Self::new(503, ErrorType::Server, code, message);
+        error.headers.push(("retry-after", "1".to_owned()));
+        error
     }
 
     /// 500, with a generic message: the detail belongs in the log, not the response.

@@ -3,32 +3,46 @@
 //! response is sealed, and how local routes are answered.
 
 use crate::attestation::Attestor;
-use crate::config::Settings;
+use crate::auth::BearerTokens;
+use crate::config::{Settings, UpstreamTarget};
 use crate::error::ApiError;
 use crate::ids::CompletionId;
 use crate::notary::Notary;
 use crate::routes::{self, Health, LocalResponse, Route};
 use crate::store::Ticket;
 use crate::transcript::{RequestCapture, ResponseCapture, ScanLimits, UnsignedReason};
+use crate::upstreams::UpstreamPool;
 use log::error;
 use pingora_core::prelude::HttpPeer;
 use pingora_http::RequestHeader;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Everything requests share.
 pub struct Gateway {
     settings: Settings,
     notary: Notary,
     attestor: Arc<Attestor>,
-    peer: HttpPeer,
-    upstream_label: String,
-    upstream_authority: String,
+    upstreams: UpstreamPool,
+    tokens: Option<BearerTokens>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// A place among the requests in flight on signed routes; given back when dropped.
+#[derive(Debug)]
+pub struct InFlightSlot(Arc<AtomicUsize>);
+
+impl Drop for InFlightSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gateway")
-            .field("upstream", &self.upstream_label)
+            .field("upstreams", &self.upstreams)
             .field("signer", &self.notary.address())
             .finish_non_exhaustive()
     }
@@ -36,25 +50,93 @@ impl std::fmt::Debug for Gateway {
 
 impl Gateway {
     /// Assembles the gateway from checked settings.
-    pub fn new(settings: Settings, notary: Notary, attestor: Arc<Attestor>) -> Self {
-        let upstream = &settings.upstream;
-        let mut peer = HttpPeer::new(upstream.addr, upstream.tls, upstream.host.clone());
-        let timeouts = settings.upstream_timeouts;
-        peer.options.connection_timeout = Some(timeouts.connect);
-        peer.options.total_connection_timeout = Some(timeouts.connect);
-        peer.options.read_timeout = Some(timeouts.read);
-        peer.options.write_timeout = Some(timeouts.write);
-        peer.options.idle_timeout = Some(timeouts.pool_idle);
-        let upstream_label = upstream.addr.to_string();
-        let upstream_authority = upstream.authority();
+    pub fn new(
+        settings: Settings,
+        notary: Notary,
+        attestor: Arc<Attestor>,
+        upstreams: UpstreamPool,
+    ) -> Self {
+        let tokens = settings
+            .auth
+            .as_ref()
+            .map(|auth| BearerTokens::new(&auth.tokens));
         Self {
             settings,
             notary,
             attestor,
-            peer,
-            upstream_label,
-            upstream_authority,
+            upstreams,
+            tokens,
+            in_flight: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// Whether a request to a protected route may proceed: always when no tokens are
+    /// configured, else only with an accepted bearer token.
+    pub fn authorized(&self, header: &RequestHeader) -> bool {
+        self.tokens.as_ref().is_none_or(|tokens| {
+            tokens.accepts(
+                header
+                    .headers
+                    .get(http::header::AUTHORIZATION)
+                    .map(|v| v.as_bytes()),
+            )
+        })
+    }
+
+    /// Checks the size of the request head against `limits.max_header_bytes`.
+    pub fn check_head_size(&self, header: &RequestHeader) -> Result<(), ApiError> {
+        let size = header.method.as_str().len()
+            + header.raw_path().len()
+            + header
+                .headers
+                .iter()
+                .map(|(name, value)| name.as_str().len() + value.len() + 4)
+                .sum::<usize>();
+        if size > self.settings.limits.max_header_bytes {
+            return Err(ApiError::from_status(431));
+        }
+        Ok(())
+    }
+
+    /// Takes a place among the requests in flight on signed routes, or refuses with a 503.
+    pub fn enter(&self) -> Result<InFlightSlot, ApiError> {
+        let max = self.settings.limits.max_concurrent_streams;
+        let before = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let slot = InFlightSlot(self.in_flight.clone());
+        if before >= max {
+            return Err(ApiError::unavailable(
+                "too_many_requests",
+                format!("signet is at its limit of {max} concurrent completions; retry shortly"),
+            ));
+        }
+        Ok(slot)
+    }
+
+    /// Requests in flight on signed routes.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// The next upstream to try, skipping those already tried for this request.
+    pub fn pick_upstream(&self, tried: &[SocketAddr]) -> Option<&UpstreamTarget> {
+        self.upstreams.select(tried)
+    }
+
+    /// How many upstreams there are.
+    pub fn upstream_count(&self) -> usize {
+        self.upstreams.len()
+    }
+
+    /// A peer for one attempt at `target`. Streamed requests may stay silent for
+    /// `upstream_timeouts.idle` between chunks; others for `first_byte` (a non-streamed
+    /// answer comes only once the whole completion is generated).
+    pub fn peer_for(&self, target: &UpstreamTarget, stream: Option<bool>) -> HttpPeer {
+        let timeouts = self.settings.upstream_timeouts;
+        let read_timeout = match stream {
+            Some(true) => timeouts.idle,
+            _ => timeouts.first_byte,
+        };
+        self.upstreams.peer(target, read_timeout)
     }
 
     /// The checked settings.
@@ -70,16 +152,6 @@ impl Gateway {
     /// The attestor.
     pub fn attestor(&self) -> &Arc<Attestor> {
         &self.attestor
-    }
-
-    /// The upstream's address, for logs.
-    pub fn upstream_label(&self) -> &str {
-        &self.upstream_label
-    }
-
-    /// A peer for one upstream attempt.
-    pub fn upstream_peer(&self) -> HttpPeer {
-        self.peer.clone()
     }
 
     /// Limits for finding a response's id.
@@ -111,16 +183,29 @@ impl Gateway {
     }
 
     /// Adjusts the request sent upstream. On signed routes `Accept-Encoding` goes, so the
-    /// upstream sends identity bytes and the hashed bytes are the delivered bytes.
+    /// upstream sends identity bytes and the hashed bytes are the delivered bytes. The
+    /// client's bearer token is signet's, not the upstream's: it goes unless configured to be
+    /// forwarded. The request id travels along for correlation.
     pub fn prepare_upstream_request(
         &self,
         request: &mut RequestHeader,
         signed: bool,
+        target: &UpstreamTarget,
+        request_id: &str,
     ) -> pingora_core::Result<()> {
         if signed {
             request.remove_header(&http::header::ACCEPT_ENCODING);
         }
-        request.insert_header(http::header::HOST, self.upstream_authority.as_str())?;
+        if self
+            .settings
+            .auth
+            .as_ref()
+            .is_some_and(|auth| !auth.forward_authorization)
+        {
+            request.remove_header(&http::header::AUTHORIZATION);
+        }
+        request.insert_header(http::header::HOST, target.authority())?;
+        request.insert_header("x-request-id", request_id)?;
         Ok(())
     }
 

@@ -64,6 +64,25 @@ pub fn validate_id_bytes(bytes: &[u8]) -> Result<(), IdError> {
     Ok(())
 }
 
+/// Longest request id kept from a client's `x-request-id`.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// The request id for a request: the client's `x-request-id` when it is 1 to 128 bytes of
+/// `[A-Za-z0-9._:-]` (safe to log and to echo), else a fresh random one (32 hex chars).
+pub fn request_id(client_value: Option<&[u8]>) -> String {
+    match client_value {
+        Some(value) if value.len() <= MAX_REQUEST_ID_LEN && validate_id_bytes(value).is_ok() => {
+            String::from_utf8_lossy(value).into_owned()
+        }
+        _ => {
+            use rand_core::{OsRng, RngCore};
+            let mut bytes = [0u8; 16];
+            OsRng.fill_bytes(&mut bytes);
+            hex::encode(bytes)
+        }
+    }
+}
+
 /// Why a nonce was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NonceError {
@@ -136,6 +155,17 @@ mod tests {
                 "{hostile:?}"
             );
         }
+    }
+
+    #[test]
+    fn request_ids_are_kept_when_well_formed_and_drawn_otherwise() {
+        assert_eq!(request_id(Some(b"req-123.a:b_c")), "req-123.a:b_c");
+        for hostile in [&b"a b"[..], b"a\nb", b"", &[b'x'; 129], b"\xff"] {
+            let drawn = request_id(Some(hostile));
+            assert_eq!(drawn.len(), 32, "{hostile:?}");
+            assert!(drawn.bytes().all(|b| b.is_ascii_hexdigit()));
+        }
+        assert_ne!(request_id(None), request_id(None));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod attestation;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
@@ -20,4 +21,5 @@ pub mod signing;
 pub mod sse;
 pub mod store;
 pub mod transcript;
+pub mod upstreams;
 pub mod verify;

@@ -2,9 +2,10 @@
 //! hand bytes to the domain modules (transcript, notary, routes, attestation) and write
 //! what those return. The per-request state is [`RequestCtx`].
 
+use crate::config::UpstreamTarget;
 use crate::error::ApiError;
-use crate::gateway::Gateway;
-use crate::ids::CompletionId;
+use crate::gateway::{Gateway, InFlightSlot};
+use crate::ids::{CompletionId, request_id};
 use crate::routes::{LocalResponse, Route};
 use crate::store::Ticket;
 use crate::transcript::{
@@ -17,6 +18,7 @@ use pingora_core::prelude::HttpPeer;
 use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,6 +47,14 @@ pub struct RequestCtx {
     response_bytes: u64,
     /// Upstream attempts retried on a fresh connection.
     fresh_connection_retries: u32,
+    /// The request id: the client's `x-request-id` if well-formed, else drawn.
+    pub request_id: String,
+    /// A place among the completions in flight (signed routes).
+    slot: Option<InFlightSlot>,
+    /// The upstream of the current attempt.
+    target: Option<UpstreamTarget>,
+    /// Upstreams this request could not connect to.
+    failed_connects: Vec<SocketAddr>,
 }
 
 impl Default for RequestCtx {
@@ -61,6 +71,10 @@ impl Default for RequestCtx {
             unsigned: None,
             response_bytes: 0,
             fresh_connection_retries: 0,
+            request_id: String::new(),
+            slot: None,
+            target: None,
+            failed_connects: Vec::new(),
         }
     }
 }
@@ -89,13 +103,18 @@ impl SignetProxy {
 }
 
 /// Writes a locally produced JSON response.
-async fn write_local(session: &mut Session, answer: &LocalResponse) -> Result<()> {
-    let mut header = ResponseHeader::build(answer.status, Some(4))?;
+async fn write_local(
+    session: &mut Session,
+    answer: &LocalResponse,
+    request_id: &str,
+) -> Result<()> {
+    let mut header = ResponseHeader::build(answer.status, Some(6))?;
     header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     header.insert_header(http::header::CONTENT_LENGTH, answer.body.len())?;
     header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-    if let Some(allow) = answer.allow {
-        header.insert_header(http::header::ALLOW, allow)?;
+    header.insert_header("x-request-id", request_id)?;
+    for (name, value) in &answer.headers {
+        header.insert_header(*name, value.as_str())?;
     }
     session
         .write_response_header(Box::new(header), false)
@@ -212,14 +231,31 @@ impl ProxyHttp for SignetProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         let header = session.req_header();
+        ctx.request_id = request_id(header.headers.get("x-request-id").map(|v| v.as_bytes()));
         ctx.route = Route::classify(header.uri.path());
+        if let Err(refusal) = self.gateway.check_head_size(header) {
+            session.set_keepalive(None);
+            return Err(ctx.refuse(refusal));
+        }
+        let protected = !matches!(ctx.route, Route::Health | Route::AttestationReport);
+        if protected && !self.gateway.authorized(header) {
+            return Err(ctx.refuse(ApiError::unauthorized(
+                "missing or invalid bearer token (Authorization: Bearer <token>)",
+            )));
+        }
         if ctx.route.is_local() {
             let answer = self.gateway.answer_local(ctx.route, header).await;
             ctx.status = Some(answer.status);
-            write_local(session, &answer).await?;
+            write_local(session, &answer, &ctx.request_id).await?;
             return Ok(true);
         }
+        // A client that stalls while sending its body is cut off (slow-loris).
+        let body_timeout = self.gateway.settings().client_timeouts.body;
+        session
+            .as_downstream_mut()
+            .set_read_timeout(Some(body_timeout));
         if let Route::Signed(_) = ctx.route {
+            let header = session.req_header();
             let mut capture = match self.gateway.admit_signed(header) {
                 Ok(capture) => capture,
                 Err(refusal) => {
@@ -235,6 +271,13 @@ impl ProxyHttp for SignetProxy {
                         "the request has no body".to_owned(),
                     ))),
                 );
+            }
+            match self.gateway.enter() {
+                Ok(slot) => ctx.slot = Some(slot),
+                Err(refusal) => {
+                    session.set_keepalive(None);
+                    return Err(ctx.refuse(refusal));
+                }
             }
             // SDKs close their end as soon as they have read `data: [DONE]`, often before
             // the upstream's end-of-body arrives; let the response finish (a real disconnect
@@ -262,12 +305,36 @@ impl ProxyHttp for SignetProxy {
         if let Some(capture) = ctx.request.as_mut() {
             capture.restart_if_incomplete();
         }
-        let mut peer = self.gateway.upstream_peer();
+        let Some(target) = self.gateway.pick_upstream(&ctx.failed_connects).cloned() else {
+            return Err(ctx.refuse(ApiError::bad_gateway(
+                "no upstream is available (every upstream failed to connect)",
+            )));
+        };
+        let stream = ctx.request.as_ref().and_then(RequestCapture::stream);
+        let mut peer = self.gateway.peer_for(&target, stream);
         if ctx.fresh_connection_retries > 0 {
             // A connection-group of its own: no pooled connection can be picked for it.
             peer.group_key = rand_core::RngCore::next_u64(&mut rand_core::OsRng);
         }
+        ctx.target = Some(target);
         Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Self::CTX,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // Nothing was sent: another upstream, if there is one left, may take the request.
+        if let Some(target) = &ctx.target {
+            ctx.failed_connects.push(target.addr);
+        }
+        if ctx.failed_connects.len() < self.gateway.upstream_count() {
+            e.set_retry(true);
+        }
+        e
     }
 
     async fn upstream_request_filter(
@@ -276,8 +343,15 @@ impl ProxyHttp for SignetProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        self.gateway
-            .prepare_upstream_request(upstream_request, ctx.request.is_some())
+        let Some(target) = &ctx.target else {
+            return Error::e_explain(ErrorType::InternalError, "no upstream chosen");
+        };
+        self.gateway.prepare_upstream_request(
+            upstream_request,
+            ctx.request.is_some(),
+            target,
+            &ctx.request_id,
+        )
     }
 
     async fn request_body_filter(
@@ -329,6 +403,7 @@ impl ProxyHttp for SignetProxy {
             return Ok(());
         }
         ctx.status = Some(status.as_u16());
+        upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
         if ctx.request.is_none() {
             return Ok(());
         }
@@ -396,7 +471,7 @@ impl ProxyHttp for SignetProxy {
         } else {
             let envelope = ctx.rejection.clone().unwrap_or_else(|| envelope_for(e));
             let answer = LocalResponse::from(envelope);
-            if let Err(write_error) = write_local(session, &answer).await {
+            if let Err(write_error) = write_local(session, &answer, &ctx.request_id).await {
                 warn!("could not write error response: {write_error}");
             }
             answer.status
@@ -476,16 +551,15 @@ impl ProxyHttp for SignetProxy {
         let signed = ctx.sealed.is_some();
         info!(
             target: "signet::access",
-            "route={} method={} status={} duration_ms={:.1} upstream={} id={} signed={} reason={} response_bytes={} sent_bytes={} retries={} error={}",
+            "request_id={} route={} method={} status={} duration_ms={:.1} upstream={} id={} signed={} reason={} response_bytes={} sent_bytes={} retries={} error={}",
+            ctx.request_id,
             ctx.route.label(),
             header.method,
             ctx.status.map_or_else(|| "-".to_owned(), |s| s.to_string()),
             ctx.started.elapsed().as_secs_f64() * 1000.0,
-            if ctx.route.is_local() || ctx.rejection.is_some() {
-                "-"
-            } else {
-                self.gateway.upstream_label()
-            },
+            ctx.target
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |t| t.addr.to_string()),
             ctx.completion_id.as_ref().map_or("-", CompletionId::as_str),
             signed,
             ctx.unsigned.map_or("-", UnsignedReason::as_str),

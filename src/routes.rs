@@ -74,8 +74,8 @@ pub struct LocalResponse {
     pub status: u16,
     /// JSON body.
     pub body: Vec<u8>,
-    /// Value of an `Allow` header (405 answers).
-    pub allow: Option<&'static str>,
+    /// Extra headers (`Allow`, `WWW-Authenticate`, `Retry-After`).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl LocalResponse {
@@ -85,7 +85,7 @@ impl LocalResponse {
             Ok(body) => Self {
                 status: 200,
                 body,
-                allow: None,
+                headers: Vec::new(),
             },
             Err(_) => ApiError::internal().into(),
         }
@@ -97,7 +97,7 @@ impl From<ApiError> for LocalResponse {
         Self {
             status: error.status,
             body: error.body(),
-            allow: error.allow,
+            headers: error.headers,
         }
     }
 }

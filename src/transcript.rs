@@ -38,6 +38,7 @@ pub struct RequestCapture {
     held: BytesMut,
     limit: usize,
     complete: Option<(Bytes, [u8; 32])>,
+    stream: Option<bool>,
 }
 
 impl RequestCapture {
@@ -48,7 +49,14 @@ impl RequestCapture {
             held: BytesMut::new(),
             limit,
             complete: None,
+            stream: None,
         }
+    }
+
+    /// The request's `stream` field, once the body is complete (`None` if absent or not a
+    /// boolean).
+    pub fn stream(&self) -> Option<bool> {
+        self.stream
     }
 
     /// Forgets a partially received body. Called before a retried upstream attempt replays
@@ -78,7 +86,7 @@ impl RequestCapture {
             return Ok(body.clone());
         }
         let body = std::mem::take(&mut self.held).freeze();
-        validate_json_object(&body)?;
+        self.stream = validate_json_object(&body)?;
         let digest: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
         self.complete = Some((body.clone(), digest));
         Ok(body)
@@ -102,17 +110,25 @@ impl RequestCapture {
     }
 }
 
-fn validate_json_object(body: &[u8]) -> Result<(), RequestBodyError> {
+/// Checks that `body` is a UTF-8 JSON object and reads its `stream` flag, in one parse.
+fn validate_json_object(body: &[u8]) -> Result<Option<bool>, RequestBodyError> {
+    #[derive(serde::Deserialize)]
+    struct StreamProbe {
+        #[serde(default)]
+        stream: Option<serde_json::Value>,
+    }
     let text = std::str::from_utf8(body).map_err(|_| RequestBodyError::NotUtf8)?;
     let starts_as_object = text
         .trim_start_matches([' ', '\t', '\n', '\r'])
         .starts_with('{');
-    serde_json::from_str::<serde::de::IgnoredAny>(text)
-        .map_err(|e| RequestBodyError::MalformedJson(e.to_string()))?;
     if !starts_as_object {
+        serde_json::from_str::<serde::de::IgnoredAny>(text)
+            .map_err(|e| RequestBodyError::MalformedJson(e.to_string()))?;
         return Err(RequestBodyError::NotAnObject);
     }
-    Ok(())
+    let probe: StreamProbe =
+        serde_json::from_str(text).map_err(|e| RequestBodyError::MalformedJson(e.to_string()))?;
+    Ok(probe.stream.and_then(|v| v.as_bool()))
 }
 
 /// How the response body carries its id.
@@ -361,11 +377,12 @@ mod tests {
     #[test]
     fn request_bodies_are_checked_before_forwarding() {
         let mut ok = RequestCapture::new(1024);
-        ok.push(b" {\"a\":1}").unwrap();
-        assert_eq!(&ok.finish().unwrap()[..], b" {\"a\":1}");
+        ok.push(b" {\"a\":1,\"stream\":true}").unwrap();
+        assert_eq!(&ok.finish().unwrap()[..], b" {\"a\":1,\"stream\":true}");
+        assert_eq!(ok.stream(), Some(true));
         assert_eq!(
             &ok.finish().unwrap()[..],
-            b" {\"a\":1}",
+            b" {\"a\":1,\"stream\":true}",
             "retries see the same bytes"
         );
 

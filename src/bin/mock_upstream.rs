@@ -23,6 +23,7 @@
 //! | `x-mock-id: ID` | use this completion id |
 //! | `x-mock-hangup: 1` | read the whole request, then close without answering |
 //! | `x-mock-end-delay-ms: N` | pause N ms before the end of the body (the last chunk marker) |
+//! | `x-mock-head-delay-ms: N` | pause N ms before sending the response head |
 //!
 //! `GET /_mock/stats` reports every request seen (path, body sha256, a few headers) so tests
 //! can check what reached the upstream; `POST /_mock/reset` clears it.
@@ -611,6 +612,9 @@ async fn write_shaped(
         _ => head.push_str("transfer-encoding: chunked\r\n"),
     }
     head.push_str("\r\n");
+    if let Some(ms) = request.number("x-mock-head-delay-ms") {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
     stream.write_all(head.as_bytes()).await?;
 
     let mut written = 0usize;

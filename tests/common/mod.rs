@@ -140,6 +140,28 @@ impl Gateway {
     }
 
     pub fn spawn(dir: tempfile::TempDir, config: PathBuf, port: u16) -> Self {
+        let gateway = Self::spawn_quietly(dir, config, port);
+        gateway.wait_ready();
+        gateway
+    }
+
+    /// Starts signet and waits only until its port accepts connections (for TLS listeners,
+    /// where the plaintext health probe cannot be used).
+    pub fn spawn_listening(dir: tempfile::TempDir, config: PathBuf, port: u16) -> Self {
+        let gateway = Self::spawn_quietly(dir, config, port);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(gateway.addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "signet did not listen; log:\n{}",
+                gateway.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        gateway
+    }
+
+    fn spawn_quietly(dir: tempfile::TempDir, config: PathBuf, port: u16) -> Self {
         let log_path = dir.path().join("signet.log");
         let log = std::fs::File::create(&log_path).expect("log file");
         let child = Command::new(signet_bin())
@@ -150,14 +172,12 @@ impl Gateway {
             .stderr(log)
             .spawn()
             .expect("spawn signet");
-        let gateway = Gateway {
+        Gateway {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             dir,
             log_path,
-        };
-        gateway.wait_ready();
-        gateway
+        }
     }
 
     fn wait_ready(&self) {
@@ -457,6 +477,33 @@ pub fn expect_start_failure(attestation: &str) -> String {
 }
 
 impl Gateway {
+    /// Restarts this gateway's configuration with `upstreams: [...]` instead of `upstream`.
+    pub fn with_upstreams(mut self, urls: &[String]) -> Self {
+        self.kill();
+        let config = self.dir.path().join("signet.yaml");
+        let text = std::fs::read_to_string(&config).expect("config");
+        let list = urls
+            .iter()
+            .map(|u| format!("\"{u}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let text = text
+            .lines()
+            .map(|line| {
+                if line.starts_with("  upstream: ") {
+                    format!("  upstreams: [{list}]")
+                } else {
+                    line.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&config, text + "\n").expect("write config");
+        let port = self.addr.port();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+        Self::spawn(dir, config, port)
+    }
+
     /// Starts signet with a custom attestation section.
     pub fn start_with_attestation(upstream_url: &str, attestation: &str, extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");

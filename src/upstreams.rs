@@ -1,0 +1,124 @@
+//! The upstream pool: one or more inference servers balanced round-robin with Pingora's
+//! load-balancing crate, optionally health-checked in the background (a failing server stops
+//! receiving requests until it answers its health check again). Selection skips servers a
+//! request already failed to connect to, so a connection failure is retried elsewhere.
+
+use crate::config::{HealthCheckSettings, UpstreamTarget, UpstreamTimeouts};
+use pingora_core::prelude::HttpPeer;
+use pingora_core::services::background::{GenBackgroundService, background_service};
+use pingora_http::RequestHeader;
+use pingora_load_balancing::health_check::HttpHealthCheck;
+use pingora_load_balancing::selection::RoundRobin;
+use pingora_load_balancing::{Backend, LoadBalancer};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why the pool could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("upstreams: {0}")]
+pub struct PoolError(String);
+
+/// The upstreams and how to reach them.
+pub struct UpstreamPool {
+    balancer: Arc<LoadBalancer<RoundRobin>>,
+    targets: Vec<UpstreamTarget>,
+    timeouts: UpstreamTimeouts,
+}
+
+impl std::fmt::Debug for UpstreamPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamPool")
+            .field("targets", &self.targets.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The background service that runs the health checks, when there are any.
+pub type HealthService = GenBackgroundService<LoadBalancer<RoundRobin>>;
+
+impl UpstreamPool {
+    /// Builds the pool; returns the health-check service to hand to Pingora, if checks are on.
+    pub fn new(
+        targets: Vec<UpstreamTarget>,
+        health: Option<&HealthCheckSettings>,
+        timeouts: UpstreamTimeouts,
+    ) -> Result<(Self, Option<HealthService>), PoolError> {
+        let first = targets
+            .first()
+            .ok_or_else(|| PoolError("no upstream".to_owned()))?;
+        let mut balancer =
+            LoadBalancer::<RoundRobin>::try_from_iter(targets.iter().map(|t| t.addr))
+                .map_err(|e| PoolError(e.to_string()))?;
+        let (balancer, service) = match health {
+            None => (Arc::new(balancer), None),
+            Some(health) => {
+                let mut check = HttpHealthCheck::new(&first.authority(), first.tls);
+                let mut request = RequestHeader::build("GET", health.path.as_bytes(), None)
+                    .map_err(|e| PoolError(e.to_string()))?;
+                request
+                    .insert_header(http::header::HOST, first.authority())
+                    .map_err(|e| PoolError(e.to_string()))?;
+                check.req = request;
+                check.consecutive_success = 1;
+                check.consecutive_failure = 1;
+                check.peer_template.options.connection_timeout = Some(health.timeout);
+                check.peer_template.options.read_timeout = Some(health.timeout);
+                balancer.set_health_check(Box::new(check));
+                balancer.health_check_frequency = Some(health.interval);
+                balancer.parallel_health_check = true;
+                let service = background_service("upstream health checks", balancer);
+                (service.task(), Some(service))
+            }
+        };
+        Ok((
+            Self {
+                balancer,
+                targets,
+                timeouts,
+            },
+            service,
+        ))
+    }
+
+    /// How many upstreams there are.
+    pub fn len(&self) -> usize {
+        self.targets.len()
+    }
+
+    /// Whether the pool is empty (never, once built).
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+
+    /// The next upstream to try: a healthy one not tried yet, else any not tried yet (when
+    /// every upstream failed its health check, trying beats refusing).
+    pub fn select(&self, tried: &[SocketAddr]) -> Option<&UpstreamTarget> {
+        let untried = |backend: &Backend| {
+            backend
+                .addr
+                .as_inet()
+                .is_some_and(|addr| !tried.contains(addr))
+        };
+        let backend = self
+            .balancer
+            .select_with(b"", 256, |backend, healthy| healthy && untried(backend))
+            .or_else(|| {
+                self.balancer
+                    .select_with(b"", 256, |backend, _| untried(backend))
+            })?;
+        let addr = backend.addr.as_inet()?;
+        self.targets.iter().find(|t| t.addr == *addr)
+    }
+
+    /// A peer for one attempt at `target`, whose reads may stay silent for `read_timeout`.
+    pub fn peer(&self, target: &UpstreamTarget, read_timeout: Duration) -> HttpPeer {
+        let mut peer = HttpPeer::new(target.addr, target.tls, target.host.clone());
+        peer.options.connection_timeout = Some(self.timeouts.connect);
+        peer.options.total_connection_timeout = Some(self.timeouts.connect);
+        peer.options.read_timeout = Some(read_timeout);
+        peer.options.write_timeout = Some(self.timeouts.write);
+        peer.options.idle_timeout = Some(self.timeouts.pool_idle);
+        peer
+    }
+}
