@@ -21,6 +21,9 @@ for conf in conf/*.yaml; do
   ./target/debug/signet serve -t -c "$conf"
 done
 
+echo "== systemd-analyze verify / security on systemd/signet.service"
+./scripts/check-systemd.sh
+
 echo "== cargo test"
 cargo test --locked
 

@@ -208,6 +208,7 @@ fn start(args: ServeArgs) -> Result<ExitCode, StartError> {
     let notary = Notary::new(signer, store);
     let listen = settings.listen;
     let tls = settings.tls.clone();
+    let admin_listen = settings.admin_listen;
     let sweep_every = settings.signatures.sweep_interval;
     let (upstreams, health_service) = UpstreamPool::new(
         settings.upstreams.clone(),
@@ -233,6 +234,13 @@ fn start(args: ServeArgs) -> Result<ExitCode, StartError> {
     let attestor = Arc::new(attestor);
     let gateway = Arc::new(Gateway::new(settings, notary, attestor.clone(), upstreams));
 
+    // Pingora writes pid_file only when it daemonizes; a foreground signet writes it too, so
+    // `systemctl reload` (systemd/signet.service) can always find the process to upgrade.
+    if !opt.daemon && !server.daemon {
+        if let Err(e) = std::fs::write(&server.pid_file, format!("{}\n", std::process::id())) {
+            warn!("could not write pid_file {}: {e}", server.pid_file);
+        }
+    }
     let mut pingora = Server::new_with_opt_and_conf(opt, server);
     pingora.bootstrap();
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
@@ -253,6 +261,12 @@ fn start(args: ServeArgs) -> Result<ExitCode, StartError> {
         }
     }
     pingora.add_service(proxy);
+    if let Some(admin) = admin_listen {
+        crate::metrics::StateCollector::register(gateway.clone());
+        let mut metrics = pingora_prometheus::prometheus_http_service();
+        metrics.add_tcp(&admin.to_string());
+        pingora.add_service(metrics);
+    }
     if let Some(health_service) = health_service {
         pingora.add_service(health_service);
     }

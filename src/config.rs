@@ -178,6 +178,14 @@ struct RawSignet {
     client_timeouts: RawClientTimeouts,
     #[serde(default)]
     upstream_timeouts: RawUpstreamTimeouts,
+    #[serde(default)]
+    admin: Option<RawAdmin>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -546,6 +554,8 @@ pub struct Settings {
     pub auth: Option<AuthSettings>,
     /// Timeouts toward the client.
     pub client_timeouts: ClientTimeouts,
+    /// Admin listener serving Prometheus metrics (off when `None`).
+    pub admin_listen: Option<SocketAddr>,
     /// Attestation.
     pub attestation: AttestationSettings,
     /// Signature store.
@@ -798,6 +808,26 @@ fn validate(raw: RawSignet) -> Result<Settings, ConfigError> {
         dstack_socket: raw.attestation.dstack_socket,
         cache_ttl: raw.attestation.cache_ttl.0,
     };
+    let admin_listen = raw
+        .admin
+        .map(|admin| {
+            admin.listen.trim().parse::<SocketAddr>().map_err(|_| {
+                ConfigError::new(
+                    "signet.admin.listen",
+                    format!(
+                        "must be IP:PORT, e.g. \"127.0.0.1:9100\" (got {:?})",
+                        admin.listen
+                    ),
+                )
+            })
+        })
+        .transpose()?;
+    if admin_listen == Some(listen) {
+        return Err(ConfigError::new(
+            "signet.admin.listen",
+            "must differ from signet.listen: metrics stay off the public port",
+        ));
+    }
     let client_timeouts = ClientTimeouts {
         body: positive("signet.client_timeouts.body", raw.client_timeouts.body)?,
     };
@@ -809,6 +839,7 @@ fn validate(raw: RawSignet) -> Result<Settings, ConfigError> {
         health_check,
         auth,
         client_timeouts,
+        admin_listen,
         attestation,
         signatures,
         limits,

@@ -7,6 +7,7 @@ use crate::auth::BearerTokens;
 use crate::config::{Settings, UpstreamTarget};
 use crate::error::ApiError;
 use crate::ids::CompletionId;
+use crate::metrics::{METRICS, StateSource};
 use crate::notary::Notary;
 use crate::routes::{self, Health, LocalResponse, Route};
 use crate::store::Ticket;
@@ -242,15 +243,55 @@ impl Gateway {
         }
         let query = header.uri.query();
         match route {
+            Route::Signature => {
+                let answer = routes::signature(&self.notary, header.uri.path(), query);
+                let result = match answer.status {
+                    200 => "hit",
+                    404 => "miss",
+                    _ => "invalid",
+                };
+                METRICS.signature_lookups.with_label_values(&[result]).inc();
+                answer
+            }
+            Route::AttestationReport => {
+                let provider = self.attestor.mode().as_str();
+                let started = std::time::Instant::now();
+                let answer = self.attestor.answer(query).await;
+                let outcome = match answer.status {
+                    200 => "ok",
+                    400 => "bad_request",
+                    _ => "unavailable",
+                };
+                METRICS
+                    .attestation_requests
+                    .with_label_values(&[provider, outcome])
+                    .inc();
+                METRICS
+                    .attestation_seconds
+                    .with_label_values(&[provider])
+                    .observe(started.elapsed().as_secs_f64());
+                answer
+            }
             Route::Health => LocalResponse::ok_json(&Health {
                 status: "ok",
                 version: env!("CARGO_PKG_VERSION"),
                 signing_address: self.notary.address().to_checksum(),
                 attestation_mode: self.settings.attestation.mode.as_str(),
             }),
-            Route::Signature => routes::signature(&self.notary, header.uri.path(), query),
-            Route::AttestationReport => self.attestor.answer(query).await,
             Route::Signed(_) | Route::PassThrough => ApiError::internal().into(),
         }
+    }
+}
+
+impl StateSource for Gateway {
+    fn stored_signatures(&self) -> usize {
+        self.notary.store().len()
+    }
+    fn removed_signatures(&self) -> (u64, u64) {
+        let removed = self.notary.store().removed();
+        (removed.expired, removed.evicted)
+    }
+    fn completions_in_flight(&self) -> usize {
+        self.in_flight()
     }
 }

@@ -6,6 +6,7 @@ use crate::config::UpstreamTarget;
 use crate::error::ApiError;
 use crate::gateway::{Gateway, InFlightSlot};
 use crate::ids::{CompletionId, request_id};
+use crate::metrics::METRICS;
 use crate::routes::{LocalResponse, Route};
 use crate::store::Ticket;
 use crate::transcript::{
@@ -55,6 +56,8 @@ pub struct RequestCtx {
     target: Option<UpstreamTarget>,
     /// Upstreams this request could not connect to.
     failed_connects: Vec<SocketAddr>,
+    /// When the request head was sent upstream (latency metrics).
+    sent_upstream_at: Option<Instant>,
 }
 
 impl Default for RequestCtx {
@@ -75,6 +78,7 @@ impl Default for RequestCtx {
             slot: None,
             target: None,
             failed_connects: Vec::new(),
+            sent_upstream_at: None,
         }
     }
 }
@@ -188,6 +192,35 @@ fn envelope_for(error: &Error) -> ApiError {
         (ErrorSource::Downstream, ErrorType::ReadTimedout) => ApiError::from_status(408),
         (ErrorSource::Downstream, _) => ApiError::bad_request("bad_request", "malformed request"),
         _ => ApiError::internal(),
+    }
+}
+
+/// Counts the finished request in the metrics.
+fn record_metrics(ctx: &RequestCtx) {
+    let route = ctx.route.label();
+    let status = ctx.status.map_or_else(|| "0".to_owned(), |s| s.to_string());
+    METRICS.requests.with_label_values(&[route, &status]).inc();
+    if let Some(sent) = ctx.sent_upstream_at {
+        METRICS
+            .upstream_total_seconds
+            .observe(sent.elapsed().as_secs_f64());
+    }
+    if let Route::Signed(_) = ctx.route {
+        if ctx.sealed.is_some() {
+            METRICS.signed.with_label_values(&[route]).inc();
+        } else if let Some(reason) = ctx.unsigned {
+            METRICS.unsigned.with_label_values(&[reason.as_str()]).inc();
+        }
+    }
+    if let Some(request) = &ctx.request {
+        METRICS
+            .hashed_bytes
+            .with_label_values(&["request"])
+            .inc_by(request.hashed_bytes());
+        METRICS
+            .hashed_bytes
+            .with_label_values(&["response"])
+            .inc_by(ctx.response_bytes);
     }
 }
 
@@ -346,6 +379,7 @@ impl ProxyHttp for SignetProxy {
         let Some(target) = &ctx.target else {
             return Error::e_explain(ErrorType::InternalError, "no upstream chosen");
         };
+        ctx.sent_upstream_at = Some(Instant::now());
         self.gateway.prepare_upstream_request(
             upstream_request,
             ctx.request.is_some(),
@@ -404,6 +438,11 @@ impl ProxyHttp for SignetProxy {
         }
         ctx.status = Some(status.as_u16());
         upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some(sent) = ctx.sent_upstream_at {
+            METRICS
+                .upstream_first_byte_seconds
+                .observe(sent.elapsed().as_secs_f64());
+        }
         if ctx.request.is_none() {
             return Ok(());
         }
@@ -511,6 +550,7 @@ impl ProxyHttp for SignetProxy {
         };
         if retry {
             ctx.fresh_connection_retries += 1;
+            METRICS.upstream_retries.inc();
         }
         let mut e = e.more_context(format!("Peer: {peer}"));
         e.set_retry(retry);
@@ -571,5 +611,6 @@ impl ProxyHttp for SignetProxy {
         if ctx.unsigned == Some(UnsignedReason::SigningFailed) {
             error!("a completed response could not be signed");
         }
+        record_metrics(ctx);
     }
 }

@@ -39,6 +39,7 @@ pub struct RequestCapture {
     limit: usize,
     complete: Option<(Bytes, [u8; 32])>,
     stream: Option<bool>,
+    hashed_total: u64,
 }
 
 impl RequestCapture {
@@ -50,6 +51,15 @@ impl RequestCapture {
             limit,
             complete: None,
             stream: None,
+            hashed_total: 0,
+        }
+    }
+
+    /// Bytes of the body hashed so far (all of it once complete).
+    pub fn hashed_bytes(&self) -> u64 {
+        match &self.complete {
+            Some((body, _)) if !body.is_empty() => body.len() as u64,
+            _ => self.hashed_total,
         }
     }
 
@@ -76,6 +86,7 @@ impl RequestCapture {
         }
         self.hasher.update(chunk);
         self.held.extend_from_slice(chunk);
+        self.hashed_total = self.held.len() as u64;
         Ok(())
     }
 
