@@ -117,7 +117,13 @@ fn verify_options(args: VerifyArgs) -> Result<crate::verify::VerifyOptions, Stri
         .transpose()?;
     let timeout =
         humantime::parse_duration(&args.timeout).map_err(|e| format!("--timeout: {e}"))?;
+    let https = args
+        .url
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("https://");
     Ok(crate::verify::VerifyOptions {
+        tls_binding: https && !args.no_tls_binding,
         url: args.url,
         token: args.token,
         model: args.model,
@@ -193,7 +199,20 @@ fn start(args: ServeArgs) -> Result<ExitCode, StartError> {
         address: *signer.address(),
         public_key: *signer.public_key(),
     };
-    let attestor = Attestor::from_settings(&settings.attestation, identity)?;
+    let mut attestor = Attestor::from_settings(&settings.attestation, identity)?;
+    if let Some(tls) = &settings.tls {
+        // The same file Pingora loads for the listener: reports can bind its key.
+        let pem = std::fs::read(&tls.cert)
+            .map_err(|e| StartError::Tls(format!("{}: {e}", tls.cert.display())))?;
+        let spki = crate::attestation::spki_sha256_of_pem_chain(&pem).ok_or_else(|| {
+            StartError::Tls(format!("{}: no readable certificate", tls.cert.display()))
+        })?;
+        info!(
+            "TLS certificate key fingerprint (sha256 of SPKI): {}",
+            hex::encode(spki)
+        );
+        attestor = attestor.with_tls_certificate(spki);
+    }
     if attestor.mode() == AttestationMode::Dev {
         warn!(
             "ATTESTATION IS IN DEV MODE: quotes are mock quotes that no Intel root accepts; \

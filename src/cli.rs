@@ -74,6 +74,10 @@ pub struct VerifyArgs {
     /// Print the checklist as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Do not require the report to bind the TLS certificate this client saw (the default
+    /// for https URLs is to require it).
+    #[arg(long)]
+    pub no_tls_binding: bool,
 }
 
 /// `signet verify-signature`.

@@ -7,6 +7,7 @@ use crate::auth::BearerTokens;
 use crate::config::{Settings, UpstreamTarget};
 use crate::error::ApiError;
 use crate::ids::CompletionId;
+use crate::inband::{InbandSignature, headers as inband_headers};
 use crate::metrics::{METRICS, StateSource};
 use crate::notary::Notary;
 use crate::routes::{self, Health, LocalResponse, Route};
@@ -28,6 +29,87 @@ pub struct Gateway {
     upstreams: UpstreamPool,
     tokens: Option<BearerTokens>,
     in_flight: Arc<AtomicUsize>,
+    upstream_tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// What the in-band (non-streamed) path produced.
+#[derive(Debug)]
+pub struct InbandOutcome {
+    /// Status for the client.
+    pub status: u16,
+    /// Headers for the client (no hop-by-hop ones, no length: it is set on writing).
+    pub headers: Vec<(String, String)>,
+    /// Body for the client.
+    pub body: bytes::Bytes,
+    /// The signature, when one was made.
+    pub sealed: Option<Sealed>,
+    /// Why not, when none was.
+    pub unsigned: Option<UnsignedReason>,
+    /// The upstream that answered.
+    pub target: Option<UpstreamTarget>,
+}
+
+impl InbandOutcome {
+    fn refused(error: ApiError) -> Self {
+        let mut headers: Vec<(String, String)> = error
+            .headers
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        headers.push(("content-type".to_owned(), "application/json".to_owned()));
+        Self {
+            status: error.status,
+            body: bytes::Bytes::from(error.body()),
+            headers,
+            sealed: None,
+            unsigned: Some(if error.status == 504 {
+                UnsignedReason::UpstreamAbort
+            } else {
+                UnsignedReason::UpstreamError
+            }),
+            target: None,
+        }
+    }
+
+    fn at(mut self, target: UpstreamTarget) -> Self {
+        self.target = Some(target);
+        self
+    }
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) never cross signet.
+fn is_hop_by_hop(name: &http::HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+fn copy_response_headers(headers: &http::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(name, _)| !is_hop_by_hop(name) && *name != http::header::CONTENT_LENGTH)
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+        })
+        .collect()
+}
+
+/// A signature made and filed for one response.
+#[derive(Debug, Clone)]
+pub struct Sealed {
+    /// To take it back if the response does not reach the client.
+    pub ticket: Ticket,
+    /// The completion id.
+    pub id: CompletionId,
+    /// The signature in its in-band form.
+    pub inband: InbandSignature,
 }
 
 /// A place among the requests in flight on signed routes; given back when dropped.
@@ -68,6 +150,7 @@ impl Gateway {
             upstreams,
             tokens,
             in_flight: Arc::new(AtomicUsize::new(0)),
+            upstream_tls: crate::verify::http::tls_config(None).ok(),
         }
     }
 
@@ -215,7 +298,7 @@ impl Gateway {
         &self,
         capture: ResponseCapture,
         request_sha256: Option<[u8; 32]>,
-    ) -> Result<(Ticket, CompletionId), (UnsignedReason, Option<CompletionId>)> {
+    ) -> Result<Sealed, (UnsignedReason, Option<CompletionId>)> {
         let Some(request_sha256) = request_sha256 else {
             // The upstream answered before the request body was complete: what was sent
             // is not what the client sent, so there is nothing honest to sign.
@@ -223,12 +306,165 @@ impl Gateway {
         };
         let exchange = capture.finish(request_sha256).map_err(|why| (why, None))?;
         match self.notary.seal(&exchange) {
-            Ok((ticket, _)) => Ok((ticket, exchange.id)),
+            Ok((ticket, signature)) => Ok(Sealed {
+                ticket,
+                inband: InbandSignature {
+                    id: exchange.id.to_string(),
+                    text: exchange.text(),
+                    signature: signature.to_hex(),
+                    signing_address: self.notary.address().to_checksum(),
+                    signing_algo: "ecdsa".to_owned(),
+                },
+                id: exchange.id,
+            }),
             Err(e) => {
                 error!("signing failed for a completed response: {e}");
                 Err((UnsignedReason::SigningFailed, Some(exchange.id)))
             }
         }
+    }
+
+    /// Serves a non-streamed completion whose signature the client wants in the response
+    /// headers: signet sends the (complete, checked) request itself, holds the JSON answer
+    /// (up to `limits.json_response_bytes`) until it is signed, and returns it whole.
+    pub async fn fetch_for_inband(
+        &self,
+        header: &RequestHeader,
+        request: &RequestCapture,
+        request_id: &str,
+    ) -> InbandOutcome {
+        let Some(body) = request.complete_body().cloned() else {
+            return InbandOutcome::refused(ApiError::internal());
+        };
+        let mut failed: Vec<SocketAddr> = Vec::new();
+        let path = header
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        let headers = self.inband_request_headers(header, request_id);
+        let (target, answer) = loop {
+            let Some(target) = self.pick_upstream(&failed).cloned() else {
+                return InbandOutcome::refused(ApiError::bad_gateway(
+                    "no upstream is available (every upstream failed to connect)",
+                ));
+            };
+            let client = crate::verify::http::Client::new(
+                crate::verify::http::BaseUrl {
+                    tls: target.tls,
+                    host: target.host.clone(),
+                    port: target.port,
+                    prefix: String::new(),
+                },
+                self.upstream_tls.clone(),
+                self.settings.upstream_timeouts.first_byte,
+            )
+            .with_max_body(self.settings.limits.json_response_bytes);
+            let refs: Vec<(&str, String)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.clone()))
+                .collect();
+            match client
+                .send(header.method.clone(), &path, &refs, body.clone())
+                .await
+            {
+                Err(crate::verify::http::HttpError::Connect(_)) => {
+                    failed.push(target.addr);
+                    continue;
+                }
+                other => break (target, other),
+            }
+        };
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(crate::verify::http::HttpError::Timeout(_)) => {
+                return InbandOutcome::refused(ApiError::gateway_timeout(
+                    "the upstream did not answer in time",
+                ))
+                .at(target);
+            }
+            Err(crate::verify::http::HttpError::TooLarge(limit)) => {
+                return InbandOutcome::refused(ApiError::bad_gateway(format!(
+                    "the response is larger than the {limit} bytes signet holds for an in-band signature; \
+                     ask without x-signet-signature and fetch /v1/signature/{{id}}"
+                )))
+                .at(target);
+            }
+            Err(e) => {
+                return InbandOutcome::refused(ApiError::bad_gateway(format!(
+                    "upstream exchange failed: {e}"
+                )))
+                .at(target);
+            }
+        };
+        let mut outcome = InbandOutcome {
+            status: answer.status,
+            headers: copy_response_headers(&answer.headers),
+            body: answer.body.clone(),
+            sealed: None,
+            unsigned: None,
+            target: Some(target),
+        };
+        if !(200..300).contains(&answer.status) {
+            outcome.unsigned = Some(UnsignedReason::UpstreamError);
+            return outcome;
+        }
+        let kind = crate::transcript::BodyKind::from_content_type(
+            answer
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .map(|v| v.as_bytes()),
+        );
+        let mut capture = ResponseCapture::new(kind, self.scan_limits());
+        capture.push(&answer.body);
+        match self.seal(capture, request.sha256()) {
+            Ok(sealed) => {
+                let inband = &sealed.inband;
+                outcome.headers.push((
+                    inband_headers::SIGNATURE.to_owned(),
+                    inband.signature.clone(),
+                ));
+                outcome
+                    .headers
+                    .push((inband_headers::TEXT.to_owned(), inband.text.clone()));
+                outcome.headers.push((
+                    inband_headers::SIGNING_ADDRESS.to_owned(),
+                    inband.signing_address.clone(),
+                ));
+                outcome
+                    .headers
+                    .push((inband_headers::COMPLETION_ID.to_owned(), inband.id.clone()));
+                outcome.sealed = Some(sealed);
+            }
+            Err((reason, _)) => outcome.unsigned = Some(reason),
+        }
+        outcome
+    }
+
+    fn inband_request_headers(
+        &self,
+        header: &RequestHeader,
+        request_id: &str,
+    ) -> Vec<(String, String)> {
+        let forward_authorization = self
+            .settings
+            .auth
+            .as_ref()
+            .is_none_or(|auth| auth.forward_authorization);
+        let mut out = Vec::new();
+        for (name, value) in &header.headers {
+            let skip = is_hop_by_hop(name)
+                || name == http::header::HOST
+                || name == http::header::CONTENT_LENGTH
+                || name == http::header::ACCEPT_ENCODING
+                || name.as_str() == "x-request-id"
+                || (name == http::header::AUTHORIZATION && !forward_authorization);
+            if let (false, Ok(value)) = (skip, value.to_str()) {
+                out.push((name.as_str().to_owned(), value.to_owned()));
+            }
+        }
+        out.push(("x-request-id".to_owned(), request_id.to_owned()));
+        out
     }
 
     /// Takes back a signature whose response did not reach the client.

@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod gateway;
 pub mod ids;
+pub mod inband;
 pub mod metrics;
 pub mod notary;
 pub mod proxy;

@@ -6,6 +6,7 @@ use crate::config::UpstreamTarget;
 use crate::error::ApiError;
 use crate::gateway::{Gateway, InFlightSlot};
 use crate::ids::{CompletionId, request_id};
+use crate::inband;
 use crate::metrics::METRICS;
 use crate::routes::{LocalResponse, Route};
 use crate::store::Ticket;
@@ -58,6 +59,10 @@ pub struct RequestCtx {
     failed_connects: Vec<SocketAddr>,
     /// When the request head was sent upstream (latency metrics).
     sent_upstream_at: Option<Instant>,
+    /// The client asked for the signature in the response itself.
+    inband: bool,
+    /// This response is a stream that gets its signature appended as an SSE comment.
+    inband_trailer: bool,
 }
 
 impl Default for RequestCtx {
@@ -79,6 +84,8 @@ impl Default for RequestCtx {
             target: None,
             failed_connects: Vec::new(),
             sent_upstream_at: None,
+            inband: false,
+            inband_trailer: false,
         }
     }
 }
@@ -154,6 +161,14 @@ async fn preread_body(
     capture: &mut RequestCapture,
 ) -> std::result::Result<(), ApiError> {
     session.as_mut().enable_retry_buffering();
+    read_rest_of_body(session, capture).await
+}
+
+/// Reads what is left of the request body into `capture` and checks it.
+async fn read_rest_of_body(
+    session: &mut Session,
+    capture: &mut RequestCapture,
+) -> std::result::Result<(), ApiError> {
     loop {
         match session.as_mut().read_request_body().await {
             Ok(Some(chunk)) => capture.push(&chunk).map_err(request_body_refusal)?,
@@ -254,6 +269,38 @@ fn unsigned_reason_for(error: &Error) -> UnsignedReason {
     }
 }
 
+impl SignetProxy {
+    /// Writes the outcome of the in-band JSON path and ends the request.
+    async fn write_inband(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        outcome: crate::gateway::InbandOutcome,
+    ) -> Result<bool> {
+        ctx.status = Some(outcome.status);
+        ctx.target = outcome.target;
+        ctx.unsigned = outcome.unsigned;
+        if let Some(sealed) = outcome.sealed {
+            ctx.sealed = Some(sealed.ticket);
+            ctx.completion_id = Some(sealed.id);
+            ctx.response_bytes = outcome.body.len() as u64;
+        }
+        let mut header = ResponseHeader::build(outcome.status, Some(outcome.headers.len() + 2))?;
+        for (name, value) in outcome.headers {
+            header.append_header(name, value)?;
+        }
+        header.insert_header(http::header::CONTENT_LENGTH, outcome.body.len())?;
+        header.insert_header("x-request-id", ctx.request_id.as_str())?;
+        session
+            .write_response_header(Box::new(header), false)
+            .await?;
+        session
+            .write_response_body(Some(outcome.body), true)
+            .await?;
+        Ok(true)
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for SignetProxy {
     type CTX = RequestCtx;
@@ -316,6 +363,13 @@ impl ProxyHttp for SignetProxy {
             // the upstream's end-of-body arrives; let the response finish (a real disconnect
             // still surfaces when a write fails) so a fully delivered stream gets signed.
             session.as_downstream_mut().set_abort_on_close(false);
+            ctx.inband = inband::requested(
+                session
+                    .req_header()
+                    .headers
+                    .get(inband::REQUEST_HEADER)
+                    .map(|v| v.as_bytes()),
+            );
             if fits_retry_buffer(session.req_header()) {
                 preread_body(session, &mut capture)
                     .await
@@ -323,6 +377,23 @@ impl ProxyHttp for SignetProxy {
                         session.set_keepalive(None);
                         ctx.refuse(refusal)
                     })?;
+            }
+            if ctx.inband && capture.complete_body().is_none() {
+                // The in-band JSON path sends the request itself: it needs the whole body.
+                read_rest_of_body(session, &mut capture)
+                    .await
+                    .map_err(|refusal| {
+                        session.set_keepalive(None);
+                        ctx.refuse(refusal)
+                    })?;
+            }
+            if ctx.inband && capture.stream() != Some(true) {
+                let outcome = self
+                    .gateway
+                    .fetch_for_inband(session.req_header(), &capture, &ctx.request_id)
+                    .await;
+                ctx.request = Some(capture);
+                return self.write_inband(session, ctx, outcome).await;
             }
             ctx.request = Some(capture);
         }
@@ -428,7 +499,7 @@ impl ProxyHttp for SignetProxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
@@ -451,10 +522,20 @@ impl ProxyHttp for SignetProxy {
                 .headers
                 .get(http::header::CONTENT_TYPE)
                 .map(|v| v.as_bytes());
-            ctx.response = Some(ResponseCapture::new(
-                BodyKind::from_content_type(content_type),
-                self.gateway.scan_limits(),
-            ));
+            let kind = BodyKind::from_content_type(content_type);
+            if ctx.inband && kind == BodyKind::EventStream {
+                // The body grows by the signature comment: it cannot keep a fixed length.
+                ctx.inband_trailer = true;
+                if upstream_response
+                    .remove_header(&http::header::CONTENT_LENGTH)
+                    .is_some()
+                    && session.req_header().version < http::Version::HTTP_2
+                {
+                    upstream_response.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+                }
+                upstream_response.insert_header(inband::REQUEST_HEADER, inband::REQUEST_VALUE)?;
+            }
+            ctx.response = Some(ResponseCapture::new(kind, self.gateway.scan_limits()));
         } else {
             ctx.unsigned = Some(UnsignedReason::UpstreamError);
         }
@@ -479,9 +560,15 @@ impl ProxyHttp for SignetProxy {
                 ctx.response_bytes = capture.bytes();
                 let request_sha256 = ctx.request.as_ref().and_then(RequestCapture::sha256);
                 match self.gateway.seal(capture, request_sha256) {
-                    Ok((ticket, id)) => {
-                        ctx.sealed = Some(ticket);
-                        ctx.completion_id = Some(id);
+                    Ok(sealed) => {
+                        ctx.sealed = Some(sealed.ticket);
+                        ctx.completion_id = Some(sealed.id);
+                        if ctx.inband_trailer {
+                            // After the signed bytes, never among them.
+                            let mut out = body.take().map(Vec::from).unwrap_or_default();
+                            out.extend(inband::stream_trailer(&sealed.inband));
+                            *body = Some(Bytes::from(out));
+                        }
                     }
                     Err((reason, id)) => {
                         ctx.unsigned = Some(reason);

@@ -33,6 +33,7 @@ async fn an_honest_dev_gateway_passes_with_allow_dev_only() {
         "signature.fetch",
         "signature.text",
         "signature.signer",
+        "signature.inband",
     ] {
         assert_eq!(
             check_status(&checklist, name),
@@ -40,6 +41,11 @@ async fn an_honest_dev_gateway_passes_with_allow_dev_only() {
             "{name}: {checklist:#}"
         );
     }
+    assert_eq!(
+        check_status(&checklist, "tls.binding"),
+        "skip",
+        "cleartext: nothing to bind"
+    );
     assert_eq!(
         checklist["signing_address"],
         gateway.signing_address().await.as_str()

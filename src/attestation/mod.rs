@@ -116,6 +116,28 @@ pub fn report_data(address: &Address, nonce: &Nonce) -> [u8; 64] {
     data
 }
 
+/// report_data bound to the TLS certificate too (`?tls_binding=true`):
+/// sha256(20-byte address ‖ sha256(DER SubjectPublicKeyInfo of the serving certificate)) ‖
+/// 32-byte nonce. A man in the middle with another certificate cannot relay such a report.
+pub fn tls_bound_report_data(address: &Address, spki_sha256: &[u8; 32], nonce: &Nonce) -> [u8; 64] {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(address.0);
+    hasher.update(spki_sha256);
+    let mut data = [0u8; 64];
+    data[..32].copy_from_slice(&hasher.finalize());
+    data[32..].copy_from_slice(&nonce.0);
+    data
+}
+
+/// sha256 of the DER SubjectPublicKeyInfo of the first certificate in a PEM chain.
+pub fn spki_sha256_of_pem_chain(pem: &[u8]) -> Option<[u8; 32]> {
+    let first = rustls_pemfile::certs(&mut std::io::BufReader::new(pem))
+        .next()?
+        .ok()?;
+    crate::verify::http::spki_sha256_of_cert(first.as_ref())
+}
+
 /// Byte offset of report_data in a v4 TDX quote (48-byte header + 520 bytes of body).
 pub const REPORT_DATA_OFFSET: usize = 568;
 
@@ -162,6 +184,10 @@ pub struct AttestationReport {
     /// The event log behind the quote's RTMRs, when the provider gives one (dstack).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event_log: Option<String>,
+    /// With `?tls_binding=true`: hex sha256 of the serving certificate's DER
+    /// SubjectPublicKeyInfo, bound into report_data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert_fingerprint: Option<String>,
 }
 
 /// The public half of the signing identity, as reports show it.
@@ -188,6 +214,7 @@ pub struct Attestor {
     timeout: Duration,
     cache_ttl: Duration,
     cache: Mutex<Option<CachedReport>>,
+    tls_spki_sha256: Option<[u8; 32]>,
 }
 
 impl std::fmt::Debug for Attestor {
@@ -215,7 +242,14 @@ impl Attestor {
             timeout: settings.timeout,
             cache_ttl: settings.cache_ttl,
             cache: Mutex::new(None),
+            tls_spki_sha256: None,
         }
+    }
+
+    /// Makes `?tls_binding=true` reports bind this certificate key (sha256 of its DER SPKI).
+    pub fn with_tls_certificate(mut self, spki_sha256: [u8; 32]) -> Self {
+        self.tls_spki_sha256 = Some(spki_sha256);
+        self
     }
 
     /// Builds the providers the settings name. A provider that is not present here is an
@@ -294,7 +328,18 @@ impl Attestor {
 
     /// A fresh report for `nonce`.
     pub async fn report(&self, nonce: Nonce) -> Result<AttestationReport, AttestationError> {
-        let expected = report_data(&self.identity.address, &nonce);
+        self.report_bound(nonce, None).await
+    }
+
+    async fn report_bound(
+        &self,
+        nonce: Nonce,
+        tls_spki_sha256: Option<[u8; 32]>,
+    ) -> Result<AttestationReport, AttestationError> {
+        let expected = match &tls_spki_sha256 {
+            None => report_data(&self.identity.address, &nonce),
+            Some(spki) => tls_bound_report_data(&self.identity.address, spki, &nonce),
+        };
         let gather = async { tokio::join!(self.quotes.quote(&expected), self.gpu.collect(&nonce)) };
         let (quote, evidence) = tokio::time::timeout(self.timeout, gather)
             .await
@@ -316,18 +361,35 @@ impl Attestor {
             mode: self.quotes.mode().as_str(),
             gpu_evidence: self.gpu.mode().as_str(),
             event_log: quote.event_log,
+            tls_cert_fingerprint: tls_spki_sha256.map(hex::encode),
         })
     }
 
-    /// Answers `GET /v1/attestation/report?nonce=…&signing_algo=…`.
+    /// Answers `GET /v1/attestation/report?nonce=…&signing_algo=…&tls_binding=true`.
     pub async fn answer(&self, query: Option<&str>) -> LocalResponse {
-        let nonce = match parse_nonce_query(query) {
-            Ok(nonce) => nonce,
+        let (nonce, bind_tls) = match parse_nonce_query(query)
+            .and_then(|nonce| Ok((nonce, wants_tls_binding(query)?)))
+        {
+            Ok(parsed) => parsed,
             Err(refusal) => return refusal.into(),
         };
-        let report = match nonce {
-            Some(nonce) => self.report(nonce).await,
-            None => self.report_without_nonce().await,
+        let report = match (nonce, bind_tls) {
+            (_, true) => match self.tls_spki_sha256 {
+                Some(spki) => {
+                    self.report_bound(nonce.unwrap_or_else(Nonce::random), Some(spki))
+                        .await
+                }
+                None => {
+                    return ApiError::bad_request(
+                        "tls_binding_unavailable",
+                        "tls_binding needs signet to terminate TLS (signet.tls)",
+                    )
+                    .with_param("tls_binding")
+                    .into();
+                }
+            },
+            (Some(nonce), false) => self.report(nonce).await,
+            (None, false) => self.report_without_nonce().await,
         };
         match report {
             Ok(report) => LocalResponse::ok_json(&report),
@@ -338,6 +400,33 @@ impl Attestor {
             }
         }
     }
+}
+
+/// Whether the query asks for a report bound to the TLS certificate: `tls_binding=true` (or
+/// `1`), or `version=2` as Phala's deployments call it.
+pub fn wants_tls_binding(query: Option<&str>) -> Result<bool, ApiError> {
+    let binding = match query_param(query, "tls_binding")? {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") => true,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_tls_binding",
+                "tls_binding must be true or false",
+            )
+            .with_param("tls_binding"));
+        }
+    };
+    let version = match query_param(query, "version")? {
+        None | Some("1") => false,
+        Some("2") => true,
+        Some(_) => {
+            return Err(
+                ApiError::bad_request("invalid_version", "version must be 1 or 2")
+                    .with_param("version"),
+            );
+        }
+    };
+    Ok(binding || version)
 }
 
 /// Reads `nonce` (optional, 64 hex chars) and checks `signing_algo`.
@@ -528,6 +617,34 @@ mod tests {
         uncached.answer(None).await;
         uncached.answer(None).await;
         assert_eq!(provider.calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn tls_bound_reports_bind_the_certificate_key() {
+        let (plain, _) = attestor(QuoteEncoding::Hex);
+        let refused = plain.answer(Some("tls_binding=true")).await;
+        assert_eq!(refused.status, 400, "no TLS, no binding");
+        let (attestor, signer) = attestor(QuoteEncoding::Hex);
+        let attestor = attestor.with_tls_certificate([0x33; 32]);
+        let nonce = "44".repeat(32);
+        for query in [
+            format!("nonce={nonce}&tls_binding=true"),
+            format!("nonce={nonce}&version=2"),
+        ] {
+            let answer = attestor.answer(Some(&query)).await;
+            assert_eq!(answer.status, 200);
+            let report: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+            assert_eq!(report["tls_cert_fingerprint"], "33".repeat(32));
+            let quote = hex::decode(report["intel_quote"].as_str().unwrap()).unwrap();
+            let bound = &quote[REPORT_DATA_OFFSET..REPORT_DATA_OFFSET + 64];
+            let expected = tls_bound_report_data(signer.address(), &[0x33; 32], &Nonce([0x44; 32]));
+            assert_eq!(bound, expected);
+        }
+        let unbound = attestor.answer(Some(&format!("nonce={nonce}"))).await;
+        let report: serde_json::Value = serde_json::from_slice(&unbound.body).unwrap();
+        assert!(report.get("tls_cert_fingerprint").is_none());
+        assert_eq!(attestor.answer(Some("tls_binding=maybe")).await.status, 400);
+        assert_eq!(attestor.answer(Some("version=3")).await.status, 400);
     }
 
     #[test]

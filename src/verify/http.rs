@@ -25,6 +25,9 @@ pub enum HttpError {
     /// No answer within the timeout.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    /// The response body is longer than allowed.
+    #[error("the response body exceeds {0} bytes")]
+    TooLarge(usize),
     /// The CA file could not be used.
     #[error("CA certificates: {0}")]
     Ca(String),
@@ -109,6 +112,7 @@ pub struct Client {
     base: BaseUrl,
     tls: Option<Arc<rustls::ClientConfig>>,
     timeout: Duration,
+    max_body: Option<usize>,
 }
 
 impl std::fmt::Debug for Client {
@@ -164,7 +168,18 @@ pub fn tls_config(extra_ca_pem: Option<&[u8]>) -> Result<Arc<rustls::ClientConfi
 impl Client {
     /// A client for `base`; `tls` is needed for https URLs.
     pub fn new(base: BaseUrl, tls: Option<Arc<rustls::ClientConfig>>, timeout: Duration) -> Self {
-        Self { base, tls, timeout }
+        Self {
+            base,
+            tls,
+            timeout,
+            max_body: None,
+        }
+    }
+
+    /// Refuses response bodies longer than `max_body` bytes.
+    pub fn with_max_body(mut self, max_body: usize) -> Self {
+        self.max_body = Some(max_body);
+        self
     }
 
     /// The base URL.
@@ -227,16 +242,20 @@ impl Client {
                 .peer_certificates()
                 .and_then(|chain| chain.first())
                 .and_then(|leaf| spki_sha256_of_cert(leaf.as_ref()));
-            let mut response = exchange(stream, request).await?;
+            let mut response = exchange(stream, request, self.max_body).await?;
             response.peer_spki_sha256 = spki;
             Ok(response)
         } else {
-            exchange(tcp, request).await
+            exchange(tcp, request, self.max_body).await
         }
     }
 }
 
-async fn exchange<S>(stream: S, request: http::Request<Full<Bytes>>) -> Result<Response, HttpError>
+async fn exchange<S>(
+    stream: S,
+    request: http::Request<Full<Bytes>>,
+    max_body: Option<usize>,
+) -> Result<Response, HttpError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -249,10 +268,16 @@ where
         .await
         .map_err(|e| HttpError::Exchange(e.to_string()))?;
     let (parts, body) = response.into_parts();
-    let body = body
+    let body = http_body_util::Limited::new(body, max_body.unwrap_or(usize::MAX))
         .collect()
         .await
-        .map_err(|e| HttpError::Exchange(format!("reading the body: {e}")))?
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                HttpError::TooLarge(max_body.unwrap_or(usize::MAX))
+            } else {
+                HttpError::Exchange(format!("reading the body: {e}"))
+            }
+        })?
         .to_bytes();
     driver.abort();
     Ok(Response {

@@ -198,6 +198,8 @@ pub struct VerifyOptions {
     pub ca_pem: Option<Vec<u8>>,
     /// Timeout of each HTTP exchange.
     pub timeout: Duration,
+    /// Require the report to bind the TLS certificate this client saw (https only).
+    pub tls_binding: bool,
 }
 
 /// Parses an RFC 3339 time to Unix seconds.
@@ -264,16 +266,23 @@ async fn check_report(
         "gpu.evidence",
     ];
     let nonce = Nonce::random();
+    let binding = if options.tls_binding {
+        "&tls_binding=true"
+    } else {
+        ""
+    };
+    let mut seen_spki: Option<[u8; 32]> = None;
     let fetched = client
         .send(
             Method::GET,
-            &format!("/v1/attestation/report?nonce={}", nonce.to_hex()),
+            &format!("/v1/attestation/report?nonce={}{binding}", nonce.to_hex()),
             &[],
             Bytes::new(),
         )
         .await
         .map_err(|e| e.to_string())
         .and_then(|r| {
+            seen_spki = r.peer_spki_sha256;
             if r.status == 200 {
                 r.json()
             } else {
@@ -381,14 +390,57 @@ async fn check_report(
             None
         }
     };
+    let bound_spki = if options.tls_binding {
+        let outcome = check_tls_binding(&report, seen_spki);
+        let spki = outcome.as_ref().ok().copied();
+        list.record(
+            "tls.binding",
+            true,
+            outcome.map(|spki| {
+                format!(
+                    "the report binds the certificate key this connection saw ({}…)",
+                    &hex::encode(spki)[..16]
+                )
+            }),
+        );
+        spki
+    } else {
+        list.skip(
+            "tls.binding",
+            false,
+            if client.base().tls {
+                "not asked (--no-tls-binding)"
+            } else {
+                "cleartext URL: no certificate to bind"
+            },
+        );
+        None
+    };
     match (&quote, &address) {
         (Some((_, facts)), Some(address)) => {
-            let expected = crate::attestation::report_data(address, &nonce);
+            let expected = match &bound_spki {
+                Some(spki) => crate::attestation::tls_bound_report_data(address, spki, &nonce),
+                None if options.tls_binding => {
+                    // The binding failed: compare with what it should have been for what
+                    // this connection saw, so the quote check fails too.
+                    crate::attestation::tls_bound_report_data(
+                        address,
+                        &seen_spki.unwrap_or_default(),
+                        &nonce,
+                    )
+                }
+                None => crate::attestation::report_data(address, &nonce),
+            };
             list.record(
                 "quote.report_data",
                 true,
                 if facts.report_data == expected {
-                    Ok("binds the signing address and this nonce".to_owned())
+                    Ok(if options.tls_binding {
+                        "binds the signing address, the TLS certificate key and this nonce"
+                            .to_owned()
+                    } else {
+                        "binds the signing address and this nonce".to_owned()
+                    })
                 } else if facts.report_data[..20] == address.0 {
                     Err(
                         "binds the signing address but another nonce (a replayed report?)"
@@ -411,6 +463,26 @@ async fn check_report(
 
     check_gpu(&report, &nonce, options, tls, list).await;
     address.map(|address| Attested { address, mode })
+}
+
+/// The report must carry the fingerprint of the certificate key this very connection was
+/// served with; a relay with another certificate cannot produce it.
+fn check_tls_binding(
+    report: &serde_json::Value,
+    seen: Option<[u8; 32]>,
+) -> Result<[u8; 32], String> {
+    let seen = seen.ok_or("no TLS certificate was seen on the report's connection")?;
+    match report["tls_cert_fingerprint"].as_str() {
+        None => {
+            Err("the report is not bound to a TLS certificate (no tls_cert_fingerprint)".to_owned())
+        }
+        Some(claimed) if claimed.eq_ignore_ascii_case(&hex::encode(seen)) => Ok(seen),
+        Some(claimed) => Err(format!(
+            "the report binds certificate key {claimed}, but this connection was served with {}: \
+             someone else terminates TLS in between",
+            hex::encode(seen)
+        )),
+    }
 }
 
 async fn check_intel_chain(
@@ -593,6 +665,10 @@ async fn check_completion(
     let request_bytes = Bytes::from(request.to_string());
     let mut headers = auth_headers(options);
     headers.push(("content-type", "application/json".to_owned()));
+    headers.push((
+        crate::inband::REQUEST_HEADER,
+        crate::inband::REQUEST_VALUE.to_owned(),
+    ));
     let response = client
         .send(
             Method::POST,
@@ -642,8 +718,10 @@ async fn check_completion(
             return;
         }
     };
+    // The in-band signature, if the gateway appended one, is not part of the signed bytes.
+    let (covered, inband) = crate::inband::split_stream(&response.body);
     let mut scanner = SseIdScanner::new(1 << 20);
-    scanner.feed(&response.body);
+    scanner.feed(covered);
     let id = match scanner.finish() {
         IdSearch::Found(id) => id,
         other => {
@@ -660,7 +738,7 @@ async fn check_completion(
     list.completion_id = Some(id.to_string());
     let own_text = signed_text(
         &Sha256::digest(&request_bytes).into(),
-        &Sha256::digest(&response.body).into(),
+        &Sha256::digest(covered).into(),
     );
     let fetched = client
         .send(
@@ -733,6 +811,33 @@ async fn check_completion(
         )),
     };
     list.record("signature.signer", true, outcome);
+    match inband {
+        None => list.skip(
+            "signature.inband",
+            false,
+            "the gateway sent no in-band signature (x-signet-signature: in-band)",
+        ),
+        Some(inband) => {
+            let matches = inband.text == text
+                && inband.id == id.as_str()
+                && RecoverableSignature::parse(&inband.signature).ok()
+                    == RecoverableSignature::parse(
+                        receipt["signature"].as_str().unwrap_or_default(),
+                    )
+                    .ok();
+            list.record(
+                "signature.inband",
+                true,
+                if matches && inband.text == own_text {
+                    Ok("the signature at the end of the stream covers the bytes before it and equals the lookup".to_owned())
+                } else if inband.text != own_text {
+                    Err(format!("in-band text {:?} is not this exchange's {own_text:?}", inband.text))
+                } else {
+                    Err("the in-band signature differs from the one /v1/signature returns".to_owned())
+                },
+            );
+        }
+    }
 }
 
 /// `signet verify-signature`: the address that signed `text`, compared with `expected`.

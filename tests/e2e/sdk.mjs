@@ -28,4 +28,25 @@ const streamed = { id, text, ...(await receiptFor(id)) };
 const completion = await client.chat.completions.create({ model: 'smollm2', messages, temperature: 0, max_tokens: 24 });
 const plain = { id: completion.id, text: completion.choices[0].message.content, ...(await receiptFor(completion.id)) };
 
-console.log(JSON.stringify({ attested: report.signing_address, stream: streamed, plain }));
+// In-band signatures: the SDKs must not notice the trailing SSE comment or the headers.
+const inbandClient = new OpenAI({
+  baseURL: `${signet}/v1`,
+  apiKey: 'unused',
+  maxRetries: 0,
+  defaultHeaders: { 'x-signet-signature': 'in-band' },
+});
+let inbandText = '';
+const inbandStream = await inbandClient.chat.completions.create({ model: 'smollm2', messages, stream: true, temperature: 0, max_tokens: 24 });
+for await (const chunk of inbandStream) {
+  inbandText += chunk.choices[0]?.delta?.content ?? '';
+}
+const { data: inbandPlain, response: inbandResponse } = await inbandClient.chat.completions
+  .create({ model: 'smollm2', messages, temperature: 0, max_tokens: 24 })
+  .withResponse();
+const inband = {
+  streamText: inbandText,
+  plainText: inbandPlain.choices[0].message.content,
+  recovered: verifyMessage(inbandResponse.headers.get('x-signet-text'), inbandResponse.headers.get('x-signet-signature')),
+};
+
+console.log(JSON.stringify({ attested: report.signing_address, stream: streamed, plain, inband }));

@@ -141,6 +141,9 @@ def test_the_node_sdk_and_ethers_agree(signet, attested_address):
         assert result[kind]["text"], result
         assert result[kind]["recovered"] == attested_address, result
         assert result[kind]["signing_address"] == attested_address, result
+    assert result["inband"]["streamText"] == result["stream"]["text"], "in-band changes nothing for the SDK"
+    assert result["inband"]["plainText"] == result["plain"]["text"]
+    assert result["inband"]["recovered"] == attested_address
 
 
 def test_signet_verify_passes_against_the_real_model(signet):
@@ -169,3 +172,43 @@ def test_json_errors_on_streaming_requests_pass_through_unsigned(signet, llama, 
     assert through.status_code == direct.status_code == 404
     assert through.headers["content-type"].startswith("application/json")
     assert through.json()["error"]["message"] == direct.json()["error"]["message"]
+
+
+def split_inband(raw: bytes):
+    """Covered bytes and the signature comment signet appends to an in-band stream."""
+    marker = b": signet-signature "
+    start = raw.rindex(marker)
+    assert raw.endswith(b"\n\n") and (start == 0 or raw[start - 1 : start] == b"\n")
+    return raw[:start], json.loads(raw[start + len(marker) : -2])
+
+
+def test_in_band_signatures_leave_the_python_sdk_untouched(signet, attested_address):
+    recorder = Recorder()
+    client = OpenAI(
+        base_url=f"{signet}/v1",
+        api_key="unused",
+        max_retries=0,
+        http_client=httpx2.Client(transport=recorder, timeout=120),
+        default_headers={"x-signet-signature": "in-band"},
+    )
+    completion_id, text = stream_text(client)
+    assert text, "the SDK parsed the stream as usual"
+    exchange = recorder.exchanges[-1]
+    covered, inband = split_inband(bytes(exchange["response"]))
+    assert inband["id"] == completion_id
+    check_receipt(inband, exchange["request"], covered, attested_address)
+    assert inband["signature"] == receipt(signet, completion_id)["signature"]
+
+    raw = client.chat.completions.with_raw_response.create(
+        model="smollm2", messages=PROMPT, temperature=0, max_tokens=24
+    )
+    completion = raw.parse()
+    assert completion.choices[0].message.content
+    exchange = recorder.exchanges[-1]
+    rec = {
+        "text": raw.headers["x-signet-text"],
+        "signature": raw.headers["x-signet-signature"],
+        "signing_address": raw.headers["x-signet-signing-address"],
+    }
+    assert raw.headers["x-signet-completion-id"] == completion.id
+    check_receipt(rec, exchange["request"], exchange["response"], attested_address)
