@@ -13,10 +13,15 @@ command -v curl >/dev/null || need_apt+=(curl)
 command -v unzip >/dev/null || need_apt+=(unzip)
 command -v node >/dev/null || need_apt+=(nodejs npm)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)  # checks systemd/signet.service
+command -v redis-server >/dev/null || need_apt+=(redis-server)  # shared signature store tests
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  # Tests start their own redis-server on free ports; the packaged service is not needed.
+  if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+    as_root systemctl disable --now redis-server >/dev/null 2>&1 || true
+  fi
 fi
 
 # Python packages: eth-account (an EIP-191 implementation that is not signet's), the OpenAI

@@ -42,6 +42,9 @@ pub enum StartError {
     /// The TLS certificate or key could not be loaded.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The shared signature store is misconfigured.
+    #[error("signet.signatures.redis: {0}")]
+    SharedStore(crate::shared_store::SharedStoreError),
 }
 
 /// `signet serve`: returns only on a start-up failure (Pingora exits the process itself).
@@ -224,7 +227,18 @@ fn start(args: ServeArgs) -> Result<ExitCode, StartError> {
         settings.signatures.max_entries,
         Arc::new(MonotonicClock::default()),
     );
-    let notary = Notary::new(signer, store);
+    let mut notary = Notary::new(signer, store);
+    let shared = match &settings.signatures.redis {
+        None => None,
+        Some(redis) => {
+            let shared = Arc::new(
+                crate::shared_store::SharedStore::new(redis.clone())
+                    .map_err(StartError::SharedStore)?,
+            );
+            notary = notary.with_shared_store(shared.clone());
+            Some(shared)
+        }
+    };
     let listen = settings.listen;
     let tls = settings.tls.clone();
     let admin_listen = settings.admin_listen;
@@ -285,6 +299,12 @@ fn start(args: ServeArgs) -> Result<ExitCode, StartError> {
         let mut metrics = pingora_prometheus::prometheus_http_service();
         metrics.add_tcp(&admin.to_string());
         pingora.add_service(metrics);
+    }
+    if let Some(shared) = shared {
+        pingora.add_service(background_service(
+            "shared signature store writer",
+            crate::shared_store::SharedStoreWriter(shared),
+        ));
     }
     if let Some(health_service) = health_service {
         pingora.add_service(health_service);

@@ -288,9 +288,45 @@ fn default_report_cache() -> HumanDuration {
     HumanDuration(Duration::from_secs(60))
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RawBackend {
+    #[default]
+    Memory,
+    Redis,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedis {
+    url: String,
+    #[serde(default)]
+    password_file: Option<PathBuf>,
+    #[serde(default = "default_key_prefix")]
+    key_prefix: String,
+    #[serde(default = "default_lookup_timeout")]
+    lookup_timeout: HumanDuration,
+    #[serde(default = "default_backlog")]
+    backlog: usize,
+}
+
+fn default_key_prefix() -> String {
+    "signet:sig:".to_owned()
+}
+fn default_lookup_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_millis(500))
+}
+fn default_backlog() -> usize {
+    100_000
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSignatures {
+    #[serde(default)]
+    backend: RawBackend,
+    #[serde(default)]
+    redis: Option<RawRedis>,
     #[serde(default = "default_ttl")]
     ttl: HumanDuration,
     #[serde(default = "default_max_entries")]
@@ -302,6 +338,8 @@ struct RawSignatures {
 impl Default for RawSignatures {
     fn default() -> Self {
         Self {
+            backend: RawBackend::Memory,
+            redis: None,
             ttl: default_ttl(),
             max_entries: default_max_entries(),
             sweep_interval: default_sweep_interval(),
@@ -457,8 +495,10 @@ pub struct AttestationSettings {
 }
 
 /// Signature store settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignatureSettings {
+    /// Mirror signatures to Redis for a fleet of replicas (`backend: redis`).
+    pub redis: Option<crate::shared_store::RedisSettings>,
     /// How long a signature stays retrievable.
     pub ttl: Duration,
     /// Most signatures kept; the oldest go first.
@@ -723,7 +763,24 @@ fn validate(raw: RawSignet) -> Result<Settings, ConfigError> {
     let auth = raw.auth.map(load_auth).transpose()?;
 
     let positive = positive_duration;
+    let redis = match (raw.signatures.backend, raw.signatures.redis) {
+        (RawBackend::Memory, None) => None,
+        (RawBackend::Memory, Some(_)) => {
+            return Err(ConfigError::new(
+                "signet.signatures.redis",
+                "set only with `backend: redis`",
+            ));
+        }
+        (RawBackend::Redis, None) => {
+            return Err(ConfigError::new(
+                "signet.signatures.redis",
+                "missing: `backend: redis` needs `redis: {url: ...}`",
+            ));
+        }
+        (RawBackend::Redis, Some(redis)) => Some(redis_settings(redis)?),
+    };
     let signatures = SignatureSettings {
+        redis,
         ttl: positive("signet.signatures.ttl", raw.signatures.ttl)?,
         max_entries: match raw.signatures.max_entries {
             0 => {
@@ -844,6 +901,60 @@ fn validate(raw: RawSignet) -> Result<Settings, ConfigError> {
         signatures,
         limits,
         upstream_timeouts,
+    })
+}
+
+fn redis_settings(raw: RawRedis) -> Result<crate::shared_store::RedisSettings, ConfigError> {
+    let key = "signet.signatures.redis.url";
+    let scheme_ok = raw.url.starts_with("redis://") || raw.url.starts_with("rediss://");
+    if !scheme_ok || raw.url.parse::<redis::ConnectionInfo>().is_err() {
+        // The URL may hold a password: it is not echoed.
+        return Err(ConfigError::new(
+            key,
+            "must be redis://host:port[/db] or rediss://host:port[/db] (TLS)",
+        ));
+    }
+    let password = match &raw.password_file {
+        None => None,
+        Some(path) => {
+            let key = "signet.signatures.redis.password_file";
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let meta = std::fs::metadata(path).map_err(|e| {
+                    ConfigError::new(key, format!("cannot read {}: {e}", path.display()))
+                })?;
+                if meta.permissions().mode() & 0o077 != 0 {
+                    return Err(ConfigError::new(
+                        key,
+                        format!(
+                            "{} is readable by group or others; chmod 600 it",
+                            path.display()
+                        ),
+                    ));
+                }
+            }
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::new(key, format!("cannot read {}: {e}", path.display()))
+            })?;
+            Some(text.trim().to_owned())
+        }
+    };
+    if raw.key_prefix.is_empty() || raw.key_prefix.chars().any(|c| c.is_whitespace()) {
+        return Err(ConfigError::new(
+            "signet.signatures.redis.key_prefix",
+            "must be non-empty, without whitespace",
+        ));
+    }
+    Ok(crate::shared_store::RedisSettings {
+        url: raw.url,
+        password,
+        key_prefix: raw.key_prefix,
+        lookup_timeout: positive_duration(
+            "signet.signatures.redis.lookup_timeout",
+            raw.lookup_timeout,
+        )?,
+        backlog: raw.backlog.max(1),
     })
 }
 

@@ -468,8 +468,8 @@ impl Gateway {
     }
 
     /// Takes back a signature whose response did not reach the client.
-    pub fn retract(&self, ticket: Ticket) {
-        self.notary.retract(ticket);
+    pub fn retract(&self, ticket: Ticket, id: &CompletionId) {
+        self.notary.retract(ticket, id);
     }
 
     /// Answers a local route.
@@ -480,10 +480,11 @@ impl Gateway {
         let query = header.uri.query();
         match route {
             Route::Signature => {
-                let answer = routes::signature(&self.notary, header.uri.path(), query);
+                let answer = routes::signature(&self.notary, header.uri.path(), query).await;
                 let result = match answer.status {
                     200 => "hit",
                     404 => "miss",
+                    503 => "unavailable",
                     _ => "invalid",
                 };
                 METRICS.signature_lookups.with_label_values(&[result]).inc();

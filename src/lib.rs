@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod notary;
 pub mod proxy;
 pub mod routes;
+pub mod shared_store;
 pub mod signing;
 pub mod sse;
 pub mod store;

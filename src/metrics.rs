@@ -39,6 +39,12 @@ pub struct Metrics {
     pub hashed_bytes: IntCounterVec,
     /// Upstream attempts retried on a fresh connection.
     pub upstream_retries: IntCounter,
+    /// Commands written to the shared (Redis) store, by result.
+    pub shared_store_writes: IntCounterVec,
+    /// Records that could not be queued or kept for the shared store.
+    pub shared_store_dropped: IntCounter,
+    /// Records waiting to be written to the shared store.
+    pub shared_store_backlog: IntGauge,
 }
 
 fn register<C: Collector + Clone + 'static>(collector: C) -> C {
@@ -130,6 +136,25 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "Upstream attempts retried on a fresh connection after a pooled one was closed unanswered.",
         )
         .unwrap_or_else(|_| unreachable_metric("signet_upstream_retries_total")),
+    ),
+    shared_store_writes: counter_vec(
+        "signet_shared_store_writes_total",
+        "Commands written to the shared (Redis) signature store, by result.",
+        &["result"],
+    ),
+    shared_store_dropped: register(
+        IntCounter::new(
+            "signet_shared_store_dropped_total",
+            "Signatures kept only locally because the shared store's queue or backlog was full.",
+        )
+        .unwrap_or_else(|_| unreachable_metric("signet_shared_store_dropped_total")),
+    ),
+    shared_store_backlog: register(
+        IntGauge::new(
+            "signet_shared_store_backlog",
+            "Signatures waiting to be written to the shared store.",
+        )
+        .unwrap_or_else(|_| unreachable_metric("signet_shared_store_backlog")),
     ),
 }
 });

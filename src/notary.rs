@@ -3,13 +3,15 @@
 //! (docs/API.md §4).
 
 use crate::ids::CompletionId;
+use crate::shared_store::{SharedStore, SharedStoreError};
 use crate::signing::{Address, RecoverableSignature, Signer, SigningError};
 use crate::store::{SignatureStore, StoredSignature, Ticket};
 use crate::transcript::{CompletedExchange, signed_text};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// The body of `GET /v1/signature/{id}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignatureReceipt {
     /// `<req_sha256>:<resp_sha256>`.
     pub text: String,
@@ -18,20 +20,43 @@ pub struct SignatureReceipt {
     /// The EIP-55 address that signed.
     pub signing_address: String,
     /// Always `ecdsa` for now.
-    pub signing_algo: &'static str,
+    pub signing_algo: String,
 }
 
-/// Signs exchanges and keeps their signatures.
+/// Signs exchanges and keeps their signatures (in memory, and mirrored to a shared store
+/// when one is configured).
 #[derive(Debug)]
 pub struct Notary {
     signer: Signer,
     store: SignatureStore,
+    shared: Option<Arc<SharedStore>>,
+}
+
+/// Where a looked-up receipt came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// This process signed it.
+    Local(SignatureReceipt),
+    /// Another replica did (shared store).
+    Shared(SignatureReceipt),
+    /// Nobody has it.
+    Missing,
 }
 
 impl Notary {
     /// A notary over `signer` filing into `store`.
     pub fn new(signer: Signer, store: SignatureStore) -> Self {
-        Self { signer, store }
+        Self {
+            signer,
+            store,
+            shared: None,
+        }
+    }
+
+    /// Mirrors every signature to `shared` and looks there for ids not signed here.
+    pub fn with_shared_store(mut self, shared: Arc<SharedStore>) -> Self {
+        self.shared = Some(shared);
+        self
     }
 
     /// The signing identity.
@@ -63,23 +88,62 @@ impl Notary {
                 signature,
             },
         );
+        if let Some(shared) = &self.shared {
+            let receipt = self.receipt_for(
+                &exchange.request_sha256,
+                &exchange.response_sha256,
+                &signature,
+            );
+            shared.publish(exchange.id.as_str(), &receipt, self.store.ttl());
+        }
         Ok((ticket, signature))
     }
 
+    fn receipt_for(
+        &self,
+        request_sha256: &[u8; 32],
+        response_sha256: &[u8; 32],
+        signature: &RecoverableSignature,
+    ) -> SignatureReceipt {
+        SignatureReceipt {
+            text: signed_text(request_sha256, response_sha256),
+            signature: signature.to_hex(),
+            signing_address: self.signer.address().to_checksum(),
+            signing_algo: "ecdsa".to_owned(),
+        }
+    }
+
     /// Takes back a sealed signature whose response did not reach the client.
-    pub fn retract(&self, ticket: Ticket) {
+    pub fn retract(&self, ticket: Ticket, id: &CompletionId) {
         self.store.retract(ticket);
+        if let Some(shared) = &self.shared {
+            shared.withdraw(id.as_str());
+        }
+    }
+
+    /// Looks `id` up here, then in the shared store. An unreachable shared store is an
+    /// error, not a miss: the signature may well exist on another replica.
+    pub async fn lookup(&self, id: &CompletionId) -> Result<Lookup, SharedStoreError> {
+        if let Some(receipt) = self.receipt(id) {
+            return Ok(Lookup::Local(receipt));
+        }
+        match &self.shared {
+            None => Ok(Lookup::Missing),
+            Some(shared) => Ok(shared
+                .lookup(id.as_str())
+                .await?
+                .map_or(Lookup::Missing, Lookup::Shared)),
+        }
     }
 
     /// The receipt for `id`, while it is kept.
     pub fn receipt(&self, id: &CompletionId) -> Option<SignatureReceipt> {
         let stored = self.store.get(id.as_str())?;
-        Some(SignatureReceipt {
-            text: signed_text(&stored.request_sha256, &stored.response_sha256),
-            signature: stored.signature.to_hex(),
-            signing_address: self.signer.address().to_checksum(),
-            signing_algo: "ecdsa",
-        })
+        Some(self.receipt_for(
+            &stored.request_sha256,
+            &stored.response_sha256,
+            &stored.signature,
+        ))
     }
 }
 
@@ -112,7 +176,7 @@ mod tests {
                 .to_checksum(),
             receipt.signing_address
         );
-        notary.retract(ticket);
+        notary.retract(ticket, &exchange.id);
         assert_eq!(notary.receipt(&exchange.id), None);
     }
 }

@@ -664,7 +664,9 @@ impl ProxyHttp for SignetProxy {
                 // Every signed byte reached the client's socket: the signature stands.
             } else if let Some(ticket) = ctx.sealed.take() {
                 // Signed at end of stream, but the last bytes never reached the client.
-                self.gateway.retract(ticket);
+                if let Some(id) = &ctx.completion_id {
+                    self.gateway.retract(ticket, id);
+                }
                 ctx.unsigned = Some(unsigned_reason_for(error));
             } else if ctx.request.is_some() && ctx.unsigned.is_none() {
                 ctx.unsigned = Some(unsigned_reason_for(error));

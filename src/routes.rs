@@ -4,7 +4,7 @@
 
 use crate::error::ApiError;
 use crate::ids::CompletionId;
-use crate::notary::Notary;
+use crate::notary::{Lookup, Notary};
 
 /// Which signed route a request is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,24 +133,33 @@ pub fn check_signing_algo(query: Option<&str>) -> Result<(), ApiError> {
     }
 }
 
-/// `GET /v1/signature/{id}`.
-pub fn signature(notary: &Notary, path: &str, query: Option<&str>) -> LocalResponse {
+/// `GET /v1/signature/{id}`: this process's signatures first, then the shared store's.
+pub async fn signature(notary: &Notary, path: &str, query: Option<&str>) -> LocalResponse {
     let raw_id = path.strip_prefix(SIGNATURE_PREFIX).unwrap_or_default();
-    let answer = check_signing_algo(query).and_then(|()| {
-        let id = CompletionId::parse(raw_id).map_err(|e| {
+    let id = match check_signing_algo(query).and_then(|()| {
+        CompletionId::parse(raw_id).map_err(|e| {
             ApiError::bad_request("invalid_id", format!("invalid completion id: {e}"))
                 .with_param("id")
-        })?;
-        notary.receipt(&id).ok_or_else(|| {
-            ApiError::not_found(
-                "signature_not_found",
-                "no signature for this id: unknown, not signed, or expired",
-            )
         })
-    });
-    match answer {
-        Ok(receipt) => LocalResponse::ok_json(&receipt),
-        Err(error) => error.into(),
+    }) {
+        Ok(id) => id,
+        Err(error) => return error.into(),
+    };
+    match notary.lookup(&id).await {
+        Ok(Lookup::Local(receipt) | Lookup::Shared(receipt)) => LocalResponse::ok_json(&receipt),
+        Ok(Lookup::Missing) => ApiError::not_found(
+            "signature_not_found",
+            "no signature for this id: unknown, not signed, or expired",
+        )
+        .into(),
+        Err(e) => {
+            log::warn!("{e}");
+            ApiError::unavailable(
+                "signature_store_unavailable",
+                "this replica does not have the signature and the shared store is unreachable",
+            )
+            .into()
+        }
     }
 }
 

@@ -78,6 +78,22 @@ fn bad_configs_fail_naming_the_key() {
             GOOD.replace("\"127.0.0.1:8000\"", "\"somewhere\""),
             "signet.listen",
         ),
+        (
+            format!("{GOOD}  signatures:\n    backend: redis\n"),
+            "signet.signatures.redis",
+        ),
+        (
+            format!("{GOOD}  signatures:\n    backend: redis\n    redis:\n      url: http://x\n"),
+            "signet.signatures.redis.url",
+        ),
+        (
+            format!("{GOOD}  signatures:\n    redis:\n      url: redis://127.0.0.1:6379\n"),
+            "signet.signatures.redis",
+        ),
+        (
+            format!("{GOOD}  admin:\n    listen: \"127.0.0.1:8000\"\n"),
+            "signet.admin.listen",
+        ),
         ("version: 1\n".to_owned(), "signet"),
         ("- just\n- a list\n".to_owned(), "(file)"),
     ];

@@ -1,0 +1,288 @@
+//! A signature store shared by a fleet of signet replicas, on Redis.
+//!
+//! Every replica keeps its own signatures in memory (the authoritative copy for its own
+//! lookups) and mirrors them to Redis so any replica can answer `GET /v1/signature/{id}` for a
+//! completion served by any other. Records are the receipts as served (text, signature and
+//! the signing address, so a client can tell which replica's key signed), written with the
+//! store's TTL (`SET key value EX ttl`) under a configurable key prefix, so several models or
+//! deployments can share one Redis.
+//!
+//! Writes never block the response path: sealing hands the record to a bounded queue that a
+//! background writer drains, pipelining up to 256 commands per round trip. If Redis is down or
+//! slow, records wait in a bounded backlog (their remaining TTL shrinks meanwhile) and are
+//! written when Redis returns; failures are logged and counted. Lookups ask local memory
+//! first, then Redis with a short timeout.
+
+use crate::metrics::METRICS;
+use crate::notary::SignatureReceipt;
+use log::{info, warn};
+use redis::aio::ConnectionManager;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{RwLock, mpsc};
+
+/// How to reach Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// `redis://host:port/db` or `rediss://…` for TLS.
+    pub url: String,
+    /// Password (from `password_file`), if any.
+    pub password: Option<String>,
+    /// Prefix of every key signet writes.
+    pub key_prefix: String,
+    /// Longest wait for a lookup.
+    pub lookup_timeout: Duration,
+    /// Most records waiting to be written while Redis is unavailable.
+    pub backlog: usize,
+}
+
+/// Why Redis could not answer a lookup.
+#[derive(Debug, thiserror::Error)]
+#[error("shared signature store unavailable: {0}")]
+pub struct SharedStoreError(String);
+
+enum Write {
+    Put {
+        key: String,
+        value: String,
+        expires_at: Instant,
+    },
+    Delete {
+        key: String,
+    },
+}
+
+/// The Redis mirror of the signature store.
+pub struct SharedStore {
+    settings: RedisSettings,
+    client: redis::Client,
+    connection: RwLock<Option<ConnectionManager>>,
+    queue: mpsc::Sender<Write>,
+    receiver: std::sync::Mutex<Option<mpsc::Receiver<Write>>>,
+}
+
+impl std::fmt::Debug for SharedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedStore")
+            .field("key_prefix", &self.settings.key_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Commands pipelined per round trip.
+const BATCH: usize = 256;
+
+impl SharedStore {
+    /// Prepares the mirror; nothing is contacted until [`SharedStore::run_writer`] runs.
+    pub fn new(settings: RedisSettings) -> Result<Self, SharedStoreError> {
+        let mut info: redis::ConnectionInfo = settings
+            .url
+            .as_str()
+            .parse()
+            .map_err(|e: redis::RedisError| SharedStoreError(e.to_string()))?;
+        if let Some(password) = &settings.password {
+            info.redis.password = Some(password.clone());
+        }
+        let client = redis::Client::open(info).map_err(|e| SharedStoreError(e.to_string()))?;
+        let (queue, receiver) = mpsc::channel(settings.backlog.max(1));
+        Ok(Self {
+            settings,
+            client,
+            connection: RwLock::new(None),
+            queue,
+            receiver: std::sync::Mutex::new(Some(receiver)),
+        })
+    }
+
+    fn key(&self, id: &str) -> String {
+        format!("{}{id}", self.settings.key_prefix)
+    }
+
+    /// Queues a record for Redis. Never waits: if the queue is full the record stays local
+    /// only, and that is counted.
+    pub fn publish(&self, id: &str, receipt: &SignatureReceipt, ttl: Duration) {
+        let Ok(value) = serde_json::to_string(receipt) else {
+            return;
+        };
+        let write = Write::Put {
+            key: self.key(id),
+            value,
+            expires_at: Instant::now() + ttl,
+        };
+        if self.queue.try_send(write).is_err() {
+            METRICS.shared_store_dropped.inc();
+        }
+    }
+
+    /// Queues the removal of a record (its response did not reach the client).
+    pub fn withdraw(&self, id: &str) {
+        if self
+            .queue
+            .try_send(Write::Delete { key: self.key(id) })
+            .is_err()
+        {
+            METRICS.shared_store_dropped.inc();
+        }
+    }
+
+    async fn connection(&self) -> Option<ConnectionManager> {
+        self.connection.read().await.clone()
+    }
+
+    /// Looks a receipt up in Redis: `Ok(None)` when Redis has no such record.
+    pub async fn lookup(&self, id: &str) -> Result<Option<SignatureReceipt>, SharedStoreError> {
+        let mut connection = self
+            .connection()
+            .await
+            .ok_or_else(|| SharedStoreError("not connected".to_owned()))?;
+        let key = self.key(id);
+        let answer = tokio::time::timeout(
+            self.settings.lookup_timeout,
+            redis::cmd("GET")
+                .arg(&key)
+                .query_async::<Option<String>>(&mut connection),
+        )
+        .await
+        .map_err(|_| {
+            SharedStoreError(format!(
+                "no answer within {:?}",
+                self.settings.lookup_timeout
+            ))
+        })?
+        .map_err(|e| SharedStoreError(e.to_string()))?;
+        Ok(answer.and_then(|json| serde_json::from_str(&json).ok()))
+    }
+
+    /// Connects (and keeps reconnecting), then drains the queue into Redis until `stop`.
+    pub async fn run_writer(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let Some(mut receiver) = self.receiver.lock().ok().and_then(|mut r| r.take()) else {
+            return;
+        };
+        let mut backlog: VecDeque<Write> = VecDeque::new();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if self.connection().await.is_none() {
+                match ConnectionManager::new(self.client.clone()).await {
+                    Ok(manager) => {
+                        info!("shared signature store: connected to Redis");
+                        *self.connection.write().await = Some(manager);
+                    }
+                    Err(e) => {
+                        warn!("shared signature store: cannot connect to Redis: {e}");
+                        METRICS
+                            .shared_store_writes
+                            .with_label_values(&["error"])
+                            .inc();
+                    }
+                }
+            }
+            // Gather work: the backlog first, then whatever is queued (waiting for some).
+            if backlog.is_empty() {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    next = receiver.recv() => match next {
+                        Some(write) => backlog.push_back(write),
+                        None => return,
+                    },
+                }
+            }
+            while backlog.len() < self.settings.backlog {
+                match receiver.try_recv() {
+                    Ok(write) => backlog.push_back(write),
+                    Err(_) => break,
+                }
+            }
+            METRICS.shared_store_backlog.set(backlog.len() as i64);
+            let Some(mut connection) = self.connection().await else {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            };
+            let batch: Vec<Write> = backlog.drain(..backlog.len().min(BATCH)).collect();
+            let mut pipe = redis::pipe();
+            let now = Instant::now();
+            let mut commands = 0;
+            for write in &batch {
+                match write {
+                    Write::Put {
+                        key,
+                        value,
+                        expires_at,
+                    } => {
+                        let left = expires_at.saturating_duration_since(now).as_secs();
+                        if left > 0 {
+                            pipe.cmd("SET")
+                                .arg(key)
+                                .arg(value)
+                                .arg("EX")
+                                .arg(left)
+                                .ignore();
+                            commands += 1;
+                        }
+                    }
+                    Write::Delete { key } => {
+                        pipe.cmd("DEL").arg(key).ignore();
+                        commands += 1;
+                    }
+                }
+            }
+            if commands == 0 {
+                continue;
+            }
+            let result = tokio::time::timeout(
+                Duration::from_secs(5),
+                pipe.query_async::<()>(&mut connection),
+            )
+            .await;
+            match result {
+                Ok(Ok(())) => {
+                    METRICS
+                        .shared_store_writes
+                        .with_label_values(&["ok"])
+                        .inc_by(commands as u64);
+                    backoff = Duration::from_millis(100);
+                }
+                failure => {
+                    let why = match failure {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "timed out".to_owned(),
+                    };
+                    warn!(
+                        "shared signature store: writing {commands} record(s) to Redis failed ({why}); kept locally, will retry"
+                    );
+                    METRICS
+                        .shared_store_writes
+                        .with_label_values(&["error"])
+                        .inc_by(commands as u64);
+                    // Put the batch back in front, in order; drop the oldest beyond the bound.
+                    for write in batch.into_iter().rev() {
+                        backlog.push_front(write);
+                    }
+                    while backlog.len() > self.settings.backlog {
+                        backlog.pop_front();
+                        METRICS.shared_store_dropped.inc();
+                    }
+                    tokio::select! {
+                        _ = stop.changed() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+/// The background service that runs the writer.
+pub struct SharedStoreWriter(pub Arc<SharedStore>);
+
+#[async_trait::async_trait]
+impl pingora_core::services::background::BackgroundService for SharedStoreWriter {
+    async fn start(&self, shutdown: pingora_core::server::ShutdownWatch) {
+        self.0.run_writer(shutdown).await;
+    }
+}

@@ -1,0 +1,214 @@
+//! A fleet of replicas sharing one Redis for signatures: any replica answers for any other,
+//! records carry the signer's address and the TTL, and a Redis outage loses no signature.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A throwaway redis-server on a port of its own, no persistence.
+struct RedisServer {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    fn start_on(port: u16, dir: tempfile::TempDir) -> Self {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (scripts/setup.sh installs it)");
+        let server = RedisServer { child, port, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        server
+    }
+
+    fn start() -> Self {
+        Self::start_on(free_port(), tempfile::tempdir().unwrap())
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn stop(mut self) -> (u16, tempfile::TempDir) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let port = self.port;
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        (port, dir)
+    }
+
+    async fn keys(&self, pattern: &str) -> Vec<(String, i64)> {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(pattern)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        for key in keys {
+            let ttl: i64 = redis::cmd("TTL")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            out.push((key, ttl));
+        }
+        out
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn replica(upstream: &Upstream, redis_url: &str, prefix: &str) -> Gateway {
+    Gateway::start_with(
+        &upstream.url(),
+        &format!(
+            "  signatures:\n    ttl: 120s\n    backend: redis\n    redis:\n      url: \"{redis_url}\"\n      key_prefix: \"{prefix}\"\n      lookup_timeout: 300ms\n"
+        ),
+    )
+}
+
+/// Waits until `gateway` can serve the signature for `id` (the writer is asynchronous).
+async fn fetch_eventually(gateway: &Gateway, id: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let reply = gateway.signature(id).await;
+        if reply.status == 200 {
+            return reply.json();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{id} never reached the shared store: {}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signature_served_by_one_replica_is_found_on_another() {
+    let redis = RedisServer::start();
+    let upstream = Upstream::start();
+    let a = replica(&upstream, &redis.url(), "signet:test-fleet:");
+    let b = replica(&upstream, &redis.url(), "signet:test-fleet:");
+    let a_address = a.signing_address().await;
+    assert_ne!(
+        a_address,
+        b.signing_address().await,
+        "each replica has its own key"
+    );
+
+    let body = br#"{"stream":true}"#;
+    let reply = a
+        .post("/v1/chat/completions", &[("x-mock-id", "fleet-1")], body)
+        .await;
+    assert_eq!(reply.status, 200);
+    let receipt = fetch_eventually(&b, "fleet-1").await;
+    assert_receipt(&receipt, body, &reply.body, &a_address);
+
+    let keys = redis.keys("signet:test-fleet:*").await;
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_eq!(keys[0].0, "signet:test-fleet:fleet-1");
+    assert!(
+        (1..=120).contains(&keys[0].1),
+        "written with the TTL: {keys:?}"
+    );
+
+    // Another deployment on the same Redis does not see this one's signatures.
+    let other = replica(&upstream, &redis.url(), "signet:other-model:");
+    assert_eq!(other.signature("fleet-1").await.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_loses_no_signature_and_writes_resume() {
+    let redis = RedisServer::start();
+    let upstream = Upstream::start();
+    let a = replica(&upstream, &redis.url(), "signet:outage:");
+    let b = replica(&upstream, &redis.url(), "signet:outage:");
+    let a_address = a.signing_address().await;
+    let body = br#"{"stream":true}"#;
+    a.post(
+        "/v1/chat/completions",
+        &[("x-mock-id", "before-outage")],
+        body,
+    )
+    .await;
+    fetch_eventually(&b, "before-outage").await;
+
+    // Redis dies: responses keep flowing and are signed; A still answers for itself.
+    let (port, dir) = redis.stop();
+    for i in 0..5 {
+        let id = format!("during-outage-{i}");
+        let reply = a
+            .post("/v1/chat/completions", &[("x-mock-id", &id)], body)
+            .await;
+        assert_eq!(reply.status, 200);
+        let receipt = a.signature(&id).await;
+        assert_eq!(receipt.status, 200, "kept locally");
+        assert_receipt(&receipt.json(), body, &reply.body, &a_address);
+    }
+    let missing = b.signature("during-outage-0").await;
+    missing.assert_envelope(503, "signature_store_unavailable");
+    a.wait_for_log_line(&["shared signature store", "Redis"]);
+
+    // Redis returns: the records made meanwhile are written, B finds them.
+    let redis = RedisServer::start_on(port, dir);
+    for i in 0..5 {
+        let receipt = fetch_eventually(&b, &format!("during-outage-{i}")).await;
+        assert_eq!(receipt["signing_address"], a_address.as_str());
+    }
+    assert_eq!(redis.keys("signet:outage:during-outage-*").await.len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_stream_leaves_nothing_in_the_shared_store() {
+    let redis = RedisServer::start();
+    let upstream = Upstream::start();
+    let a = replica(&upstream, &redis.url(), "signet:retract:");
+    // A client that leaves at once: nothing is signed, so nothing may reach Redis.
+    let addr = a.addr;
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        let body = br#"{"stream":true}"#;
+        let head = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nx-mock-id: abandoned-shared\r\nx-mock-events: 20000\r\nx-mock-event-bytes: 200\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(body).unwrap();
+        stream.shutdown(std::net::Shutdown::Both).unwrap();
+    })
+    .await
+    .unwrap();
+    a.wait_for_log_line(&["id=abandoned-shared", "signed=false"]);
+    assert!(redis.keys("signet:retract:*").await.is_empty());
+}
