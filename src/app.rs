@@ -197,6 +197,10 @@ fn start(args: ServeArgs) -> Result<ExitCode, StartError> {
         return Ok(ExitCode::SUCCESS);
     }
 
+    // Before the key exists: it must never be able to reach a core dump.
+    for failure in crate::hardening::protect_key_material() {
+        warn!("could not harden the process: {failure}");
+    }
     let signer = Signer::generate();
     let identity = SignerIdentity {
         address: *signer.address(),
@@ -242,6 +246,8 @@ fn start(args: ServeArgs) -> Result<ExitCode, StartError> {
     let listen = settings.listen;
     let tls = settings.tls.clone();
     let admin_listen = settings.admin_listen;
+    let head_timeout = settings.client_timeouts.head;
+    let max_connections = settings.limits.max_connections;
     let sweep_every = settings.signatures.sweep_interval;
     let (upstreams, health_service) = UpstreamPool::new(
         settings.upstreams.clone(),
@@ -276,11 +282,12 @@ fn start(args: ServeArgs) -> Result<ExitCode, StartError> {
     }
     let mut pingora = Server::new_with_opt_and_conf(opt, server);
     pingora.bootstrap();
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
-        &pingora.configuration,
-        SignetProxy::new(gateway.clone()),
-        "signet",
+    let app = crate::hardening::GuardedApp::new(
+        pingora_proxy::http_proxy(&pingora.configuration, SignetProxy::new(gateway.clone())),
+        head_timeout,
+        max_connections,
     );
+    let mut proxy = pingora_core::services::listening::Service::new("signet".to_owned(), app);
     match &tls {
         None => proxy.add_tcp(&listen.to_string()),
         Some(tls) => {

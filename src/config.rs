@@ -238,6 +238,8 @@ struct RawAuth {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawClientTimeouts {
+    #[serde(default = "default_client_head_timeout")]
+    head: HumanDuration,
     #[serde(default = "default_client_body_timeout")]
     body: HumanDuration,
 }
@@ -245,9 +247,14 @@ struct RawClientTimeouts {
 impl Default for RawClientTimeouts {
     fn default() -> Self {
         Self {
+            head: default_client_head_timeout(),
             body: default_client_body_timeout(),
         }
     }
+}
+
+fn default_client_head_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
 }
 
 fn default_client_body_timeout() -> HumanDuration {
@@ -366,6 +373,8 @@ struct RawLimits {
     max_header_bytes: ByteSize,
     #[serde(default = "default_max_concurrent_streams")]
     max_concurrent_streams: usize,
+    #[serde(default = "default_max_connections")]
+    max_connections: usize,
     #[serde(default = "default_event_scan")]
     id_scan_bytes: ByteSize,
     #[serde(default = "default_json_copy")]
@@ -378,6 +387,7 @@ impl Default for RawLimits {
             max_request_body: default_max_request_body(),
             max_header_bytes: default_max_header_bytes(),
             max_concurrent_streams: default_max_concurrent_streams(),
+            max_connections: default_max_connections(),
             id_scan_bytes: default_event_scan(),
             json_response_bytes: default_json_copy(),
         }
@@ -392,6 +402,9 @@ fn default_max_header_bytes() -> ByteSize {
 }
 fn default_max_concurrent_streams() -> usize {
     4096
+}
+fn default_max_connections() -> usize {
+    16384
 }
 fn default_event_scan() -> ByteSize {
     ByteSize(64 << 10)
@@ -516,6 +529,8 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Most requests on signed routes in flight at once (503 beyond).
     pub max_concurrent_streams: usize,
+    /// Most requests being read or served at once, all routes (connections beyond are closed).
+    pub max_connections: usize,
     /// Most bytes of an event stream examined for its id.
     pub id_scan_bytes: usize,
     /// Largest JSON response body kept to read its id.
@@ -573,6 +588,8 @@ pub struct AuthSettings {
 /// Timeouts toward the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientTimeouts {
+    /// Longest silence while a client sends a request head (the connection is closed beyond).
+    pub head: Duration,
     /// Longest silence while the client sends its request body (408 beyond).
     pub body: Duration,
 }
@@ -826,6 +843,15 @@ fn validate(raw: RawSignet) -> Result<Settings, ConfigError> {
             }
             n => n,
         },
+        max_connections: match raw.limits.max_connections {
+            0 => {
+                return Err(ConfigError::new(
+                    "signet.limits.max_connections",
+                    "must be at least 1 (got 0)",
+                ));
+            }
+            n => n,
+        },
         id_scan_bytes: size(
             "signet.limits.id_scan_bytes",
             raw.limits.id_scan_bytes,
@@ -886,6 +912,7 @@ fn validate(raw: RawSignet) -> Result<Settings, ConfigError> {
         ));
     }
     let client_timeouts = ClientTimeouts {
+        head: positive("signet.client_timeouts.head", raw.client_timeouts.head)?,
         body: positive("signet.client_timeouts.body", raw.client_timeouts.body)?,
     };
     Ok(Settings {

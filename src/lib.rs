@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod gateway;
+pub mod hardening;
 pub mod ids;
 pub mod inband;
 pub mod metrics;

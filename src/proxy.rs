@@ -310,6 +310,7 @@ impl ProxyHttp for SignetProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        crate::hardening::head_received();
         let header = session.req_header();
         ctx.request_id = request_id(header.headers.get("x-request-id").map(|v| v.as_bytes()));
         ctx.route = Route::classify(header.uri.path());
@@ -509,6 +510,17 @@ impl ProxyHttp for SignetProxy {
         }
         ctx.status = Some(status.as_u16());
         upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        let http10_client = session.req_header().version == http::Version::HTTP_10;
+        if http10_client
+            && upstream_response
+                .remove_header(&http::header::TRANSFER_ENCODING)
+                .is_some()
+        {
+            // An HTTP/1.0 client cannot read chunked framing (Pingora would pass it on): the
+            // body goes out as it comes, ended by closing the connection.
+            upstream_response.insert_header(http::header::CONNECTION, "close")?;
+            session.set_keepalive(None);
+        }
         if let Some(sent) = ctx.sent_upstream_at {
             METRICS
                 .upstream_first_byte_seconds
@@ -529,9 +541,14 @@ impl ProxyHttp for SignetProxy {
                 if upstream_response
                     .remove_header(&http::header::CONTENT_LENGTH)
                     .is_some()
-                    && session.req_header().version < http::Version::HTTP_2
                 {
-                    upstream_response.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+                    if session.req_header().version == http::Version::HTTP_11 {
+                        upstream_response
+                            .insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+                    } else if http10_client {
+                        upstream_response.insert_header(http::header::CONNECTION, "close")?;
+                        session.set_keepalive(None);
+                    }
                 }
                 upstream_response.insert_header(inband::REQUEST_HEADER, inband::REQUEST_VALUE)?;
             }

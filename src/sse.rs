@@ -80,11 +80,18 @@ impl SseIdScanner {
         if self.search != IdSearch::Searching {
             return;
         }
-        self.scanned = self.scanned.saturating_add(chunk.len());
-        if self.scanned > self.scan_limit {
+        // Only the first `scan_limit` bytes of the stream are examined, however it is cut
+        // into chunks, so the outcome never depends on how TCP delivered the bytes.
+        let budget = self.scan_limit.saturating_sub(self.scanned);
+        let examined = &chunk[..chunk.len().min(budget)];
+        self.scanned = self.scanned.saturating_add(examined.len());
+        self.scan(examined);
+        if self.search == IdSearch::Searching && self.scanned >= self.scan_limit {
             self.give_up(IdFailure::TooLarge);
-            return;
         }
+    }
+
+    fn scan(&mut self, chunk: &[u8]) {
         let mut rest = chunk;
         loop {
             if self.after_cr {
@@ -334,6 +341,17 @@ mod tests {
         assert_eq!(scanner.line.capacity(), 0, "buffers are released");
         scanner.feed(b"\n\ndata: {\"id\":\"late\"}\n\n");
         assert_eq!(scanner.finish(), IdSearch::Failed(IdFailure::TooLarge));
+    }
+
+    #[test]
+    fn one_chunk_longer_than_the_limit_still_yields_an_id_inside_it() {
+        // An upstream that writes a whole stream at once must not lose its signature:
+        // the limit counts stream bytes, not chunk sizes (found by the property tests).
+        let mut stream = b"data: {\"id\":\"whole\"}\n\n".to_vec();
+        stream.extend_from_slice(&vec![b'z'; 5000]);
+        let mut scanner = SseIdScanner::new(64);
+        scanner.feed(&stream);
+        assert_eq!(scanner.finish(), found("whole"));
     }
 
     #[test]

@@ -205,6 +205,13 @@ mod tests {
     }
 
     #[test]
+    fn the_secret_is_wiped_when_the_key_is_dropped() {
+        // Fails to compile if the key type ever stops zeroizing its scalar on drop.
+        fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        wiped_on_drop::<SigningKey>();
+    }
+
+    #[test]
     fn debug_output_never_contains_the_secret() {
         let rendered = format!("{:?}", doc_signer());
         assert!(!rendered.contains(DOC_SECRET));
