@@ -82,11 +82,13 @@ impl SseIdScanner {
         }
         // Only the first `scan_limit` bytes of the stream are examined, however it is cut
         // into chunks, so the outcome never depends on how TCP delivered the bytes.
+        // It gives up only when a byte past the limit arrives: a stream of exactly
+        // `scan_limit` bytes without an id is `NotFound`, as it would be with a larger limit.
         let budget = self.scan_limit.saturating_sub(self.scanned);
         let examined = &chunk[..chunk.len().min(budget)];
         self.scanned = self.scanned.saturating_add(examined.len());
         self.scan(examined);
-        if self.search == IdSearch::Searching && self.scanned >= self.scan_limit {
+        if self.search == IdSearch::Searching && examined.len() < chunk.len() {
             self.give_up(IdFailure::TooLarge);
         }
     }
@@ -95,12 +97,12 @@ impl SseIdScanner {
         let mut rest = chunk;
         loop {
             if self.after_cr {
-                if let Some((b'\n', tail)) = rest.split_first() {
-                    rest = tail;
-                }
-                if rest.is_empty() {
+                match rest.split_first() {
+                    // The LF of a CRLF split across chunks: it ends nothing more.
+                    Some((b'\n', tail)) => rest = tail,
                     // The LF (if any) may still come in the next chunk.
-                    return;
+                    None => return,
+                    Some(_) => {}
                 }
                 self.after_cr = false;
             }
@@ -340,6 +342,36 @@ mod tests {
         assert_eq!(scanner.search(), &IdSearch::Failed(IdFailure::TooLarge));
         assert_eq!(scanner.line.capacity(), 0, "buffers are released");
         scanner.feed(b"\n\ndata: {\"id\":\"late\"}\n\n");
+        assert_eq!(scanner.finish(), IdSearch::Failed(IdFailure::TooLarge));
+    }
+
+    #[test]
+    fn a_crlf_split_between_its_cr_and_lf_ends_one_line_only() {
+        // Regression input from the sse_id fuzz target: fed byte by byte, the LF of a
+        // CRLF was remembered past its chunk and swallowed the blank line after it, so the
+        // event boundary was lost.
+        let stream = b"data: {\"id\":\"bad/id\"}\r\n\ndata: {\"id\":\"good\"}\n\n";
+        let mut whole = SseIdScanner::new(1024);
+        whole.feed(stream);
+        let mut split = SseIdScanner::new(1024);
+        for byte in stream {
+            split.feed(std::slice::from_ref(byte));
+        }
+        assert_eq!(whole.finish(), IdSearch::Failed(IdFailure::Invalid));
+        assert_eq!(split.finish(), IdSearch::Failed(IdFailure::Invalid));
+    }
+
+    #[test]
+    fn only_bytes_past_the_limit_make_a_stream_too_large() {
+        // Regression input from the sse_id fuzz target: an empty chunk at limit 0 gave up,
+        // where no chunk at all did not.
+        let mut scanner = SseIdScanner::new(0);
+        scanner.feed(b"");
+        assert_eq!(scanner.finish(), IdSearch::Failed(IdFailure::NotFound));
+        let mut scanner = SseIdScanner::new(4);
+        scanner.feed(b"abcd");
+        assert_eq!(scanner.search(), &IdSearch::Searching);
+        scanner.feed(b"e");
         assert_eq!(scanner.finish(), IdSearch::Failed(IdFailure::TooLarge));
     }
 

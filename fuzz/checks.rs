@@ -1,0 +1,99 @@
+//! The checks behind each fuzz target, shared with `tests/fuzz_regressions.rs`, which replays
+//! every input kept under `fuzz/regressions/<target>/` through the same check.
+
+#![allow(dead_code)]
+
+use signet::ids::{CompletionId, Nonce, request_id, validate_id_bytes};
+use signet::routes::{Route, check_signing_algo, query_param};
+use signet::sse::{IdSearch, SseIdScanner, id_of_json_object};
+use signet::transcript::RequestCapture;
+
+/// The SSE id scanner and the JSON id reader on hostile bytes: no panic, and the answer for
+/// the stream cut into pieces is the answer for the whole stream.
+pub fn sse_id(data: &[u8]) {
+    // The first two bytes choose the scan limit and the piece size; the rest is the stream.
+    let (limit, piece, stream) = match data {
+        [a, b, rest @ ..] => (usize::from(*a) * 16, usize::from(*b % 31) + 1, rest),
+        _ => return,
+    };
+    let whole = scan(std::iter::once(stream), limit);
+    let cut = scan(stream.chunks(piece), limit);
+    assert_eq!(whole, cut, "the answer depends on how the stream is cut");
+    if let IdSearch::Found(id) = &whole {
+        assert!(signet::ids::validate_id_bytes(id.as_str().as_bytes()).is_ok());
+    }
+    let _ = id_of_json_object(stream);
+}
+
+fn scan<'a>(pieces: impl Iterator<Item = &'a [u8]>, limit: usize) -> IdSearch {
+    let mut scanner = SseIdScanner::new(limit);
+    for piece in pieces {
+        scanner.feed(piece);
+    }
+    scanner.finish()
+}
+
+/// The request body check on hostile bytes: no panic, the same verdict however the body is
+/// cut, and a body that is accepted is handed on byte for byte.
+pub fn request_body(data: &[u8]) {
+    let (limit, piece, body) = match data {
+        [a, b, rest @ ..] => (usize::from(*a) * 8, usize::from(*b % 17) + 1, rest),
+        _ => return,
+    };
+    let whole = capture(std::iter::once(body), limit);
+    let cut = capture(body.chunks(piece), limit);
+    assert_eq!(whole, cut, "the verdict depends on how the body is cut");
+    if whole.0.starts_with("ok ") {
+        assert_eq!(whole.0, format!("ok {}", body.len()));
+    }
+}
+
+fn capture<'a>(pieces: impl Iterator<Item = &'a [u8]>, limit: usize) -> (String, Option<bool>) {
+    let mut capture = RequestCapture::new(limit);
+    for piece in pieces {
+        if let Err(e) = capture.push(piece) {
+            return (format!("push: {e:?}"), None);
+        }
+    }
+    match capture.finish() {
+        Ok(body) => {
+            assert!(capture.sha256().is_some());
+            (format!("ok {}", body.len()), capture.stream())
+        }
+        Err(e) => (format!("finish: {e:?}"), None),
+    }
+}
+
+/// The configuration loader on hostile YAML: an error naming a key, never a panic.
+pub fn config(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        if let Err(e) = signet::config::parse(text) {
+            // Every refusal explains itself.
+            assert!(!e.to_string().is_empty());
+        }
+    }
+}
+
+/// Everything that parses identifiers off the wire: completion ids (the signature route's
+/// path), attestation nonces and query strings, request ids, route classification.
+pub fn wire_ids(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Ok(id) = CompletionId::parse(&text) {
+        assert_eq!(id.as_str(), text);
+        assert!(id.as_str().len() <= signet::ids::MAX_COMPLETION_ID_LEN);
+        assert!(!id.as_str().contains(['/', '%', ' ', '\n', '\r']));
+    }
+    assert_eq!(
+        validate_id_bytes(data).is_ok(),
+        CompletionId::parse(&text).is_ok() && text.as_bytes() == data
+    );
+    if let Ok(nonce) = Nonce::parse(&text) {
+        assert_eq!(nonce.to_hex(), text.to_ascii_lowercase());
+    }
+    let _ = query_param(Some(&text), "nonce");
+    let _ = check_signing_algo(Some(&text));
+    let _ = Route::classify(&text);
+    let rid = request_id(Some(data));
+    assert!(rid.len() <= signet::ids::MAX_REQUEST_ID_LEN);
+    assert!(validate_id_bytes(rid.as_bytes()).is_ok());
+}
