@@ -17,6 +17,7 @@ use crate::upstreams::UpstreamPool;
 use async_trait::async_trait;
 use log::{info, warn};
 use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::listeners::{DEFAULT_L4_WRITE_BUFFER_SIZE, L4BufferSettings, ListenerConfig};
 use pingora_core::server::{Server, ShutdownWatch};
 use pingora_core::services::background::{BackgroundService, background_service};
 use std::path::Path;
@@ -288,8 +289,14 @@ fn start(args: ServeArgs) -> Result<ExitCode, StartError> {
         max_connections,
     );
     let mut proxy = pingora_core::services::listening::Service::new("signet".to_owned(), app);
+    // No read buffer in front of client sockets (measured in BENCHMARKS.md): Pingora's
+    // default is a 64 KiB one per connection, zero-filled when allocated, which cost every
+    // open stream memory for nothing: request heads and bodies are read into Pingora's own
+    // HTTP buffers anyway, and rustls keeps its own. Writes keep their MSS-sized buffer.
+    let listener = ListenerConfig::tcp(listen.to_string())
+        .l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE));
     match &tls {
-        None => proxy.add_tcp(&listen.to_string()),
+        None => proxy.add_listener(listener),
         Some(tls) => {
             let mut settings =
                 TlsSettings::intermediate(&tls.cert.to_string_lossy(), &tls.key.to_string_lossy())
@@ -297,7 +304,7 @@ fn start(args: ServeArgs) -> Result<ExitCode, StartError> {
             if tls.h2 {
                 settings.enable_h2();
             }
-            proxy.add_tls_with_settings(&listen.to_string(), None, settings);
+            proxy.add_listener(listener.tls(settings));
         }
     }
     pingora.add_service(proxy);

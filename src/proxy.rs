@@ -309,6 +309,11 @@ impl ProxyHttp for SignetProxy {
         RequestCtx::default()
     }
 
+    /// No downstream modules. Pingora's default adds a (disabled) response compression
+    /// module that still runs on every chunk; signet must never re-encode a body anyway,
+    /// since the hash has to be over exactly the bytes the client receives.
+    fn init_downstream_modules(&self, _modules: &mut pingora_core::modules::http::HttpModules) {}
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         crate::hardening::head_received();
         let header = session.req_header();

@@ -44,6 +44,24 @@ enum Command {
     Soak(SoakArgs),
     /// Throughput and latency of one target at one concurrency.
     Bench(BenchArgs),
+    /// Memory per open stream: holds N slow streams open and reads a process's RSS.
+    Hold(HoldArgs),
+}
+
+#[derive(Args)]
+struct HoldArgs {
+    /// host:port to open the streams through.
+    #[arg(long)]
+    target: SocketAddr,
+    /// The process whose memory is measured.
+    #[arg(long)]
+    pid: u32,
+    /// Streams held open at once.
+    #[arg(long, default_value_t = 1000)]
+    streams: usize,
+    /// Pause between the events of each stream: long enough to hold them all open.
+    #[arg(long, default_value_t = 30_000)]
+    event_delay_ms: u64,
 }
 
 #[derive(Args)]
@@ -106,6 +124,9 @@ struct BenchArgs {
     /// Bytes per event (x-mock-event-bytes).
     #[arg(long, default_value_t = 16)]
     event_bytes: usize,
+    /// Pause between events, as a model paces its tokens (x-mock-delay-us).
+    #[arg(long, default_value_t = 0)]
+    delay_us: u64,
     /// Processes whose CPU time is reported per request (the proxy under test).
     #[arg(long)]
     cpu_pid: Vec<u32>,
@@ -129,6 +150,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Soak(args) => runtime.block_on(soak(args)),
         Command::Bench(args) => runtime.block_on(bench(args)),
+        Command::Hold(args) => runtime.block_on(hold(args)),
     }
 }
 
@@ -819,6 +841,7 @@ async fn bench(args: BenchArgs) -> ExitCode {
             "x-mock-event-bytes".to_owned(),
             args.event_bytes.to_string(),
         ),
+        ("x-mock-delay-us".to_owned(), args.delay_us.to_string()),
     ];
     let args = Arc::new(args);
     let run = |count: usize, measure: bool| {
@@ -895,6 +918,7 @@ async fn bench(args: BenchArgs) -> ExitCode {
         "target": args.target.to_string(),
         "stream": args.stream,
         "events": args.events,
+        "delay_us": args.delay_us,
         "concurrency": args.concurrency,
         "requests": args.requests,
         "errors": errors,
@@ -910,6 +934,84 @@ async fn bench(args: BenchArgs) -> ExitCode {
     });
     println!("{report}");
     if errors == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+// --- hold -------------------------------------------------------------------------------
+
+async fn hold(args: HoldArgs) -> ExitCode {
+    let body = Bytes::from(r#"{"model":"mock-model","stream":true,"messages":[]}"#);
+    let headers = vec![
+        ("content-type".to_owned(), "application/json".to_owned()),
+        ("x-mock-events".to_owned(), "3".to_owned()),
+        (
+            "x-mock-delay-ms".to_owned(),
+            args.event_delay_ms.to_string(),
+        ),
+    ];
+    // Settle first: one stream through, so pools and buffers of the first request exist.
+    let mut warm = Connection::new(args.target);
+    let _ = warm
+        .exchange(
+            "POST",
+            "/v1/chat/completions",
+            &headers[..2],
+            body.clone(),
+            None,
+        )
+        .await;
+    drop(warm);
+    let Some(before) = rss_kib(args.pid) else {
+        eprintln!("signet-load: no process {}", args.pid);
+        return ExitCode::FAILURE;
+    };
+    let opened = Instant::now();
+    let mut open = Vec::with_capacity(args.streams);
+    let mut failures = 0usize;
+    let mut pending = Vec::new();
+    for _ in 0..args.streams {
+        let (target, headers, body) = (args.target, headers.clone(), body.clone());
+        pending.push(tokio::spawn(async move {
+            let mut connection = Connection::new(target);
+            let response = connection
+                .send("POST", "/v1/chat/completions", &headers, body)
+                .await?;
+            let mut incoming = response.into_body();
+            // The first event: the stream is open end to end.
+            loop {
+                match incoming.frame().await {
+                    Some(Ok(frame)) if frame.is_data() => break,
+                    Some(Ok(_)) => continue,
+                    other => return Err(format!("stream ended early: {other:?}")),
+                }
+            }
+            Ok::<_, String>((connection, incoming))
+        }));
+    }
+    for task in pending {
+        match task.await {
+            Ok(Ok(stream)) => open.push(stream),
+            _ => failures += 1,
+        }
+    }
+    let open_seconds = opened.elapsed().as_secs_f64();
+    let with_streams = rss_kib(args.pid).unwrap_or(0);
+    let held = open.len();
+    drop(open);
+    let per_stream = (with_streams.saturating_sub(before) as f64 * 1024.0) / held.max(1) as f64;
+    let report = json!({
+        "streams": held,
+        "failed": failures,
+        "seconds_to_open": (open_seconds * 100.0).round() / 100.0,
+        "rss_kib_before": before,
+        "rss_kib_with_streams": with_streams,
+        "bytes_per_stream": per_stream.round(),
+    });
+    println!("{report}");
+    if failures == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""Turns bench/run.sh's raw figures into the table and the verdict on each target.
+
+usage: report.py RESULTS.jsonl HOLD-SIGNET.json HOLD-NGINX.json STORE.json OUT.json
+"""
+import json
+import os
+import platform
+import subprocess
+import sys
+
+
+def machine():
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} x {cpu}, {mem:.0f} GiB, Linux {platform.release()}"
+
+
+def kind_of(r):
+    if not r["stream"]:
+        return "json"
+    return "paced" if r.get("delay_us", 0) > 0 else "burst"
+
+
+KINDS = [
+    ("burst", "stream, 200 events, burst"),
+    ("paced", "stream, 200 events, 500 µs apart"),
+    ("json", "JSON, 200 tokens"),
+]
+
+
+def main():
+    results_path, hold_signet_path, hold_nginx_path, store_path, out_path = sys.argv[1:6]
+    rows = [json.loads(l) for l in open(results_path) if l.strip()]
+    hold = json.load(open(hold_signet_path))
+    hold_nginx = json.load(open(hold_nginx_path))
+    store = json.load(open(store_path))
+    cell = {(r["label"], kind_of(r), r["concurrency"]): r for r in rows}
+
+    print(f"\nmachine: {machine()}")
+    print("one proxy worker pinned to one CPU; load generator and upstream on the others\n")
+    print("| traffic | c | direct rps | nginx rps | signet rps | signet/nginx | TTFB p50/p99 ms direct | nginx | signet | signet − direct p99 | CPU µs/req nginx | signet | signet/nginx |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for kind, name in KINDS:
+        for c in sorted({r["concurrency"] for r in rows if kind_of(r) == kind}):
+            d, n, s = (cell.get((t, kind, c)) for t in ("direct", "nginx", "signet"))
+            if not (d and n and s):
+                continue
+            ttfb = lambda r: f'{r["first_byte_ms"]["p50"]:.2f}/{r["first_byte_ms"]["p99"]:.2f}'
+            added = s["first_byte_ms"]["p99"] - d["first_byte_ms"]["p99"]
+            print(
+                f'| {name} | {c} | {d["requests_per_second"]:.0f} | {n["requests_per_second"]:.0f} '
+                f'| {s["requests_per_second"]:.0f} | {s["requests_per_second"] / n["requests_per_second"]:.2f} '
+                f'| {ttfb(d)} | {ttfb(n)} | {ttfb(s)} | {added:+.2f} '
+                f'| {n["cpu_us_per_request"]:.0f} | {s["cpu_us_per_request"]:.0f} '
+                f'| {s["cpu_us_per_request"] / n["cpu_us_per_request"]:.2f} |'
+            )
+    errors = sum(r["errors"] for r in rows)
+
+    verdicts = []
+    s64, n64 = cell.get(("signet", "burst", 64)), cell.get(("nginx", "burst", 64))
+    if s64 and n64:
+        ratio = s64["requests_per_second"] / n64["requests_per_second"]
+        verdicts.append(("streams/s, signet vs nginx (burst, c=64)", f"{ratio:.2f}x", ratio >= 0.95, ">= 0.95x"))
+    for kind in ("burst", "paced"):
+        s_, n_ = cell.get(("signet", kind, 64)), cell.get(("nginx", kind, 64))
+        if s_ and n_:
+            cpu_ratio = s_["cpu_us_per_request"] / n_["cpu_us_per_request"]
+            verdicts.append((
+                f"CPU per 200-event stream, signet vs nginx ({kind}, c=64)",
+                f'{s_["cpu_us_per_request"]:.0f} µs vs {n_["cpu_us_per_request"]:.0f} µs ({cpu_ratio:.2f}x)',
+                cpu_ratio <= 1.0, "<= 1.0x",
+            ))
+    for c in (1, 64):
+        s_, d_ = cell.get(("signet", "paced", c)), cell.get(("direct", "paced", c))
+        if s_ and d_:
+            added = s_["first_byte_ms"]["p99"] - d_["first_byte_ms"]["p99"]
+            verdicts.append((f"TTFB added by signet, p99 (paced, c={c})", f"{added:.3f} ms", added <= 0.5, "<= 0.5 ms"))
+    per_stream = hold["bytes_per_stream"]
+    verdicts.append((
+        "memory per open stream, 1,000 held",
+        f'{per_stream / 1024:.1f} KiB (nginx worker: {hold_nginx["bytes_per_stream"] / 1024:.1f} KiB)',
+        per_stream <= 16 * 1024, "<= 16 KiB",
+    ))
+    per_record = store["bytes_per_record"]
+    verdicts.append(("memory per stored signature, 1,000,000", f"{per_record:.0f} B", per_record <= 256, "<= 256 B"))
+    verdicts.append(("requests that failed", str(errors), errors == 0, "0"))
+
+    print("\n| target | measured | goal | met |\n|---|---|---|---|")
+    for name, measured, ok, goal in verdicts:
+        print(f"| {name} | {measured} | {goal} | {'yes' if ok else 'NO'} |")
+
+    json.dump(
+        {"machine": machine(), "matrix": rows, "hold_signet": hold, "hold_nginx": hold_nginx,
+         "store": store,
+         "verdicts": [{"target": v[0], "measured": v[1], "met": v[2], "goal": v[3]} for v in verdicts]},
+        open(out_path, "w"), indent=1,
+    )
+    print(f"\nraw figures: {out_path}")
+
+
+if __name__ == "__main__":
+    main()

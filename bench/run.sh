@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# signet's benchmark: the same traffic straight to the upstream, through nginx (a plain
+# reverse proxy, proxy_buffering off, no signing) and through signet (signing every response),
+# side by side, on this machine.
+#
+#   bench/run.sh [--quick]
+#
+# Builds in release mode, installs nginx-light from Debian if missing, starts
+# signet-mock-upstream (the upstream), nginx and signet, and runs signet-load over the matrix
+# {direct, nginx, signet} x concurrency {1, 16, 64, 256} x {200-event stream, JSON}. Then it
+# measures memory per open stream (1,000 slow streams held through signet) and per stored
+# signature (1,000,000 records). It prints a table with the ratios and writes every figure
+# to bench/results/<time>.json.
+#
+# CPU placement, so the proxies are compared on equal terms: each proxy runs one worker
+# (nginx worker_processes 1, signet threads 1) pinned to the last CPU; the load generator
+# and the upstream share the others. Each proxy's CPU time per request is read from /proc.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+quick=0
+[[ "${1:-}" == "--quick" ]] && quick=1
+
+cargo build --release --bins >&2
+if ! command -v nginx >/dev/null; then
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >&2
+fi
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+bin=$PWD/target/release
+work=$(mktemp -d)
+cpus=$(nproc)
+proxy_cpu=$((cpus - 1))
+load_cpus="0-$((cpus > 1 ? cpus - 2 : 0))"
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    [[ -f "$work/nginx.pid" ]] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { for _ in $(seq 200); do curl -fsS -o /dev/null "http://$1$2" 2>/dev/null && return 0; sleep 0.05; done; echo "no answer from $1$2" >&2; return 1; }
+
+# --- the upstream -------------------------------------------------------------------------
+taskset -c "$load_cpus" "$bin/signet-mock-upstream" --listen 127.0.0.1:0 --threads 1 >"$work/upstream.out" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do grep -q LISTENING "$work/upstream.out" 2>/dev/null && break; sleep 0.05; done
+upstream=$(awk '/LISTENING/ {print $2; exit}' "$work/upstream.out")
+
+# --- nginx --------------------------------------------------------------------------------
+nginx_port=$(free_port)
+mkdir -p "$work/nginx"
+cat >"$work/nginx.conf" <<CONF
+user root;
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 8192; }
+http {
+    access_log $work/nginx/access.log;
+    client_body_temp_path $work/nginx/body;
+    proxy_temp_path $work/nginx/proxy;
+    upstream model { server $upstream; keepalive 512; }
+    server {
+        listen 127.0.0.1:$nginx_port;
+        location / {
+            proxy_pass http://model;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }
+    }
+}
+CONF
+taskset -c "$proxy_cpu" nginx -p "$work/nginx" -c "$work/nginx.conf"
+for _ in $(seq 100); do [[ -s "$work/nginx.pid" ]] && break; sleep 0.05; done
+nginx_worker=$(pgrep -P "$(cat "$work/nginx.pid")" | head -1)
+
+# --- signet -------------------------------------------------------------------------------
+signet_port=$(free_port)
+cat >"$work/signet.yaml" <<CONF
+version: 1
+threads: 1
+grace_period_seconds: 1
+graceful_shutdown_timeout_seconds: 1
+pid_file: $work/signet.pid
+upgrade_sock: $work/upgrade.sock
+signet:
+  listen: "127.0.0.1:$signet_port"
+  upstream: "http://$upstream"
+  attestation:
+    mode: dev
+    gpu: none
+  limits:
+    max_connections: 60000
+CONF
+taskset -c "$proxy_cpu" "$bin/signet" serve -c "$work/signet.yaml" 2>"$work/signet.log" &
+signet_pid=$!
+pids+=($signet_pid)
+wait_http "127.0.0.1:$signet_port" /health
+wait_http "127.0.0.1:$nginx_port" /_mock/stats
+
+# --- the matrix ---------------------------------------------------------------------------
+# burst: 200 events written as fast as the upstream can (proxy throughput, CPU per stream);
+# paced: 200 events 500 µs apart, as a model emits tokens (time to first byte, CPU);
+# json: non-streamed completions of 200 tokens.
+results="$work/results.jsonl"
+: >"$results"
+run_cell() { # kind concurrency requests
+    local kind=$1 c=$2 requests=$3 target addr flags
+    for target in direct nginx signet; do
+        case $target in
+            direct) addr=$upstream; cpu=() ;;
+            nginx) addr=127.0.0.1:$nginx_port; cpu=(--cpu-pid "$nginx_worker") ;;
+            signet) addr=127.0.0.1:$signet_port; cpu=(--cpu-pid "$signet_pid") ;;
+        esac
+        case $kind in
+            burst) flags=(--stream) ;;
+            paced) flags=(--stream --delay-us 500) ;;
+            json) flags=() ;;
+        esac
+        echo "… $kind c=$c $target ($requests requests)" >&2
+        taskset -c "$load_cpus" "$bin/signet-load" bench --target "$addr" --label "$target" \
+            --concurrency "$c" --requests "$requests" --warmup $((c * 4 > 100 ? c * 4 : 100)) \
+            --events 200 "${flags[@]}" "${cpu[@]}" >>"$results"
+    done
+}
+if [[ $quick == 1 ]]; then
+    for c in 1 64; do run_cell burst $c 1000; run_cell json $c 1000; done
+    run_cell paced 1 100
+    run_cell paced 64 640
+else
+    for c in 1 16 64 256; do
+        run_cell burst $c $((c * 60 > 3000 ? c * 60 : 3000))
+        run_cell json $c $((c * 200 > 10000 ? c * 200 : 10000))
+    done
+    run_cell paced 1 300
+    run_cell paced 16 1600
+    run_cell paced 64 3200
+fi
+
+# --- memory ---------------------------------------------------------------------------------
+for target in signet nginx; do
+    case $target in
+        nginx) addr=127.0.0.1:$nginx_port; pid=$nginx_worker ;;
+        signet) addr=127.0.0.1:$signet_port; pid=$signet_pid ;;
+    esac
+    echo "… 1000 open streams through $target" >&2
+    taskset -c "$load_cpus" "$bin/signet-load" hold --target "$addr" --pid "$pid" \
+        --streams 1000 --event-delay-ms 20000 >"$work/hold-$target.json"
+done
+echo "… 1,000,000 stored signatures" >&2
+cargo bench --bench store_memory 2>/dev/null | grep '^{' >"$work/store.json"
+
+mkdir -p bench/results
+out=bench/results/$(date -u +%Y%m%dT%H%M%SZ).json
+python3 bench/report.py "$results" "$work/hold-signet.json" "$work/hold-nginx.json" "$work/store.json" "$out"
