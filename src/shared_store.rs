@@ -231,6 +231,7 @@ impl SharedStore {
                 }
             }
             if commands == 0 {
+                METRICS.shared_store_backlog.set(backlog.len() as i64);
                 continue;
             }
             let result = tokio::time::timeout(
@@ -244,6 +245,8 @@ impl SharedStore {
                         .shared_store_writes
                         .with_label_values(&["ok"])
                         .inc_by(commands as u64);
+                    // What still waits, not what waited before this batch went out.
+                    METRICS.shared_store_backlog.set(backlog.len() as i64);
                     backoff = Duration::from_millis(100);
                 }
                 failure => {
@@ -266,6 +269,7 @@ impl SharedStore {
                         backlog.pop_front();
                         METRICS.shared_store_dropped.inc();
                     }
+                    METRICS.shared_store_backlog.set(backlog.len() as i64);
                     tokio::select! {
                         _ = stop.changed() => return,
                         _ = tokio::time::sleep(backoff) => {}

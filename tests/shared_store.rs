@@ -151,7 +151,14 @@ async fn a_signature_served_by_one_replica_is_found_on_another() {
 async fn a_redis_outage_loses_no_signature_and_writes_resume() {
     let redis = RedisServer::start();
     let upstream = Upstream::start();
-    let a = replica(&upstream, &redis.url(), "signet:outage:");
+    let admin = free_port();
+    let a = Gateway::start_with(
+        &upstream.url(),
+        &format!(
+            "  admin:\n    listen: \"127.0.0.1:{admin}\"\n  signatures:\n    ttl: 120s\n    backend: redis\n    redis:\n      url: \"{}\"\n      key_prefix: \"signet:outage:\"\n      lookup_timeout: 300ms\n",
+            redis.url()
+        ),
+    );
     let b = replica(&upstream, &redis.url(), "signet:outage:");
     let a_address = a.signing_address().await;
     let body = br#"{"stream":true}"#;
@@ -178,6 +185,17 @@ async fn a_redis_outage_loses_no_signature_and_writes_resume() {
     let missing = b.signature("during-outage-0").await;
     missing.assert_envelope(503, "signature_store_unavailable");
     a.wait_for_log_line(&["shared signature store", "Redis"]);
+    let during = scrape(admin).await;
+    assert!(
+        metric(
+            &during,
+            "signet_shared_store_writes_total{result=\"error\"}"
+        ) >= 1.0
+    );
+    assert!(
+        metric(&during, "signet_shared_store_backlog") >= 1.0,
+        "records wait for Redis: {during}"
+    );
 
     // Redis returns: the records made meanwhile are written, B finds them.
     let redis = RedisServer::start_on(port, dir);
@@ -186,6 +204,43 @@ async fn a_redis_outage_loses_no_signature_and_writes_resume() {
         assert_eq!(receipt["signing_address"], a_address.as_str());
     }
     assert_eq!(redis.keys("signet:outage:during-outage-*").await.len(), 5);
+
+    // Everything written: nothing left waiting, nothing dropped. (The gauge moves when
+    // Redis's reply reaches the writer, a moment after B could read the records.)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        let text = scrape(admin).await;
+        if metric(&text, "signet_shared_store_backlog") == 0.0 {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "backlog never drained: {text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(metric(&after, "signet_shared_store_dropped_total"), 0.0);
+    assert!(metric(&after, "signet_shared_store_writes_total{result=\"ok\"}") >= 6.0);
+}
+
+fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find(|line| {
+            line.starts_with(name_and_labels) && line[name_and_labels.len()..].starts_with(' ')
+        })
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn scrape(port: u16) -> String {
+    let reply = request(
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        "GET",
+        "/metrics",
+        &[],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    String::from_utf8(reply.body.to_vec()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
