@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Turns bench/run.sh's raw figures into the table and the verdict on each target.
 
-usage: report.py RESULTS.jsonl HOLD-SIGNET.json HOLD-NGINX.json STORE.json OUT.json
+usage: report.py RESULTS.jsonl HOLD-SIGNET.json HOLD-NGINX.json STORE.json OUT.json [REDIS.json]
 """
 import json
 import os
@@ -32,7 +32,7 @@ def kind_of(r):
 
 KINDS = [
     ("burst", "stream, 200 events, burst"),
-    ("paced", "stream, 200 events, 500 µs apart"),
+    ("paced", "stream, 200 events, paced"),
     ("json", "JSON, 200 tokens"),
 ]
 
@@ -63,7 +63,41 @@ def main():
                 f'| {n["cpu_us_per_request"]:.0f} | {s["cpu_us_per_request"]:.0f} '
                 f'| {s["cpu_us_per_request"] / n["cpu_us_per_request"]:.2f} |'
             )
+    paced = cell.get(("direct", "paced", 1))
+    if paced:
+        gap = paced["total_ms"]["p50"] / 200
+        print(
+            f"\npaced: the upstream sleeps {paced['delay_us']} µs before each event; measured "
+            f"direct, c=1: {gap:.2f} ms per event (tokio's 1 ms timer rounds short sleeps up)"
+        )
     errors = sum(r["errors"] for r in rows)
+
+    redis = json.load(open(sys.argv[6])) if len(sys.argv) > 6 else None
+    if any(r["label"] == "signet-redis" for r in rows):
+        print("\nsignature store: memory (default) vs Redis (every record also SET … EX to redis-server)\n")
+        print("| traffic | c | memory rps | Redis rps | Redis/memory | total p99 ms memory | Redis | CPU µs/req memory | Redis (signet + redis-server) |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for kind, name in KINDS:
+            for c in sorted({r["concurrency"] for r in rows if kind_of(r) == kind}):
+                m, r_ = cell.get(("signet", kind, c)), cell.get(("signet-redis", kind, c))
+                if not (m and r_):
+                    continue
+                print(
+                    f'| {name} | {c} | {m["requests_per_second"]:.0f} | {r_["requests_per_second"]:.0f} '
+                    f'| {r_["requests_per_second"] / m["requests_per_second"]:.2f} '
+                    f'| {m["total_ms"]["p99"]:.2f} | {r_["total_ms"]["p99"]:.2f} '
+                    f'| {m["cpu_us_per_request"]:.0f} | {r_["cpu_us_per_request"]:.0f} |'
+                )
+        if redis:
+            c = redis["counters"]
+            written = sum(v for k, v in c.items() if k.startswith("signet_shared_store_writes_total") and 'result="ok"' in k)
+            print(
+                f'\nsignet-redis: {sum(v for k, v in c.items() if k.startswith("signet_signed_responses_total")):.0f} signed, '
+                f'{written:.0f} written to Redis, '
+                f'{c.get("signet_shared_store_dropped_total", 0):.0f} dropped, '
+                f'backlog {c.get("signet_shared_store_backlog", 0):.0f}; '
+                f'{redis["redis_keys"]} records in Redis at the end (5-minute TTL)'
+            )
 
     verdicts = []
     s64, n64 = cell.get(("signet", "burst", 64)), cell.get(("nginx", "burst", 64))
@@ -100,7 +134,7 @@ def main():
 
     json.dump(
         {"machine": machine(), "matrix": rows, "hold_signet": hold, "hold_nginx": hold_nginx,
-         "store": store,
+         "store": store, "redis": redis,
          "verdicts": [{"target": v[0], "measured": v[1], "met": v[2], "goal": v[3]} for v in verdicts]},
         open(out_path, "w"), indent=1,
     )

@@ -7,22 +7,28 @@
 #
 # Builds in release mode, installs nginx-light from Debian if missing, starts
 # signet-mock-upstream (the upstream), nginx and signet, and runs signet-load over the matrix
-# {direct, nginx, signet} x concurrency {1, 16, 64, 256} x {200-event stream, JSON}. Then it
-# measures memory per open stream (1,000 slow streams held through signet) and per stored
-# signature (1,000,000 records). It prints a table with the ratios and writes every figure
-# to bench/results/<time>.json.
+# {direct, nginx, signet, signet-redis} x concurrency {1, 16, 64, 256} x {200-event stream,
+# JSON}, where signet-redis is a second signet whose signature store mirrors every record to
+# a local redis-server (installed from Debian if missing). Then it measures memory per open
+# stream (1,000 slow streams held through signet) and per stored signature (1,000,000
+# records). It prints a table with the ratios and writes every figure to
+# bench/results/<time>.json.
 #
 # CPU placement, so the proxies are compared on equal terms: each proxy runs one worker
 # (nginx worker_processes 1, signet threads 1) pinned to the last CPU; the load generator
-# and the upstream share the others. Each proxy's CPU time per request is read from /proc.
+# and the upstream share the others. Each proxy's CPU time per request is read from /proc;
+# for signet-redis it is signet's and redis-server's together, the whole cost of the backend.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=0
 [[ "${1:-}" == "--quick" ]] && quick=1
 
 cargo build --release --bins >&2
-if ! command -v nginx >/dev/null; then
-    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >&2
+missing=()
+command -v nginx >/dev/null || missing+=(nginx-light)
+command -v redis-server >/dev/null || missing+=(redis-server)
+if ((${#missing[@]})); then
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
 fi
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
@@ -77,28 +83,49 @@ taskset -c "$proxy_cpu" nginx -p "$work/nginx" -c "$work/nginx.conf"
 for _ in $(seq 100); do [[ -s "$work/nginx.pid" ]] && break; sleep 0.05; done
 nginx_worker=$(pgrep -P "$(cat "$work/nginx.pid")" | head -1)
 
-# --- signet -------------------------------------------------------------------------------
-signet_port=$(free_port)
-cat >"$work/signet.yaml" <<CONF
+# --- signet, and signet with the Redis backend ---------------------------------------------
+redis_port=$(free_port)
+taskset -c "$load_cpus" redis-server --port "$redis_port" --bind 127.0.0.1 --save "" \
+    --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
+redis_pid=$!
+pids+=($redis_pid)
+start_signet() { # name port [extra yaml under signet:]
+    local name=$1 port=$2 extra=${3:-}
+    cat >"$work/$name.yaml" <<CONF
 version: 1
 threads: 1
 grace_period_seconds: 1
 graceful_shutdown_timeout_seconds: 1
-pid_file: $work/signet.pid
-upgrade_sock: $work/upgrade.sock
+pid_file: $work/$name.pid
+upgrade_sock: $work/$name-upgrade.sock
 signet:
-  listen: "127.0.0.1:$signet_port"
+  listen: "127.0.0.1:$port"
   upstream: "http://$upstream"
   attestation:
     mode: dev
     gpu: none
   limits:
     max_connections: 60000
+$extra
 CONF
-taskset -c "$proxy_cpu" "$bin/signet" serve -c "$work/signet.yaml" 2>"$work/signet.log" &
-signet_pid=$!
-pids+=($signet_pid)
+    taskset -c "$proxy_cpu" "$bin/signet" serve -c "$work/$name.yaml" 2>"$work/$name.log" &
+    pids+=($!)
+}
+signet_port=$(free_port)
+start_signet signet "$signet_port"
+signet_pid=${pids[-1]}
+redis_signet_port=$(free_port)
+redis_admin_port=$(free_port)
+start_signet signet-redis "$redis_signet_port" "  admin:
+    listen: \"127.0.0.1:$redis_admin_port\"
+  signatures:
+    backend: redis
+    redis:
+      url: \"redis://127.0.0.1:$redis_port/0\"
+      key_prefix: \"signet:bench:\""
+redis_signet_pid=${pids[-1]}
 wait_http "127.0.0.1:$signet_port" /health
+wait_http "127.0.0.1:$redis_signet_port" /health
 wait_http "127.0.0.1:$nginx_port" /_mock/stats
 
 # --- the matrix ---------------------------------------------------------------------------
@@ -109,11 +136,13 @@ results="$work/results.jsonl"
 : >"$results"
 run_cell() { # kind concurrency requests
     local kind=$1 c=$2 requests=$3 target addr flags
-    for target in direct nginx signet; do
+    for target in direct nginx signet signet-redis; do
         case $target in
             direct) addr=$upstream; cpu=() ;;
             nginx) addr=127.0.0.1:$nginx_port; cpu=(--cpu-pid "$nginx_worker") ;;
             signet) addr=127.0.0.1:$signet_port; cpu=(--cpu-pid "$signet_pid") ;;
+            signet-redis) addr=127.0.0.1:$redis_signet_port
+                cpu=(--cpu-pid "$redis_signet_pid" --cpu-pid "$redis_pid") ;;
         esac
         case $kind in
             burst) flags=(--stream) ;;
@@ -140,6 +169,19 @@ else
     run_cell paced 64 3200
 fi
 
+# What reached Redis: signet-redis's own counters, and the records Redis holds (each kept
+# for the 5-minute TTL, so this is every signature of the run's last five minutes).
+curl -fsS "http://127.0.0.1:$redis_admin_port/metrics" |
+    python3 -c '
+import json, re, sys
+counters = {}
+for line in sys.stdin:
+    m = re.match(r"(signet_shared_store_\w+|signet_signed_responses_total)(\{[^}]*\})? (\S+)", line)
+    if m:
+        counters[m.group(1) + (m.group(2) or "")] = float(m.group(3))
+print(json.dumps({"counters": counters, "redis_keys": int(sys.argv[1])}))
+' "$(redis-cli -p "$redis_port" dbsize)" >"$work/redis.json"
+
 # --- memory ---------------------------------------------------------------------------------
 for target in signet nginx; do
     case $target in
@@ -155,4 +197,4 @@ cargo bench --bench store_memory 2>/dev/null | grep '^{' >"$work/store.json"
 
 mkdir -p bench/results
 out=bench/results/$(date -u +%Y%m%dT%H%M%SZ).json
-python3 bench/report.py "$results" "$work/hold-signet.json" "$work/hold-nginx.json" "$work/store.json" "$out"
+python3 bench/report.py "$results" "$work/hold-signet.json" "$work/hold-nginx.json" "$work/store.json" "$out" "$work/redis.json"
