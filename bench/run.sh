@@ -45,14 +45,10 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 200); do curl -fsS -o /dev/null "http://$1$2" 2>/dev/null && return 0; sleep 0.05; done; echo "no answer from $1$2" >&2; return 1; }
+source scripts/lib.sh
 
 # --- the upstream -------------------------------------------------------------------------
-taskset -c "$load_cpus" "$bin/signet-mock-upstream" --listen 127.0.0.1:0 --threads 1 >"$work/upstream.out" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do grep -q LISTENING "$work/upstream.out" 2>/dev/null && break; sleep 0.05; done
-upstream=$(awk '/LISTENING/ {print $2; exit}' "$work/upstream.out")
+start_upstream 1 "$load_cpus"
 
 # --- nginx --------------------------------------------------------------------------------
 nginx_port=$(free_port)
@@ -89,43 +85,23 @@ taskset -c "$load_cpus" redis-server --port "$redis_port" --bind 127.0.0.1 --sav
     --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
 redis_pid=$!
 pids+=($redis_pid)
-start_signet() { # name port [extra yaml under signet:]
-    local name=$1 port=$2 extra=${3:-}
-    cat >"$work/$name.yaml" <<CONF
-version: 1
-threads: 1
-grace_period_seconds: 1
-graceful_shutdown_timeout_seconds: 1
-pid_file: $work/$name.pid
-upgrade_sock: $work/$name-upgrade.sock
-signet:
-  listen: "127.0.0.1:$port"
-  upstream: "http://$upstream"
-  attestation:
-    mode: dev
-    gpu: none
-  limits:
-    max_connections: 60000
-$extra
-CONF
-    taskset -c "$proxy_cpu" "$bin/signet" serve -c "$work/$name.yaml" 2>"$work/$name.log" &
-    pids+=($!)
-}
 signet_port=$(free_port)
-start_signet signet "$signet_port"
-signet_pid=${pids[-1]}
+start_signet signet "$signet_port" 1 "$proxy_cpu" "  limits:
+    max_connections: 60000"
+memory_signet_pid=$signet_pid
 redis_signet_port=$(free_port)
 redis_admin_port=$(free_port)
-start_signet signet-redis "$redis_signet_port" "  admin:
+start_signet signet-redis "$redis_signet_port" 1 "$proxy_cpu" "  limits:
+    max_connections: 60000
+  admin:
     listen: \"127.0.0.1:$redis_admin_port\"
   signatures:
     backend: redis
     redis:
       url: \"redis://127.0.0.1:$redis_port/0\"
       key_prefix: \"signet:bench:\""
-redis_signet_pid=${pids[-1]}
-wait_http "127.0.0.1:$signet_port" /health
-wait_http "127.0.0.1:$redis_signet_port" /health
+redis_signet_pid=$signet_pid
+signet_pid=$memory_signet_pid
 wait_http "127.0.0.1:$nginx_port" /_mock/stats
 
 # --- the matrix ---------------------------------------------------------------------------

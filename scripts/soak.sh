@@ -10,45 +10,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --bins >&2
-bin=target/release
+bin=$PWD/target/release
 work=$(mktemp -d)
-cleanup() {
-    [[ -n "${signet_pid:-}" ]] && kill "$signet_pid" 2>/dev/null || true
-    [[ -n "${upstream_pid:-}" ]] && kill "$upstream_pid" 2>/dev/null || true
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+source scripts/lib.sh
 
-"$bin/signet-mock-upstream" --listen 127.0.0.1:0 >"$work/upstream.out" 2>&1 &
-upstream_pid=$!
-for _ in $(seq 100); do grep -q LISTENING "$work/upstream.out" 2>/dev/null && break; sleep 0.1; done
-upstream=$(awk '/LISTENING/ {print $2; exit}' "$work/upstream.out")
-
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-admin=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat >"$work/soak.yaml" <<YAML
-version: 1
-threads: 2
-grace_period_seconds: 1
-graceful_shutdown_timeout_seconds: 1
-pid_file: $work/signet.pid
-upgrade_sock: $work/upgrade.sock
-signet:
-  listen: "127.0.0.1:$port"
-  upstream: "http://$upstream"
-  attestation:
-    mode: dev
-    gpu: none
-  admin:
-    listen: "127.0.0.1:$admin"
+start_upstream 2
+port=$(free_port)
+admin=$(free_port)
+start_signet signet "$port" 2 "" "  admin:
+    listen: \"127.0.0.1:$admin\"
   signatures:
     ttl: 30m
-    max_entries: 200000
-YAML
-"$bin/signet" serve -c "$work/soak.yaml" 2>"$work/signet.log" &
-signet_pid=$!
-for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break; sleep 0.1; done
+    max_entries: 200000"
 
 timeout 1800 "$bin/signet-load" soak --target "127.0.0.1:$port" --admin "127.0.0.1:$admin" \
     --pid "$signet_pid" --log "$work/signet.log" "$@"

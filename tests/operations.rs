@@ -8,29 +8,6 @@ mod common;
 use common::*;
 use std::time::{Duration, Instant};
 
-fn metric(text: &str, name_and_labels: &str) -> f64 {
-    text.lines()
-        .find(|line| {
-            line.starts_with(name_and_labels) && line[name_and_labels.len()..].starts_with(' ')
-        })
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
-async fn scrape(port: u16) -> String {
-    let reply = request(
-        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        "GET",
-        "/metrics",
-        &[],
-        Vec::new(),
-    )
-    .await;
-    assert_eq!(reply.status, 200);
-    String::from_utf8(reply.body.to_vec()).unwrap()
-}
-
 #[tokio::test]
 async fn metrics_move_with_traffic_on_the_admin_listener_only() {
     let upstream = Upstream::start();

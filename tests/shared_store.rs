@@ -220,29 +220,6 @@ async fn a_redis_outage_loses_no_signature_and_writes_resume() {
     assert!(metric(&after, "signet_shared_store_writes_total{result=\"ok\"}") >= 6.0);
 }
 
-fn metric(text: &str, name_and_labels: &str) -> f64 {
-    text.lines()
-        .find(|line| {
-            line.starts_with(name_and_labels) && line[name_and_labels.len()..].starts_with(' ')
-        })
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
-async fn scrape(port: u16) -> String {
-    let reply = request(
-        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        "GET",
-        "/metrics",
-        &[],
-        Vec::new(),
-    )
-    .await;
-    assert_eq!(reply.status, 200);
-    String::from_utf8(reply.body.to_vec()).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abandoned_stream_leaves_nothing_in_the_shared_store() {
     let redis = RedisServer::start();

@@ -699,3 +699,28 @@ pub fn check_status(checklist: &serde_json::Value, name: &str) -> String {
         .map(|c| c["status"].as_str().unwrap_or_default().to_owned())
         .unwrap_or_else(|| panic!("no check {name} in {checklist}"))
 }
+
+/// The value of one Prometheus sample, `name{labels}` exactly as exposed; 0 if absent.
+pub fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find(|line| {
+            line.starts_with(name_and_labels) && line[name_and_labels.len()..].starts_with(' ')
+        })
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The Prometheus text served on an admin listener.
+pub async fn scrape(port: u16) -> String {
+    let reply = request(
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        "GET",
+        "/metrics",
+        &[],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    String::from_utf8(reply.body.to_vec()).unwrap()
+}
