@@ -36,3 +36,10 @@ if [ ! -d tests/e2e/node_modules/openai ] || [ ! -d tests/e2e/node_modules/ether
   echo "setup: installing npm test packages"
   (cd tests/e2e && npm ci --no-audit --no-fund --silent)
 fi
+
+# cargo-deny checks the dependency tree's licenses against signet's AGPL-3.0-or-later
+# (deny.toml). Built from crates.io once (~4 minutes), pinned.
+if ! cargo deny --version 2>/dev/null | grep -q "0.20.2"; then
+  echo "setup: installing cargo-deny 0.20.2"
+  cargo install --locked --quiet cargo-deny@0.20.2
+fi

@@ -13,6 +13,9 @@ cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 
+echo "== cargo deny check licenses bans sources (advisories need the network: run by hand)"
+cargo deny --log-level error check licenses bans sources
+
 echo "== cargo build"
 cargo build --locked --bins
 
