@@ -15,21 +15,6 @@ use std::time::{Duration, Instant};
 
 // --- TLS ---------------------------------------------------------------------------------
 
-struct TestCert {
-    cert_pem: String,
-    key_pem: String,
-}
-
-fn test_cert() -> TestCert {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    TestCert {
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    }
-}
-
 fn tls_client(cert_pem: &str, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut cert_pem.as_bytes()) {
@@ -45,32 +30,11 @@ fn tls_client(cert_pem: &str, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
-fn tls_gateway(upstream: &Upstream, cert: &TestCert) -> Gateway {
-    let dir = tempfile::tempdir().unwrap();
-    let cert_path = dir.path().join("cert.pem");
-    let key_path = dir.path().join("key.pem");
-    std::fs::write(&cert_path, &cert.cert_pem).unwrap();
-    std::fs::write(&key_path, &cert.key_pem).unwrap();
-    let port = free_port();
-    let config = dir.path().join("signet.yaml");
-    let tls = format!(
-        "  tls:\n    cert: {}\n    key: {}\n",
-        cert_path.display(),
-        key_path.display()
-    );
-    std::fs::write(
-        &config,
-        config_text(port, &upstream.url(), dir.path(), &tls),
-    )
-    .unwrap();
-    Gateway::spawn_listening(dir, config, port)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_serves_http1_and_http2_through_alpn_with_a_certificate_the_client_checks() {
-    let cert = test_cert();
+    let cert = TestCert::localhost();
     let upstream = Upstream::start();
-    let gateway = tls_gateway(&upstream, &cert);
+    let gateway = Gateway::start_tls(&upstream.url(), &cert);
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
 
     // HTTP/1.1
@@ -126,7 +90,7 @@ async fn tls_serves_http1_and_http2_through_alpn_with_a_certificate_the_client_c
     assert_receipt(&receipt, br#"{"stream":true}"#, &h2_body, &health);
 
     // A client that does not trust the certificate refuses the handshake.
-    let stranger = test_cert();
+    let stranger = TestCert::localhost();
     let tcp = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
     assert!(
         tls_client(&stranger.cert_pem, &[b"http/1.1"])

@@ -6,7 +6,6 @@
 mod common;
 
 use common::*;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 const INBAND: (&str, &str) = ("x-signet-signature", "in-band");
@@ -144,55 +143,12 @@ async fn a_json_answer_too_large_to_hold_is_refused_clearly() {
 
 // --- TLS binding -------------------------------------------------------------------------
 
-struct Cert {
-    cert_pem: String,
-    key_pem: String,
-}
-
-fn cert() -> Cert {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    Cert {
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    }
-}
-
-fn write_cert(dir: &std::path::Path, name: &str, cert: &Cert) -> (PathBuf, PathBuf) {
-    let cert_path = dir.join(format!("{name}.pem"));
-    let key_path = dir.join(format!("{name}.key"));
-    std::fs::write(&cert_path, &cert.cert_pem).unwrap();
-    std::fs::write(&key_path, &cert.key_pem).unwrap();
-    (cert_path, key_path)
-}
-
-fn tls_gateway(upstream: &Upstream, cert: &Cert) -> Gateway {
-    let dir = tempfile::tempdir().unwrap();
-    let (cert_path, key_path) = write_cert(dir.path(), "serving", cert);
-    let port = free_port();
-    let config = dir.path().join("signet.yaml");
-    let tls = format!(
-        "  tls:\n    cert: {}\n    key: {}\n",
-        cert_path.display(),
-        key_path.display()
-    );
-    std::fs::write(
-        &config,
-        config_text(port, &upstream.url(), dir.path(), &tls),
-    )
-    .unwrap();
-    Gateway::spawn_listening(dir, config, port)
-}
-
 /// A TLS-terminating relay with its own certificate, forwarding the decrypted bytes to the
 /// gateway over a TLS connection of its own: the classic man in the middle.
 async fn tls_relay(
     target: std::net::SocketAddr,
-    own: &Cert,
-    target_cert: &Cert,
+    own: &TestCert,
+    target_cert: &TestCert,
 ) -> std::net::SocketAddr {
     let certs: Vec<_> = rustls_pemfile::certs(&mut own.cert_pem.as_bytes())
         .map(|c| c.unwrap())
@@ -234,8 +190,8 @@ async fn tls_relay(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_passes_over_tls_with_the_report_bound_to_the_certificate() {
     let upstream = Upstream::start();
-    let serving = cert();
-    let gateway = tls_gateway(&upstream, &serving);
+    let serving = TestCert::localhost();
+    let gateway = Gateway::start_tls(&upstream.url(), &serving);
     let dir = tempfile::tempdir().unwrap();
     let (ca, _) = write_cert(dir.path(), "ca", &serving);
     let (ok, checklist) = verify_json(vec![
@@ -256,9 +212,9 @@ async fn verify_passes_over_tls_with_the_report_bound_to_the_certificate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_relay_with_another_certificate_is_caught() {
     let upstream = Upstream::start();
-    let serving = cert();
-    let gateway = tls_gateway(&upstream, &serving);
-    let relay_cert = cert();
+    let serving = TestCert::localhost();
+    let gateway = Gateway::start_tls(&upstream.url(), &serving);
+    let relay_cert = TestCert::localhost();
     let relay = tls_relay(gateway.addr, &relay_cert, &serving).await;
     let dir = tempfile::tempdir().unwrap();
     let (ca, _) = write_cert(dir.path(), "relay-ca", &relay_cert);
@@ -284,9 +240,9 @@ async fn a_tls_relay_with_another_certificate_is_caught() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_certificate_is_reflected_in_the_next_report_after_a_reload() {
     let upstream = Upstream::start();
-    let first = cert();
-    let old = tls_gateway(&upstream, &first);
-    let fingerprint_of = |c: &Cert| {
+    let first = TestCert::localhost();
+    let old = Gateway::start_tls(&upstream.url(), &first);
+    let fingerprint_of = |c: &TestCert| {
         hex::encode(signet::attestation::spki_sha256_of_pem_chain(c.cert_pem.as_bytes()).unwrap())
     };
     let report = tls_report(old.addr, &first).await;
@@ -296,7 +252,7 @@ async fn a_new_certificate_is_reflected_in_the_next_report_after_a_reload() {
     );
 
     // Rotate the files, then upgrade: the new process serves, and binds, the new certificate.
-    let second = cert();
+    let second = TestCert::localhost();
     let dir = old.dir.path().to_owned();
     write_cert(&dir, "serving", &second);
     let config = dir.join("signet.yaml");
@@ -330,13 +286,13 @@ async fn a_new_certificate_is_reflected_in_the_next_report_after_a_reload() {
     let _ = new.wait();
 }
 
-async fn tls_report(addr: std::net::SocketAddr, trusted: &Cert) -> serde_json::Value {
+async fn tls_report(addr: std::net::SocketAddr, trusted: &TestCert) -> serde_json::Value {
     tls_report_trusting(addr, &[trusted]).await.unwrap()
 }
 
 async fn tls_report_trusting(
     addr: std::net::SocketAddr,
-    trusted: &[&Cert],
+    trusted: &[&TestCert],
 ) -> Option<serde_json::Value> {
     let pem: String = trusted.iter().map(|c| c.cert_pem.clone()).collect();
     let tls = signet::verify::http::tls_config(Some(pem.as_bytes())).unwrap();

@@ -724,3 +724,50 @@ pub async fn scrape(port: u16) -> String {
     assert_eq!(reply.status, 200);
     String::from_utf8(reply.body.to_vec()).unwrap()
 }
+
+/// A fresh self-signed certificate for `localhost`, as PEM.
+pub struct TestCert {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl TestCert {
+    pub fn localhost() -> Self {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        TestCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+}
+
+/// Writes `cert` to `dir` as `NAME.pem` and `NAME.key`; returns both paths.
+pub fn write_cert(dir: &Path, name: &str, cert: &TestCert) -> (PathBuf, PathBuf) {
+    let cert_path = dir.join(format!("{name}.pem"));
+    let key_path = dir.join(format!("{name}.key"));
+    std::fs::write(&cert_path, &cert.cert_pem).unwrap();
+    std::fs::write(&key_path, &cert.key_pem).unwrap();
+    (cert_path, key_path)
+}
+
+impl Gateway {
+    /// A gateway terminating TLS with `cert`, kept in its directory as `serving.pem` and
+    /// `serving.key` (rewrite them there to rotate the certificate).
+    pub fn start_tls(upstream_url: &str, cert: &TestCert) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert_path, key_path) = write_cert(dir.path(), "serving", cert);
+        let port = free_port();
+        let config = dir.path().join("signet.yaml");
+        let tls = format!(
+            "  tls:\n    cert: {}\n    key: {}\n",
+            cert_path.display(),
+            key_path.display()
+        );
+        std::fs::write(&config, config_text(port, upstream_url, dir.path(), &tls)).unwrap();
+        Gateway::spawn_listening(dir, config, port)
+    }
+}
