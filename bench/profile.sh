@@ -18,9 +18,6 @@ cargo build --release --bins >&2
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 bin=$PWD/target/release
 work=$(mktemp -d)
-cpus=$(nproc)
-proxy_cpu=$((cpus - 1))
-load_cpus="0-$((cpus > 1 ? cpus - 2 : 0))"
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 source scripts/lib.sh

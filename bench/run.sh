@@ -34,9 +34,6 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 bin=$PWD/target/release
 work=$(mktemp -d)
-cpus=$(nproc)
-proxy_cpu=$((cpus - 1))
-load_cpus="0-$((cpus > 1 ? cpus - 2 : 0))"
 pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done

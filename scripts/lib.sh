@@ -3,6 +3,12 @@
 # scratch directory), `bin` (the folder holding the release binaries) and `pids` (an array:
 # every process started here is added to it, for the caller's cleanup).
 
+# The benchmarks' CPU split: the proxy under test alone on the last CPU (proxy_cpu), the load
+# generator and the upstream on the others (load_cpus).
+cpus=$(nproc)
+proxy_cpu=$((cpus - 1))
+load_cpus="0-$((cpus > 1 ? cpus - 2 : 0))"
+
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
