@@ -6,11 +6,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use signet::ids::CompletionId;
 use signet::notary::Notary;
-use signet::signing::Signer;
-use signet::store::{MonotonicClock, SignatureStore};
-use signet::transcript::{BodyKind, CompletedExchange, ResponseCapture, ScanLimits};
+use signet_core::ids::CompletionId;
+use signet_core::signing::Signer;
+use signet_core::store::{MonotonicClock, SignatureStore};
+use signet_core::transcript::{BodyKind, CompletedExchange, ResponseCapture, ScanLimits};
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;

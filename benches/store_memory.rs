@@ -5,9 +5,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use signet::ids::CompletionId;
-use signet::signing::Signer;
-use signet::store::{MonotonicClock, SignatureStore, StoredSignature};
+use signet_core::ids::CompletionId;
+use signet_core::signing::Signer;
+use signet_core::store::{MonotonicClock, SignatureStore, StoredSignature};
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -3,10 +3,11 @@
 
 #![allow(dead_code)]
 
-use signet::ids::{CompletionId, Nonce, request_id, validate_id_bytes};
-use signet::routes::{Route, check_signing_algo, query_param};
-use signet::sse::{IdSearch, SseIdScanner, id_of_json_object};
-use signet::transcript::RequestCapture;
+use signet_core::ids::{CompletionId, Nonce, request_id, validate_id_bytes};
+use signet_core::query::{check_signing_algo, query_param};
+use signet_core::route::Route;
+use signet_core::sse::{IdSearch, SseIdScanner, id_of_json_object};
+use signet_core::transcript::RequestCapture;
 
 /// The SSE id scanner and the JSON id reader on hostile bytes: no panic, and the answer for
 /// the stream cut into pieces is the answer for the whole stream.
@@ -20,7 +21,7 @@ pub fn sse_id(data: &[u8]) {
     let cut = scan(stream.chunks(piece), limit);
     assert_eq!(whole, cut, "the answer depends on how the stream is cut");
     if let IdSearch::Found(id) = &whole {
-        assert!(signet::ids::validate_id_bytes(id.as_str().as_bytes()).is_ok());
+        assert!(signet_core::ids::validate_id_bytes(id.as_str().as_bytes()).is_ok());
     }
     let _ = id_of_json_object(stream);
 }
@@ -80,7 +81,7 @@ pub fn wire_ids(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     if let Ok(id) = CompletionId::parse(&text) {
         assert_eq!(id.as_str(), text);
-        assert!(id.as_str().len() <= signet::ids::MAX_COMPLETION_ID_LEN);
+        assert!(id.as_str().len() <= signet_core::ids::MAX_COMPLETION_ID_LEN);
         assert!(!id.as_str().contains(['/', '%', ' ', '\n', '\r']));
     }
     assert_eq!(
@@ -94,6 +95,6 @@ pub fn wire_ids(data: &[u8]) {
     let _ = check_signing_algo(Some(&text));
     let _ = Route::classify(&text);
     let rid = request_id(Some(data));
-    assert!(rid.len() <= signet::ids::MAX_REQUEST_ID_LEN);
+    assert!(rid.len() <= signet_core::ids::MAX_REQUEST_ID_LEN);
     assert!(validate_id_bytes(rid.as_bytes()).is_ok());
 }

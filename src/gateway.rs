@@ -2,21 +2,22 @@
 //! are admitted to signed routes, how the upstream request is prepared, how a finished
 //! response is sealed, and how local routes are answered.
 
-use crate::attestation::Attestor;
 use crate::auth::BearerTokens;
 use crate::config::{Settings, UpstreamTarget};
-use crate::error::ApiError;
-use crate::ids::CompletionId;
-use crate::inband::{InbandSignature, headers as inband_headers};
 use crate::metrics::{METRICS, StateSource};
 use crate::notary::Notary;
-use crate::routes::{self, Health, LocalResponse, Route};
-use crate::store::Ticket;
-use crate::transcript::{RequestCapture, ResponseCapture, ScanLimits, UnsignedReason};
+use crate::routes::{self, Health, LocalResponse};
 use crate::upstreams::UpstreamPool;
 use log::error;
 use pingora_core::prelude::HttpPeer;
 use pingora_http::RequestHeader;
+use signet_attest::Attestor;
+use signet_core::error::ApiError;
+use signet_core::ids::CompletionId;
+use signet_core::inband::{InbandSignature, headers as inband_headers};
+use signet_core::route::Route;
+use signet_core::store::Ticket;
+use signet_core::transcript::{RequestCapture, ResponseCapture, ScanLimits, UnsignedReason};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -150,7 +151,7 @@ impl Gateway {
             upstreams,
             tokens,
             in_flight: Arc::new(AtomicUsize::new(0)),
-            upstream_tls: crate::verify::http::tls_config(None).ok(),
+            upstream_tls: signet_verify::http::tls_config(None).ok(),
         }
     }
 
@@ -349,8 +350,8 @@ impl Gateway {
                     "no upstream is available (every upstream failed to connect)",
                 ));
             };
-            let client = crate::verify::http::Client::new(
-                crate::verify::http::BaseUrl {
+            let client = signet_verify::http::Client::new(
+                signet_verify::http::BaseUrl {
                     tls: target.tls,
                     host: target.host.clone(),
                     port: target.port,
@@ -368,7 +369,7 @@ impl Gateway {
                 .send(header.method.clone(), &path, &refs, body.clone())
                 .await
             {
-                Err(crate::verify::http::HttpError::Connect(_)) => {
+                Err(signet_verify::http::HttpError::Connect(_)) => {
                     failed.push(target.addr);
                     continue;
                 }
@@ -377,13 +378,13 @@ impl Gateway {
         };
         let answer = match answer {
             Ok(answer) => answer,
-            Err(crate::verify::http::HttpError::Timeout(_)) => {
+            Err(signet_verify::http::HttpError::Timeout(_)) => {
                 return InbandOutcome::refused(ApiError::gateway_timeout(
                     "the upstream did not answer in time",
                 ))
                 .at(target);
             }
-            Err(crate::verify::http::HttpError::TooLarge(limit)) => {
+            Err(signet_verify::http::HttpError::TooLarge(limit)) => {
                 return InbandOutcome::refused(ApiError::bad_gateway(format!(
                     "the response is larger than the {limit} bytes signet holds for an in-band signature; \
                      ask without x-signet-signature and fetch /v1/signature/{{id}}"
@@ -409,7 +410,7 @@ impl Gateway {
             outcome.unsigned = Some(UnsignedReason::UpstreamError);
             return outcome;
         }
-        let kind = crate::transcript::BodyKind::from_content_type(
+        let kind = signet_core::transcript::BodyKind::from_content_type(
             answer
                 .headers
                 .get(http::header::CONTENT_TYPE)
@@ -493,7 +494,10 @@ impl Gateway {
             Route::AttestationReport => {
                 let provider = self.attestor.mode().as_str();
                 let started = std::time::Instant::now();
-                let answer = self.attestor.answer(query).await;
+                let answer = match self.attestor.answer(query).await {
+                    Ok(report) => LocalResponse::ok_json(&report),
+                    Err(refusal) => LocalResponse::from(refusal),
+                };
                 let outcome = match answer.status {
                     200 => "ok",
                     400 => "bad_request",

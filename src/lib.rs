@@ -3,27 +3,20 @@
 //! with a key born inside the TEE, and attests that key with a TDX quote and NVIDIA GPU
 //! evidence.
 //!
-//! The domain modules (`sse`, `transcript`, `signing`, `store`, `notary`, `attestation`,
-//! `ids`, `config`) never touch Pingora; `proxy` and `app` are the only places that do.
+//! This crate is the server: the Pingora side (`proxy`, `app`), the configuration, admission,
+//! upstreams, the notary and the local routes. What is signed and how is decided in
+//! `signet-core` (no Pingora, no I/O); quotes and GPU evidence come from `signet-attest`; the
+//! client verifier is `signet-verify`, which the `signet` binary links for `signet verify`.
 
 pub mod app;
-pub mod attestation;
 pub mod auth;
 pub mod cli;
 pub mod config;
-pub mod error;
 pub mod gateway;
 pub mod hardening;
-pub mod ids;
-pub mod inband;
 pub mod metrics;
 pub mod notary;
 pub mod proxy;
 pub mod routes;
 pub mod shared_store;
-pub mod signing;
-pub mod sse;
-pub mod store;
-pub mod transcript;
 pub mod upstreams;
-pub mod verify;

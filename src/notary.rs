@@ -2,26 +2,13 @@
 //! files the signature under the completion id, and answers lookups in the contract's shape
 //! (docs/API.md §4).
 
-use crate::ids::CompletionId;
 use crate::shared_store::{SharedStore, SharedStoreError};
-use crate::signing::{Address, RecoverableSignature, Signer, SigningError};
-use crate::store::{SignatureStore, StoredSignature, Ticket};
-use crate::transcript::{CompletedExchange, signed_text};
-use serde::{Deserialize, Serialize};
+use signet_core::ids::CompletionId;
+pub use signet_core::receipt::SignatureReceipt;
+use signet_core::signing::{Address, RecoverableSignature, Signer, SigningError};
+use signet_core::store::{SignatureStore, StoredSignature, Ticket};
+use signet_core::transcript::{CompletedExchange, signed_text};
 use std::sync::Arc;
-
-/// The body of `GET /v1/signature/{id}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SignatureReceipt {
-    /// `<req_sha256>:<resp_sha256>`.
-    pub text: String,
-    /// `0x` + r ‖ s ‖ v in hex.
-    pub signature: String,
-    /// The EIP-55 address that signed.
-    pub signing_address: String,
-    /// Always `ecdsa` for now.
-    pub signing_algo: String,
-}
 
 /// Signs exchanges and keeps their signatures (in memory, and mirrored to a shared store
 /// when one is configured).
@@ -150,8 +137,8 @@ impl Notary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signing::recover_address;
-    use crate::store::ManualClock;
+    use signet_core::signing::recover_address;
+    use signet_core::store::ManualClock;
     use std::sync::Arc;
     use std::time::Duration;
 

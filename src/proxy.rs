@@ -3,16 +3,9 @@
 //! what those return. The per-request state is [`RequestCtx`].
 
 use crate::config::UpstreamTarget;
-use crate::error::ApiError;
 use crate::gateway::{Gateway, InFlightSlot};
-use crate::ids::{CompletionId, request_id};
-use crate::inband;
 use crate::metrics::METRICS;
-use crate::routes::{LocalResponse, Route};
-use crate::store::Ticket;
-use crate::transcript::{
-    BodyKind, RequestBodyError, RequestCapture, ResponseCapture, UnsignedReason,
-};
+use crate::routes::LocalResponse;
 use async_trait::async_trait;
 use bytes::Bytes;
 use log::{error, info, warn};
@@ -20,6 +13,14 @@ use pingora_core::prelude::HttpPeer;
 use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use signet_core::error::ApiError;
+use signet_core::ids::{CompletionId, request_id};
+use signet_core::inband;
+use signet_core::route::Route;
+use signet_core::store::Ticket;
+use signet_core::transcript::{
+    BodyKind, RequestBodyError, RequestCapture, ResponseCapture, UnsignedReason,
+};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -14,9 +14,9 @@
 //! first, then Redis with a short timeout.
 
 use crate::metrics::METRICS;
-use crate::notary::SignatureReceipt;
 use log::{info, warn};
 use redis::aio::ConnectionManager;
+use signet_core::receipt::SignatureReceipt;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use common::*;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use signet::attestation::{DevQuoteProvider, REPORT_DATA_OFFSET, spdm_request_nonce};
+use signet_attest::{DevQuoteProvider, REPORT_DATA_OFFSET, spdm_request_nonce};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -25,7 +25,7 @@ fn assert_binding(report: &serde_json::Value, nonce_hex: &str) {
     let parsed = tdx_quote::Quote::from_bytes(&quote).expect("a parseable v4 quote");
     let data = parsed.report_input_data();
     let address =
-        signet::signing::Address::parse(report["signing_address"].as_str().unwrap()).unwrap();
+        signet_core::signing::Address::parse(report["signing_address"].as_str().unwrap()).unwrap();
     assert_eq!(
         &data[..20],
         &address.0,
@@ -38,9 +38,10 @@ fn assert_binding(report: &serde_json::Value, nonce_hex: &str) {
         &data[..]
     );
     // The public key and the address belong together.
-    let from_key =
-        signet::signing::address_of_public_key_hex(report["signing_public_key"].as_str().unwrap())
-            .unwrap();
+    let from_key = signet_core::signing::address_of_public_key_hex(
+        report["signing_public_key"].as_str().unwrap(),
+    )
+    .unwrap();
     assert_eq!(from_key, address);
     let payload: serde_json::Value =
         serde_json::from_str(report["nvidia_payload"].as_str().unwrap()).unwrap();

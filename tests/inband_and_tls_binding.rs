@@ -27,7 +27,7 @@ async fn a_streamed_in_band_signature_follows_the_signed_bytes_and_equals_the_lo
             .await;
         assert_eq!(reply.status, 200);
         assert_eq!(reply.headers["x-signet-signature"], "in-band");
-        let (covered, signature) = signet::inband::split_stream(&reply.body);
+        let (covered, signature) = signet_core::inband::split_stream(&reply.body);
         let signature = signature.expect("a trailing signature comment");
         assert!(covered.ends_with(b"data: [DONE]\n\n"));
         let receipt = gateway.signature(&id).await.json();
@@ -164,7 +164,7 @@ async fn tls_relay(
         .with_single_cert(certs, key)
         .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
-    let client = signet::verify::http::tls_config(Some(target_cert.cert_pem.as_bytes())).unwrap();
+    let client = signet_verify::http::tls_config(Some(target_cert.cert_pem.as_bytes())).unwrap();
     let connector = tokio_rustls::TlsConnector::from(client);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -243,7 +243,7 @@ async fn a_new_certificate_is_reflected_in_the_next_report_after_a_reload() {
     let first = TestCert::localhost();
     let old = Gateway::start_tls(&upstream.url(), &first);
     let fingerprint_of = |c: &TestCert| {
-        hex::encode(signet::attestation::spki_sha256_of_pem_chain(c.cert_pem.as_bytes()).unwrap())
+        hex::encode(signet::app::spki_sha256_of_pem_chain(c.cert_pem.as_bytes()).unwrap())
     };
     let report = tls_report(old.addr, &first).await;
     assert_eq!(
@@ -295,11 +295,11 @@ async fn tls_report_trusting(
     trusted: &[&TestCert],
 ) -> Option<serde_json::Value> {
     let pem: String = trusted.iter().map(|c| c.cert_pem.clone()).collect();
-    let tls = signet::verify::http::tls_config(Some(pem.as_bytes())).unwrap();
-    let base = signet::verify::http::BaseUrl::parse(&format!("https://localhost:{}", addr.port()))
-        .unwrap();
+    let tls = signet_verify::http::tls_config(Some(pem.as_bytes())).unwrap();
+    let base =
+        signet_verify::http::BaseUrl::parse(&format!("https://localhost:{}", addr.port())).unwrap();
     let client =
-        signet::verify::http::Client::new(base, Some(tls), std::time::Duration::from_secs(10));
+        signet_verify::http::Client::new(base, Some(tls), std::time::Duration::from_secs(10));
     let reply = client
         .send(
             http::Method::GET,

@@ -6,11 +6,11 @@
 
 use proptest::prelude::*;
 use sha2::{Digest, Sha256};
-use signet::ids::CompletionId;
-use signet::signing::Signer;
-use signet::sse::{IdSearch, SseIdScanner};
-use signet::store::{Clock, ManualClock, SignatureStore, StoredSignature};
-use signet::transcript::{BodyKind, ResponseCapture, ScanLimits};
+use signet_core::ids::CompletionId;
+use signet_core::signing::Signer;
+use signet_core::sse::{IdSearch, SseIdScanner};
+use signet_core::store::{Clock, ManualClock, SignatureStore, StoredSignature};
+use signet_core::transcript::{BodyKind, ResponseCapture, ScanLimits};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;

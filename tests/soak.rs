@@ -1,5 +1,5 @@
 //! The soak in its short form (the full one is `scripts/soak.sh`): a few thousand requests
-//! through the real binary with client aborts and upstream faults, checked by `signet-load`:
+//! through the real binary with client aborts and upstream faults, checked by `signet-load`'s soak (run in-process):
 //! every completed response signed over exactly the bytes received, no aborted or failed one
 //! signed, nothing hung, RSS back near its baseline.
 
@@ -8,7 +8,6 @@
 mod common;
 
 use common::*;
-use std::process::Command;
 
 #[test]
 fn a_short_soak_with_aborts_and_faults_keeps_the_books_exact() {
@@ -18,27 +17,31 @@ fn a_short_soak_with_aborts_and_faults_keeps_the_books_exact() {
         &upstream.url(),
         &format!("  admin:\n    listen: \"127.0.0.1:{admin}\"\n"),
     );
-    let output = Command::new(env!("CARGO_BIN_EXE_signet-load"))
-        .args(["soak", "--target"])
-        .arg(gateway.addr.to_string())
-        .arg("--admin")
-        .arg(format!("127.0.0.1:{admin}"))
-        .arg("--pid")
-        .arg(gateway.pid().to_string())
-        .arg("--log")
-        .arg(&gateway.log_path)
-        .args(["--requests", "3000", "--concurrency", "32"])
+    let gateway_addr = gateway.addr.to_string();
+    let admin_addr = format!("127.0.0.1:{admin}");
+    let pid = gateway.pid().to_string();
+    let log = gateway.log_path.display().to_string();
+    let report = signet_testkit::load::soak_in_process([
+        "--target",
+        gateway_addr.as_str(),
+        "--admin",
+        admin_addr.as_str(),
+        "--pid",
+        pid.as_str(),
+        "--log",
+        log.as_str(),
+        "--requests",
+        "3000",
+        "--concurrency",
+        "32",
         // Higher fault rates than the full soak, so a short run still meets every case often.
-        .args(["--abort-rate", "0.15", "--fault-rate", "0.10"])
-        .output()
-        .expect("run signet-load");
-    let report = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "soak failed:\n{report}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+        "--abort-rate",
+        "0.15",
+        "--fault-rate",
+        "0.10",
+    ])
+    .expect("the soak ran");
+    assert_eq!(report["violations"], serde_json::json!([]), "{report}");
     assert_eq!(report["hung"], 0);
     assert_eq!(report["wrongly_signed"], 0);
     for outcome in [

@@ -129,7 +129,7 @@ async fn a_signature_from_another_key_fails() {
                 return body;
             }
             let mut receipt: serde_json::Value = serde_json::from_slice(&body).unwrap();
-            let other = signet::signing::Signer::from_secret_bytes(&[7; 32]).unwrap();
+            let other = signet_core::signing::Signer::from_secret_bytes(&[7; 32]).unwrap();
             let forged = other
                 .sign_message(receipt["text"].as_str().unwrap().as_bytes())
                 .unwrap();
@@ -158,7 +158,7 @@ async fn gateway_with_the_recorded_quote() -> FakeHttp {
             .split_once("nonce=")
             .map(|(_, n)| n.to_owned())
             .unwrap_or_default();
-        let signer = signet::signing::Signer::from_secret_bytes(&[9; 32]).unwrap();
+        let signer = signet_core::signing::Signer::from_secret_bytes(&[9; 32]).unwrap();
         if seen.path_and_query.starts_with("/v1/attestation/report") {
             Answer::json(
                 200,
@@ -186,7 +186,7 @@ fn collateral_window_start() -> u64 {
             .unwrap();
     let tcb: serde_json::Value =
         serde_json::from_str(collateral["tcb_info"].as_str().unwrap()).unwrap();
-    signet::verify::parse_rfc3339(tcb["issueDate"].as_str().unwrap()).unwrap() + 3600
+    signet_verify::parse_rfc3339(tcb["issueDate"].as_str().unwrap()).unwrap() + 3600
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -401,7 +401,7 @@ async fn nras_judges_the_gpu_evidence() {
 
 #[test]
 fn verify_signature_recovers_and_checks_the_signer() {
-    let signer = signet::signing::Signer::from_secret_bytes(&[5; 32]).unwrap();
+    let signer = signet_core::signing::Signer::from_secret_bytes(&[5; 32]).unwrap();
     let text = format!("{}:{}", "ab".repeat(32), "cd".repeat(32));
     let sig = signer.sign_message(text.as_bytes()).unwrap().to_hex();
     let address = signer.address().to_checksum();
@@ -435,7 +435,7 @@ fn verify_signature_recovers_and_checks_the_signer() {
         .0
     );
 
-    let other = signet::signing::Signer::from_secret_bytes(&[6; 32])
+    let other = signet_core::signing::Signer::from_secret_bytes(&[6; 32])
         .unwrap()
         .address()
         .to_checksum();

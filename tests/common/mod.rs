@@ -1,5 +1,5 @@
-//! Test harness: real processes on ephemeral ports. `Upstream` runs
-//! `signet-mock-upstream`, `Gateway` runs the `signet` binary with a generated config, and
+//! Test harness: real sockets on ephemeral ports. `Upstream` runs the mock upstream
+//! in-process (signet-testkit), `Gateway` runs the `signet` binary with a generated config, and
 //! the HTTP helpers talk to them over real sockets. Readiness is polled with a deadline;
 //! nothing sleeps for a fixed time.
 
@@ -9,7 +9,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -30,9 +29,9 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("addr").port()
 }
 
-/// The mock upstream process.
+/// The mock upstream, running in this test process (signet-testkit).
 pub struct Upstream {
-    child: Child,
+    server: signet_testkit::mock::MockUpstream,
     pub addr: SocketAddr,
 }
 
@@ -41,26 +40,19 @@ impl Upstream {
         Self::start_with(&[])
     }
 
+    /// Starts one with the binary's flags (`--listen`, `--events`, ...); fixtures replay
+    /// from tests/fixtures.
     pub fn start_with(extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_signet-mock-upstream"))
-            .arg("--replay-dir")
-            .arg(fixtures_dir())
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn mock upstream");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read LISTENING line");
-        let addr = line
-            .trim()
-            .strip_prefix("LISTENING ")
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line from mock upstream: {line:?}"));
-        Upstream { child, addr }
+        let args = [
+            "--replay-dir".to_owned(),
+            fixtures_dir().display().to_string(),
+        ]
+        .into_iter()
+        .chain(extra.iter().map(|a| (*a).to_owned()));
+        let options = signet_testkit::mock::MockOptions::from_args(args).expect("mock flags");
+        let server = signet_testkit::mock::spawn(options).expect("start the mock upstream");
+        let addr = server.addr;
+        Upstream { server, addr }
     }
 
     pub fn url(&self) -> String {
@@ -92,15 +84,9 @@ impl Upstream {
         assert_eq!(reply.status, 200);
     }
 
+    /// Stops it as a dying process would: listener and connections closed.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        self.kill();
+        self.server.stop();
     }
 }
 
@@ -416,8 +402,8 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Recovers the EIP-191 signer with signet's own code.
 pub fn recover(text: &str, signature: &str) -> String {
-    let sig = signet::signing::RecoverableSignature::parse(signature).expect("signature");
-    signet::signing::recover_address(text.as_bytes(), &sig)
+    let sig = signet_core::signing::RecoverableSignature::parse(signature).expect("signature");
+    signet_core::signing::recover_address(text.as_bytes(), &sig)
         .expect("recover")
         .to_checksum()
 }

@@ -135,7 +135,8 @@ struct BenchArgs {
     label: String,
 }
 
-fn main() -> ExitCode {
+/// Runs `signet-load` with the process's arguments.
+pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -467,9 +468,9 @@ async fn check_receipt(
         ));
     }
     let signature = receipt["signature"].as_str().unwrap_or_default();
-    let recovered = signet::signing::RecoverableSignature::parse(signature)
+    let recovered = signet_core::signing::RecoverableSignature::parse(signature)
         .ok()
-        .and_then(|sig| signet::signing::recover_address(expected.as_bytes(), &sig).ok())
+        .and_then(|sig| signet_core::signing::recover_address(expected.as_bytes(), &sig).ok())
         .map(|a| a.to_checksum());
     if recovered.as_deref() != Some(address) {
         return Some(format!(
@@ -510,6 +511,48 @@ async fn metric(admin: SocketAddr, name: &str) -> Option<f64> {
 }
 
 async fn soak(args: SoakArgs) -> ExitCode {
+    match soak_report(args).await {
+        Ok(report) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            );
+            if report["violations"].as_array().is_some_and(Vec::is_empty) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("signet-load: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `signet-load soak` with these arguments (as the binary takes them after `soak`) on a
+/// runtime of its own, and returns its report; a report with violations is still `Ok`.
+pub fn soak_in_process<I, S>(args: I) -> Result<Value, String>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<std::ffi::OsString> + Clone,
+{
+    let argv = ["signet-load".into(), "soak".into()]
+        .into_iter()
+        .chain(args.into_iter().map(Into::into));
+    let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+    let Command::Soak(args) = cli.command else {
+        return Err("not a soak".to_owned());
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?
+        .block_on(soak_report(args))
+}
+
+/// The soak itself: its JSON report, or why it could not run.
+async fn soak_report(args: SoakArgs) -> Result<Value, String> {
     let started = Instant::now();
     let run = format!("soak{}", std::process::id());
     let address = match get(args.target, "/health").await {
@@ -519,8 +562,7 @@ async fn soak(args: SoakArgs) -> ExitCode {
         _ => None,
     };
     let Some(address) = address else {
-        eprintln!("signet-load: the gateway at {} is not healthy", args.target);
-        return ExitCode::FAILURE;
+        return Err(format!("the gateway at {} is not healthy", args.target));
     };
 
     // Warm up (pools, allocator arenas), then take the baseline.
@@ -531,8 +573,7 @@ async fn soak(args: SoakArgs) -> ExitCode {
     };
     run_phase(&args, &format!("{run}w"), warm, &address, calm).await;
     let Some(baseline_kib) = rss_kib(args.pid) else {
-        eprintln!("signet-load: no process {}", args.pid);
-        return ExitCode::FAILURE;
+        return Err(format!("no process {}", args.pid));
     };
     let entries_before = metric(args.admin, "signet_signature_store_entries")
         .await
@@ -658,15 +699,7 @@ async fn soak(args: SoakArgs) -> ExitCode {
         "violations": book.violations,
         "wall_seconds": (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
     });
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&report).unwrap_or_default()
-    );
-    if book.violations.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    Ok(report)
 }
 
 /// Runs `count` requests at the configured concurrency and checks each as it ends.

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use sha2::{Digest, Sha256};
+
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -123,17 +123,7 @@ impl std::fmt::Debug for Client {
     }
 }
 
-/// sha256 of the DER SubjectPublicKeyInfo inside a DER certificate.
-pub fn spki_sha256_of_cert(der: &[u8]) -> Option<[u8; 32]> {
-    use x509_cert::der::{Decode, Encode};
-    let cert = x509_cert::Certificate::from_der(der).ok()?;
-    let spki = cert
-        .tbs_certificate()
-        .subject_public_key_info()
-        .to_der()
-        .ok()?;
-    Some(Sha256::digest(&spki).into())
-}
+pub use signet_core::report::spki_sha256_of_cert;
 
 /// A TLS client configuration trusting the system roots plus `extra_ca_pem`.
 pub fn tls_config(extra_ca_pem: Option<&[u8]>) -> Result<Arc<rustls::ClientConfig>, HttpError> {

@@ -200,7 +200,7 @@ pub(crate) mod fake {
     //! `inblob` writes are answered with a mock quote over exactly those bytes.
 
     use super::*;
-    use crate::attestation::DevQuoteProvider;
+    use crate::DevQuoteProvider;
     use std::sync::Mutex;
 
     pub struct FakeKernel {
@@ -275,7 +275,7 @@ pub(crate) mod fake {
 mod tests {
     use super::fake::FakeKernel;
     use super::*;
-    use crate::attestation::check_quote_binding;
+    use crate::check_quote_binding;
 
     fn open(kernel: Arc<FakeKernel>) -> (tempfile::TempDir, Result<ConfigfsTsm, AttestationError>) {
         let dir = tempfile::tempdir().unwrap();

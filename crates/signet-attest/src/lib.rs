@@ -8,7 +8,8 @@
 //! concurrently under one timeout, and every quote is parsed and its report_data checked
 //! against what was asked for before it is served.
 //!
-//! This module does not know about HTTP beyond producing a [`LocalResponse`].
+//! This crate does not know about HTTP: [`Attestor::answer`] takes the query string and
+//! returns the report or the envelope, which the server writes.
 
 pub mod configfs;
 mod dev;
@@ -16,19 +17,22 @@ pub mod dev_gpu;
 pub mod dstack;
 pub mod nvidia;
 pub mod nvml;
+pub mod settings;
 
 pub use dev::DevQuoteProvider;
 pub use nvidia::{GpuEvidence, NoGpuEvidence, nras_payload, spdm_request_nonce};
 
-use crate::config::{AttestationMode, AttestationSettings, GpuEvidenceMode, QuoteEncoding};
-use crate::error::ApiError;
-use crate::ids::Nonce;
-use crate::routes::{LocalResponse, check_signing_algo, query_param};
-use crate::signing::Address;
+use crate::settings::{AttestationMode, AttestationSettings, GpuEvidenceMode, QuoteEncoding};
 use async_trait::async_trait;
 use base64::Engine;
 use log::error;
-use serde::Serialize;
+use signet_core::error::ApiError;
+use signet_core::ids::Nonce;
+use signet_core::query::{parse_nonce_query, wants_tls_binding};
+pub use signet_core::report::{
+    AttestationReport, MIN_QUOTE_LEN, REPORT_DATA_OFFSET, SignerIdentity, report_data,
+    tls_bound_report_data,
+};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -107,44 +111,6 @@ pub trait GpuEvidenceSource: Send + Sync {
     async fn collect(&self, nonce: &Nonce) -> Result<Vec<GpuEvidence>, AttestationError>;
 }
 
-/// report_data = 20-byte address ‖ 12 zero bytes ‖ 32-byte nonce, the layout existing
-/// verifiers read at quote bytes 568..632.
-pub fn report_data(address: &Address, nonce: &Nonce) -> [u8; 64] {
-    let mut data = [0u8; 64];
-    data[..20].copy_from_slice(&address.0);
-    data[32..].copy_from_slice(&nonce.0);
-    data
-}
-
-/// report_data bound to the TLS certificate too (`?tls_binding=true`):
-/// sha256(20-byte address ‖ sha256(DER SubjectPublicKeyInfo of the serving certificate)) ‖
-/// 32-byte nonce. A man in the middle with another certificate cannot relay such a report.
-pub fn tls_bound_report_data(address: &Address, spki_sha256: &[u8; 32], nonce: &Nonce) -> [u8; 64] {
-    use sha2::{Digest, Sha256};
-    let mut hasher = Sha256::new();
-    hasher.update(address.0);
-    hasher.update(spki_sha256);
-    let mut data = [0u8; 64];
-    data[..32].copy_from_slice(&hasher.finalize());
-    data[32..].copy_from_slice(&nonce.0);
-    data
-}
-
-/// sha256 of the DER SubjectPublicKeyInfo of the first certificate in a PEM chain.
-pub fn spki_sha256_of_pem_chain(pem: &[u8]) -> Option<[u8; 32]> {
-    let first = rustls_pemfile::certs(&mut std::io::BufReader::new(pem))
-        .next()?
-        .ok()?;
-    crate::verify::http::spki_sha256_of_cert(first.as_ref())
-}
-
-/// Byte offset of report_data in a v4 TDX quote (48-byte header + 520 bytes of body).
-pub const REPORT_DATA_OFFSET: usize = 568;
-
-/// The smallest well-formed v4 quote: header, body, signature section length, ECDSA
-/// signature, attestation key, certification data type and length.
-pub const MIN_QUOTE_LEN: usize = 48 + 584 + 4 + 64 + 64 + 2 + 4;
-
 /// Parses a quote and checks its report_data; signet never serves a quote that fails this.
 pub fn check_quote_binding(quote: &[u8], expected: &[u8; 64]) -> Result<(), AttestationError> {
     // The parser slices the signed region before checking the length: guard it here.
@@ -160,43 +126,6 @@ pub fn check_quote_binding(quote: &[u8], expected: &[u8; 64]) -> Result<(), Atte
         return Err(AttestationError::BindingMismatch);
     }
     Ok(())
-}
-
-/// The body of `GET /v1/attestation/report`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct AttestationReport {
-    /// EIP-55 address of the signing key.
-    pub signing_address: String,
-    /// Always `ecdsa`.
-    pub signing_algo: &'static str,
-    /// Uncompressed public key without `04`, 128 hex chars.
-    pub signing_public_key: String,
-    /// The nonce bound into the quote and the GPU evidence, 64 hex chars.
-    pub request_nonce: String,
-    /// The TDX quote, base64 or hex.
-    pub intel_quote: String,
-    /// The body to POST to NVIDIA NRAS `/v3/attest/gpu`, as a JSON string.
-    pub nvidia_payload: String,
-    /// `tdx`, `dstack` or `dev`.
-    pub mode: &'static str,
-    /// `nvml`, `dev` or `none`.
-    pub gpu_evidence: &'static str,
-    /// The event log behind the quote's RTMRs, when the provider gives one (dstack).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub event_log: Option<String>,
-    /// With `?tls_binding=true`: hex sha256 of the serving certificate's DER
-    /// SubjectPublicKeyInfo, bound into report_data.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls_cert_fingerprint: Option<String>,
-}
-
-/// The public half of the signing identity, as reports show it.
-#[derive(Debug, Clone)]
-pub struct SignerIdentity {
-    /// The signing address.
-    pub address: Address,
-    /// 64-byte uncompressed public key without the `04` prefix.
-    pub public_key: [u8; 64],
 }
 
 /// A report made for a nonce signet drew itself, reusable by nonce-less requests.
@@ -353,26 +282,22 @@ impl Attestor {
         };
         Ok(AttestationReport {
             signing_address: self.identity.address.to_checksum(),
-            signing_algo: "ecdsa",
+            signing_algo: "ecdsa".to_owned(),
             signing_public_key: hex::encode(self.identity.public_key),
             request_nonce: nonce.to_hex(),
             intel_quote,
             nvidia_payload: nras_payload(&nonce, &evidence),
-            mode: self.quotes.mode().as_str(),
-            gpu_evidence: self.gpu.mode().as_str(),
+            mode: self.quotes.mode().as_str().to_owned(),
+            gpu_evidence: self.gpu.mode().as_str().to_owned(),
             event_log: quote.event_log,
             tls_cert_fingerprint: tls_spki_sha256.map(hex::encode),
         })
     }
 
     /// Answers `GET /v1/attestation/report?nonce=…&signing_algo=…&tls_binding=true`.
-    pub async fn answer(&self, query: Option<&str>) -> LocalResponse {
-        let (nonce, bind_tls) = match parse_nonce_query(query)
-            .and_then(|nonce| Ok((nonce, wants_tls_binding(query)?)))
-        {
-            Ok(parsed) => parsed,
-            Err(refusal) => return refusal.into(),
-        };
+    pub async fn answer(&self, query: Option<&str>) -> Result<AttestationReport, ApiError> {
+        let nonce = parse_nonce_query(query)?;
+        let bind_tls = wants_tls_binding(query)?;
         let report = match (nonce, bind_tls) {
             (_, true) => match self.tls_spki_sha256 {
                 Some(spki) => {
@@ -380,71 +305,32 @@ impl Attestor {
                         .await
                 }
                 None => {
-                    return ApiError::bad_request(
+                    return Err(ApiError::bad_request(
                         "tls_binding_unavailable",
                         "tls_binding needs signet to terminate TLS (signet.tls)",
                     )
-                    .with_param("tls_binding")
-                    .into();
+                    .with_param("tls_binding"));
                 }
             },
             (Some(nonce), false) => self.report(nonce).await,
             (None, false) => self.report_without_nonce().await,
         };
-        match report {
-            Ok(report) => LocalResponse::ok_json(&report),
-            Err(e) => {
-                error!("attestation failed: {e}");
-                ApiError::unavailable("attestation_unavailable", "attestation is unavailable")
-                    .into()
-            }
-        }
-    }
-}
-
-/// Whether the query asks for a report bound to the TLS certificate: `tls_binding=true` (or
-/// `1`), or `version=2` as Phala's deployments call it.
-pub fn wants_tls_binding(query: Option<&str>) -> Result<bool, ApiError> {
-    let binding = match query_param(query, "tls_binding")? {
-        None | Some("false") | Some("0") => false,
-        Some("true") | Some("1") => true,
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "invalid_tls_binding",
-                "tls_binding must be true or false",
-            )
-            .with_param("tls_binding"));
-        }
-    };
-    let version = match query_param(query, "version")? {
-        None | Some("1") => false,
-        Some("2") => true,
-        Some(_) => {
-            return Err(
-                ApiError::bad_request("invalid_version", "version must be 1 or 2")
-                    .with_param("version"),
-            );
-        }
-    };
-    Ok(binding || version)
-}
-
-/// Reads `nonce` (optional, 64 hex chars) and checks `signing_algo`.
-pub fn parse_nonce_query(query: Option<&str>) -> Result<Option<Nonce>, ApiError> {
-    check_signing_algo(query)?;
-    query_param(query, "nonce")?
-        .map(|text| {
-            Nonce::parse(text).map_err(|e| {
-                ApiError::bad_request("invalid_nonce", e.to_string()).with_param("nonce")
-            })
+        report.map_err(|e| {
+            error!("attestation failed: {e}");
+            ApiError::unavailable("attestation_unavailable", "attestation is unavailable")
         })
-        .transpose()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signing::Signer;
+    use signet_core::signing::{Address, Signer};
+
+    /// The HTTP status an answer would be written with.
+    fn status_of(answer: &Result<AttestationReport, ApiError>) -> u16 {
+        answer.as_ref().map_or_else(|e| e.status, |_| 200)
+    }
 
     fn attestor(settings_encoding: QuoteEncoding) -> (Attestor, Signer) {
         let signer = Signer::generate();
@@ -586,7 +472,7 @@ mod tests {
             attestor.report(Nonce::random()).await,
             Err(AttestationError::Timeout(Duration::from_secs(2)))
         );
-        assert_eq!(attestor.answer(None).await.status, 503);
+        assert_eq!(status_of(&attestor.answer(None).await), 503);
     }
 
     #[tokio::test]
@@ -597,8 +483,7 @@ mod tests {
             Err(AttestationError::BindingMismatch)
         );
         let answer = attestor.answer(None).await;
-        assert_eq!(answer.status, 503);
-        assert!(!String::from_utf8_lossy(&answer.body).contains("intel_quote"));
+        assert_eq!(status_of(&answer), 503);
     }
 
     #[tokio::test]
@@ -609,13 +494,13 @@ mod tests {
         assert_eq!(first, second);
         assert_eq!(provider.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
         let nonce = format!("nonce={}", "cd".repeat(32));
-        attestor.answer(Some(&nonce)).await;
-        attestor.answer(Some(&nonce)).await;
+        attestor.answer(Some(&nonce)).await.unwrap();
+        attestor.answer(Some(&nonce)).await.unwrap();
         assert_eq!(provider.calls.load(std::sync::atomic::Ordering::SeqCst), 3);
 
         let (uncached, provider) = scripted(false, false, Duration::ZERO);
-        uncached.answer(None).await;
-        uncached.answer(None).await;
+        uncached.answer(None).await.unwrap();
+        uncached.answer(None).await.unwrap();
         assert_eq!(provider.calls.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
@@ -623,7 +508,7 @@ mod tests {
     async fn tls_bound_reports_bind_the_certificate_key() {
         let (plain, _) = attestor(QuoteEncoding::Hex);
         let refused = plain.answer(Some("tls_binding=true")).await;
-        assert_eq!(refused.status, 400, "no TLS, no binding");
+        assert_eq!(status_of(&refused), 400, "no TLS, no binding");
         let (attestor, signer) = attestor(QuoteEncoding::Hex);
         let attestor = attestor.with_tls_certificate([0x33; 32]);
         let nonce = "44".repeat(32);
@@ -632,8 +517,8 @@ mod tests {
             format!("nonce={nonce}&version=2"),
         ] {
             let answer = attestor.answer(Some(&query)).await;
-            assert_eq!(answer.status, 200);
-            let report: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+            assert_eq!(status_of(&answer), 200);
+            let report = serde_json::to_value(answer.unwrap()).unwrap();
             assert_eq!(report["tls_cert_fingerprint"], "33".repeat(32));
             let quote = hex::decode(report["intel_quote"].as_str().unwrap()).unwrap();
             let bound = &quote[REPORT_DATA_OFFSET..REPORT_DATA_OFFSET + 64];
@@ -641,26 +526,12 @@ mod tests {
             assert_eq!(bound, expected);
         }
         let unbound = attestor.answer(Some(&format!("nonce={nonce}"))).await;
-        let report: serde_json::Value = serde_json::from_slice(&unbound.body).unwrap();
+        let report = serde_json::to_value(unbound.unwrap()).unwrap();
         assert!(report.get("tls_cert_fingerprint").is_none());
-        assert_eq!(attestor.answer(Some("tls_binding=maybe")).await.status, 400);
-        assert_eq!(attestor.answer(Some("version=3")).await.status, 400);
-    }
-
-    #[test]
-    fn nonce_queries_are_checked() {
-        assert_eq!(parse_nonce_query(None), Ok(None));
-        let hex = "ab".repeat(32);
         assert_eq!(
-            parse_nonce_query(Some(&format!("nonce={hex}"))),
-            Ok(Some(Nonce([0xab; 32])))
+            status_of(&attestor.answer(Some("tls_binding=maybe")).await),
+            400
         );
-        for bad in ["nonce=", "nonce=abc", "nonce=../../", "nonce=a&nonce=b"] {
-            assert_eq!(
-                parse_nonce_query(Some(bad)).unwrap_err().status,
-                400,
-                "{bad}"
-            );
-        }
+        assert_eq!(status_of(&attestor.answer(Some("version=3")).await), 400);
     }
 }

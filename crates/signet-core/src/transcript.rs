@@ -354,8 +354,8 @@ impl ResponseCapture {
 mod tests {
     use super::*;
 
-    const SEED_REQUEST: &[u8] = include_bytes!("../tests/fixtures/seed-request.json");
-    const SEED_RESPONSE: &[u8] = include_bytes!("../tests/fixtures/seed-response.sse");
+    const SEED_REQUEST: &[u8] = include_bytes!("../../../tests/fixtures/seed-request.json");
+    const SEED_RESPONSE: &[u8] = include_bytes!("../../../tests/fixtures/seed-response.sse");
     const SEED_TEXT: &str = "bcf152411970b14faab35a76d559b4188b78c24ced0048d0edcd320bf47bff0a:2e704942816901eaf435945fd01d76346e5dd283d5f8a2391e525e8f9a9ef36e";
     const LIMITS: ScanLimits = ScanLimits {
         event_stream: 64 * 1024,

@@ -4,11 +4,11 @@
 //! each base64-encoded, as NVIDIA's own tools build it.
 
 use super::{AttestationError, GpuEvidenceSource};
-use crate::config::GpuEvidenceMode;
-use crate::ids::Nonce;
+use crate::settings::GpuEvidenceMode;
 use async_trait::async_trait;
 use base64::Engine;
 use serde_json::json;
+use signet_core::ids::Nonce;
 
 /// The architecture name NRAS expects for H100s.
 pub const HOPPER: &str = "HOPPER";
@@ -46,15 +46,7 @@ pub fn nras_payload(nonce: &Nonce, evidence: &[GpuEvidence]) -> String {
     .to_string()
 }
 
-/// The nonce an evidence item was taken with: an H100 attestation report starts with the SPDM
-/// 1.1 `GET_MEASUREMENTS` request (version 0x11, code 0xE0, two parameter bytes) whose next 32
-/// bytes are the nonce (DMTF DSP0274).
-pub fn spdm_request_nonce(report: &[u8]) -> Option<[u8; 32]> {
-    match report {
-        [0x11, 0xE0, _, _, rest @ ..] => rest.get(..32)?.try_into().ok(),
-        _ => None,
-    }
-}
+pub use signet_core::report::spdm_request_nonce;
 
 /// No GPU evidence: the list is empty (a CPU-only deployment says so openly).
 #[derive(Debug, Default)]

@@ -4,8 +4,12 @@
 //! offsets, pause between chunks, die mid-stream, hold a stream until a test releases it,
 //! or close a keep-alive connection after a response the way llama-server does.
 //!
-//! It prints `LISTENING <addr>` on its first stdout line. Per-request behaviour comes from
-//! `x-mock-*` request headers (signet forwards them unchanged):
+//! Tests start it in-process with [`spawn`] and get a [`MockUpstream`] handle (its address,
+//! and `stop`, which closes the listener and every connection as a dying process would); the
+//! `signet-mock-upstream` binary runs the same server for benchmarks and prints
+//! `LISTENING <addr>` on its first stdout line. Defaults come from [`MockOptions`];
+//! per-request behaviour comes from `x-mock-*` request headers (signet forwards them
+//! unchanged):
 //!
 //! | header | effect |
 //! |---|---|
@@ -100,64 +104,151 @@ impl Request {
     }
 }
 
-fn parse_args() -> (SocketAddr, State, usize) {
-    let mut listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
-    let mut state = State {
-        defaults: Defaults {
+/// How a mock upstream starts: where it listens and how it answers when a request's headers
+/// say nothing.
+#[derive(Debug, Clone)]
+pub struct MockOptions {
+    /// Address to listen on (port 0: an ephemeral port).
+    pub listen: SocketAddr,
+    /// Directory that `x-mock-replay: NAME` reads files from.
+    pub replay_dir: Option<PathBuf>,
+    /// Content events per stream (tokens per JSON answer).
+    pub events: usize,
+    /// Pad each event's content to about this many bytes.
+    pub event_bytes: usize,
+    /// Pause between body pieces, in microseconds.
+    pub delay_us: u64,
+    /// Worker threads of the server's runtime.
+    pub threads: usize,
+}
+
+impl Default for MockOptions {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            replay_dir: None,
             events: 8,
             event_bytes: 0,
             delay_us: 0,
-        },
-        ..State::default()
-    };
-    let mut threads = 2;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = || args.next().unwrap_or_default();
-        match arg.as_str() {
-            "--listen" => listen = value().parse().unwrap_or(listen),
-            "--replay-dir" => state.replay_dir = Some(PathBuf::from(value())),
-            "--events" => state.defaults.events = value().parse().unwrap_or(8),
-            "--event-bytes" => state.defaults.event_bytes = value().parse().unwrap_or(0),
-            "--delay-us" => state.defaults.delay_us = value().parse().unwrap_or(0),
-            "--threads" => threads = value().parse().unwrap_or(2),
-            other => {
-                eprintln!("signet-mock-upstream: unknown argument {other}");
-                std::process::exit(2);
-            }
+            threads: 2,
         }
     }
-    (listen, state, threads)
 }
 
-fn main() {
-    let (listen, state, threads) = parse_args();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads.max(1))
+impl MockOptions {
+    /// Reads the binary's flags (`--listen`, `--replay-dir`, `--events`, `--event-bytes`,
+    /// `--delay-us`, `--threads`).
+    pub fn from_args(args: impl IntoIterator<Item = String>) -> Result<Self, String> {
+        let mut options = Self::default();
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            let mut value = || args.next().unwrap_or_default();
+            match arg.as_str() {
+                "--listen" => options.listen = value().parse().unwrap_or(options.listen),
+                "--replay-dir" => options.replay_dir = Some(PathBuf::from(value())),
+                "--events" => options.events = value().parse().unwrap_or(8),
+                "--event-bytes" => options.event_bytes = value().parse().unwrap_or(0),
+                "--delay-us" => options.delay_us = value().parse().unwrap_or(0),
+                "--threads" => options.threads = value().parse().unwrap_or(2),
+                other => return Err(format!("unknown argument {other}")),
+            }
+        }
+        Ok(options)
+    }
+
+    fn state(&self) -> State {
+        State {
+            replay_dir: self.replay_dir.clone(),
+            defaults: Defaults {
+                events: self.events,
+                event_bytes: self.event_bytes,
+                delay_us: self.delay_us,
+            },
+            ..State::default()
+        }
+    }
+}
+
+/// A running mock upstream. Dropping it (or [`MockUpstream::stop`]) closes the listener and
+/// every open connection, as a dying process would.
+#[derive(Debug)]
+pub struct MockUpstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl MockUpstream {
+    /// Stops serving: the listener and every connection are closed before this returns.
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for MockUpstream {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Starts a mock upstream on its own thread and runtime (so sync and async tests alike can
+/// use it) and returns once it is listening.
+pub fn spawn(options: MockOptions) -> std::io::Result<MockUpstream> {
+    let listener = std::net::TcpListener::bind(options.listen)?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(options.threads.max(1))
         .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("signet-mock-upstream: runtime: {e}");
-            std::process::exit(1);
-        }
-    };
-    runtime.block_on(serve(listen, Arc::new(state)));
+        .build()?;
+    let state = Arc::new(options.state());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("mock-upstream".to_owned())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let Ok(listener) = TcpListener::from_std(listener) else {
+                    return;
+                };
+                tokio::select! {
+                    () = serve(listener, state) => {}
+                    _ = stopped => {}
+                }
+            });
+            // Every connection task is dropped here, closing its socket.
+            runtime.shutdown_background();
+        })?;
+    Ok(MockUpstream {
+        addr,
+        stop: Some(stop),
+        thread: Some(thread),
+    })
 }
 
-async fn serve(listen: SocketAddr, state: Arc<State>) {
-    let listener = match TcpListener::bind(listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("signet-mock-upstream: bind {listen}: {e}");
-            std::process::exit(1);
-        }
-    };
-    let local = listener.local_addr().unwrap_or(listen);
-    println!("LISTENING {local}");
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
+/// Runs a mock upstream on this thread until the process ends, printing `LISTENING <addr>`
+/// first (the binary).
+pub fn serve_forever(options: MockOptions) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(options.threads.max(1))
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = TcpListener::bind(options.listen).await?;
+        println!("LISTENING {}", listener.local_addr()?);
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        serve(listener, Arc::new(options.state())).await;
+        Ok(())
+    })
+}
+
+async fn serve(listener: TcpListener, state: Arc<State>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;

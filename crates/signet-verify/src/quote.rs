@@ -88,14 +88,14 @@ pub fn parse_collateral(json: &[u8]) -> Result<QuoteCollateralV3, String> {
 mod tests {
     use super::*;
 
-    const REAL_QUOTE: &[u8] = include_bytes!("../../tests/fixtures/tdx/quote.bin");
-    const REAL_COLLATERAL: &[u8] = include_bytes!("../../tests/fixtures/tdx/collateral.json");
+    const REAL_QUOTE: &[u8] = include_bytes!("../../../tests/fixtures/tdx/quote.bin");
+    const REAL_COLLATERAL: &[u8] = include_bytes!("../../../tests/fixtures/tdx/collateral.json");
 
     /// A moment inside the sample collateral's validity window.
     fn inside_window(collateral: &QuoteCollateralV3) -> u64 {
         let tcb: serde_json::Value = serde_json::from_str(&collateral.tcb_info).unwrap();
         let issued = tcb["issueDate"].as_str().unwrap();
-        crate::verify::parse_rfc3339(issued).unwrap() + 3600
+        crate::parse_rfc3339(issued).unwrap() + 3600
     }
 
     #[test]
@@ -119,7 +119,7 @@ mod tests {
 
     #[test]
     fn a_mock_quote_parses_but_its_chain_fails() {
-        let mock = crate::attestation::DevQuoteProvider::generate().mock_quote(&[1; 64]);
+        let mock = signet_attest::DevQuoteProvider::generate().mock_quote(&[1; 64]);
         let facts = parse_quote(&mock).unwrap();
         assert_eq!(facts.report_data, [1; 64]);
         let collateral = parse_collateral(REAL_COLLATERAL).unwrap();

@@ -13,11 +13,6 @@ pub mod nras;
 pub mod pccs;
 pub mod quote;
 
-use crate::attestation::spdm_request_nonce;
-use crate::ids::Nonce;
-use crate::signing::{Address, RecoverableSignature, address_of_public_key_hex, recover_address};
-use crate::sse::{IdSearch, SseIdScanner};
-use crate::transcript::signed_text;
 use ::http::Method;
 use base64::Engine;
 use bytes::Bytes;
@@ -25,6 +20,13 @@ use dcap_qvl::QuoteCollateralV3;
 use http::{BaseUrl, Client};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use signet_core::ids::Nonce;
+use signet_core::report::spdm_request_nonce;
+use signet_core::signing::{
+    Address, RecoverableSignature, address_of_public_key_hex, recover_address,
+};
+use signet_core::sse::{IdSearch, SseIdScanner};
+use signet_core::transcript::signed_text;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -419,17 +421,17 @@ async fn check_report(
     match (&quote, &address) {
         (Some((_, facts)), Some(address)) => {
             let expected = match &bound_spki {
-                Some(spki) => crate::attestation::tls_bound_report_data(address, spki, &nonce),
+                Some(spki) => signet_core::report::tls_bound_report_data(address, spki, &nonce),
                 None if options.tls_binding => {
                     // The binding failed: compare with what it should have been for what
                     // this connection saw, so the quote check fails too.
-                    crate::attestation::tls_bound_report_data(
+                    signet_core::report::tls_bound_report_data(
                         address,
                         &seen_spki.unwrap_or_default(),
                         &nonce,
                     )
                 }
-                None => crate::attestation::report_data(address, &nonce),
+                None => signet_core::report::report_data(address, &nonce),
             };
             list.record(
                 "quote.report_data",
@@ -666,8 +668,8 @@ async fn check_completion(
     let mut headers = auth_headers(options);
     headers.push(("content-type", "application/json".to_owned()));
     headers.push((
-        crate::inband::REQUEST_HEADER,
-        crate::inband::REQUEST_VALUE.to_owned(),
+        signet_core::inband::REQUEST_HEADER,
+        signet_core::inband::REQUEST_VALUE.to_owned(),
     ));
     let response = client
         .send(
@@ -719,7 +721,7 @@ async fn check_completion(
         }
     };
     // The in-band signature, if the gateway appended one, is not part of the signed bytes.
-    let (covered, inband) = crate::inband::split_stream(&response.body);
+    let (covered, inband) = signet_core::inband::split_stream(&response.body);
     let mut scanner = SseIdScanner::new(1 << 20);
     scanner.feed(covered);
     let id = match scanner.finish() {

@@ -4,7 +4,7 @@
 //! the configuration and every report says `"mode": "dev"`.
 
 use super::{AttestationError, ProvidedQuote, QuoteProvider};
-use crate::config::AttestationMode;
+use crate::settings::AttestationMode;
 use async_trait::async_trait;
 use p256::ecdsa::SigningKey;
 use rand_core::OsRng;

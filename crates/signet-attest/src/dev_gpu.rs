@@ -4,14 +4,15 @@
 //! every report in this mode says `"gpu_evidence": "dev"`.
 
 use super::{AttestationError, GpuEvidence, GpuEvidenceSource, nvidia::HOPPER};
-use crate::config::GpuEvidenceMode;
-use crate::ids::Nonce;
+use crate::settings::GpuEvidenceMode;
 use async_trait::async_trait;
+use signet_core::ids::Nonce;
 use std::sync::LazyLock;
 
 const RECORDED_REPORT_HEX: &str =
-    include_str!("../../tests/fixtures/nvidia/hopper-attestation-report.hex");
-const RECORDED_CERT_CHAIN: &str = include_str!("../../tests/fixtures/nvidia/hopper-cert-chain.pem");
+    include_str!("../../../tests/fixtures/nvidia/hopper-attestation-report.hex");
+const RECORDED_CERT_CHAIN: &str =
+    include_str!("../../../tests/fixtures/nvidia/hopper-cert-chain.pem");
 
 static RECORDED: LazyLock<GpuEvidence> = LazyLock::new(|| GpuEvidence {
     // The fixture is checked by a unit test; an unreadable one would serve an empty report.
@@ -43,7 +44,7 @@ impl GpuEvidenceSource for DevGpuEvidence {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attestation::nvidia::spdm_request_nonce;
+    use crate::nvidia::spdm_request_nonce;
 
     #[test]
     fn the_recorded_evidence_is_a_real_spdm_exchange_and_chain() {

@@ -5,7 +5,7 @@
 //! against the quote's RTMRs.
 
 use super::{AttestationError, ProvidedQuote, QuoteProvider};
-use crate::config::AttestationMode;
+use crate::settings::AttestationMode;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -102,7 +102,7 @@ impl QuoteProvider for DstackAgent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attestation::{DevQuoteProvider, check_quote_binding};
+    use crate::{DevQuoteProvider, check_quote_binding};
     use hyper::service::service_fn;
     use std::sync::Arc;
 

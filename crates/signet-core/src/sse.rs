@@ -228,7 +228,7 @@ pub fn id_of_json_object(bytes: &[u8]) -> Result<CompletionId, IdFailure> {
 mod tests {
     use super::*;
 
-    const SEED: &[u8] = include_bytes!("../tests/fixtures/seed-response.sse");
+    const SEED: &[u8] = include_bytes!("../../../tests/fixtures/seed-response.sse");
     const SEED_ID: &str = "chat-7ee2a39468ce48d7b2284783f21782b0";
 
     fn scan_in_pieces(stream: &[u8], cuts: &[usize]) -> IdSearch {

@@ -6,11 +6,11 @@
 //! [`GpuDriver`], implemented for real by [`NvmlDriver`] and by fakes in tests.
 
 use super::{AttestationError, GpuEvidence, GpuEvidenceSource};
-use crate::config::GpuEvidenceMode;
-use crate::ids::Nonce;
+use crate::settings::GpuEvidenceMode;
 use async_trait::async_trait;
 use nvml_wrapper::Nvml;
 use nvml_wrapper::enums::device::DeviceArchitecture;
+use signet_core::ids::Nonce;
 use std::sync::Arc;
 
 /// What signet needs from the GPU driver.
@@ -215,7 +215,7 @@ impl GpuEvidenceSource for NvmlEvidence {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attestation::nras_payload;
+    use crate::nras_payload;
     use base64::Engine;
     use std::sync::Mutex;
 
