@@ -378,7 +378,7 @@ impl BackgroundService for Sweeper {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = ticks.tick() => {
-                    self.gateway.notary().store().sweep();
+                    self.gateway.notary.store().sweep();
                 }
             }
         }

@@ -8,12 +8,14 @@
 //! `signet-core` (no Pingora, no I/O); quotes and GPU evidence come from `signet-attest`; the
 //! client verifier is `signet-verify`, which the `signet` binary links for `signet verify`.
 
+pub mod admission;
 pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod gateway;
 pub mod hardening;
+pub mod inband_json;
 pub mod metrics;
 pub mod notary;
 pub mod proxy;

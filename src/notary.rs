@@ -4,6 +4,7 @@
 
 use crate::shared_store::{SharedStore, SharedStoreError};
 use signet_core::ids::CompletionId;
+use signet_core::inband::InbandSignature;
 pub use signet_core::receipt::SignatureReceipt;
 use signet_core::signing::{Address, RecoverableSignature, Signer, SigningError};
 use signet_core::store::{SignatureStore, StoredSignature, Ticket};
@@ -84,6 +85,24 @@ impl Notary {
             shared.publish(exchange.id.as_str(), &receipt, self.store.ttl());
         }
         Ok((ticket, signature))
+    }
+
+    /// Signs and files the exchange, returning what the client may get in-band.
+    pub fn seal_for_client(
+        &self,
+        exchange: &CompletedExchange,
+    ) -> Result<(Ticket, InbandSignature), SigningError> {
+        let (ticket, signature) = self.seal(exchange)?;
+        Ok((
+            ticket,
+            InbandSignature {
+                id: exchange.id.to_string(),
+                text: exchange.text(),
+                signature: signature.to_hex(),
+                signing_address: self.address().to_checksum(),
+                signing_algo: "ecdsa".to_owned(),
+            },
+        ))
     }
 
     fn receipt_for(

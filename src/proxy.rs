@@ -1,11 +1,14 @@
-//! The Pingora side of signet: a thin [`ProxyHttp`] implementation whose hooks only route,
-//! hand bytes to the domain modules (transcript, notary, routes, attestation) and write
-//! what those return. The per-request state is [`RequestCtx`].
+//! The Pingora side of signet: a [`ProxyHttp`] implementation whose hooks only translate.
+//! Each hook turns Pingora's types into the plain facts of `signet_core::exchange` and
+//! carries out the decision it gets back (refuse, read the body first, forward these bytes,
+//! edit these headers, sign, retry, retract); none decides anything about signing itself.
+//! The per-request state is [`RequestCtx`]: the exchange plus what only the I/O side needs.
 
+use crate::admission::InFlightSlot;
 use crate::config::UpstreamTarget;
-use crate::gateway::{Gateway, InFlightSlot};
+use crate::gateway::Gateway;
 use crate::metrics::METRICS;
-use crate::routes::LocalResponse;
+use crate::routes::{self, LocalResponse};
 use async_trait::async_trait;
 use bytes::Bytes;
 use log::{error, info, warn};
@@ -14,42 +17,26 @@ use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use signet_core::error::ApiError;
+use signet_core::exchange::{
+    AttemptError, BodyStep, End, Exchange, Failure, HeadDecision, HttpVersion, PREREAD_LIMIT,
+    Refusal, RequestHead, ResponseEdits, ResponseHead, RetryFacts, Settlement, Side,
+    is_signet_header,
+};
 use signet_core::ids::{CompletionId, request_id};
 use signet_core::inband;
 use signet_core::route::Route;
-use signet_core::store::Ticket;
-use signet_core::transcript::{
-    BodyKind, RequestBodyError, RequestCapture, ResponseCapture, UnsignedReason,
-};
+use signet_core::transcript::UnsignedReason;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Per-request state. Created empty for every request; fields fill in as hooks run.
+/// Per-request state: the exchange, and what only the I/O side needs.
 #[derive(Debug)]
 pub struct RequestCtx {
-    /// What the request is, by path.
-    pub route: Route,
+    /// The request's state machine.
+    exchange: Exchange,
     /// When the request started being processed.
-    pub started: Instant,
-    /// Request body capture (signed routes only).
-    request: Option<RequestCapture>,
-    /// Response body capture (2xx responses on signed routes only).
-    response: Option<ResponseCapture>,
-    /// Status sent to the client (upstream's, or signet's own).
-    status: Option<u16>,
-    /// An answer signet decided on itself, written by `fail_to_proxy`.
-    rejection: Option<ApiError>,
-    /// The signature filed for this response, until the response is known delivered.
-    sealed: Option<Ticket>,
-    /// The completion id, once known (for the access log).
-    completion_id: Option<CompletionId>,
-    /// Why a signed route ended without a signature.
-    unsigned: Option<UnsignedReason>,
-    /// Response body bytes hashed (signed routes).
-    response_bytes: u64,
-    /// Upstream attempts retried on a fresh connection.
-    fresh_connection_retries: u32,
+    started: Instant,
     /// The request id: the client's `x-request-id` if well-formed, else drawn.
     pub request_id: String,
     /// A place among the completions in flight (signed routes).
@@ -60,46 +47,6 @@ pub struct RequestCtx {
     failed_connects: Vec<SocketAddr>,
     /// When the request head was sent upstream (latency metrics).
     sent_upstream_at: Option<Instant>,
-    /// The client asked for the signature in the response itself.
-    inband: bool,
-    /// This response is a stream that gets its signature appended as an SSE comment.
-    inband_trailer: bool,
-}
-
-impl Default for RequestCtx {
-    fn default() -> Self {
-        Self {
-            route: Route::PassThrough,
-            started: Instant::now(),
-            request: None,
-            response: None,
-            status: None,
-            rejection: None,
-            sealed: None,
-            completion_id: None,
-            unsigned: None,
-            response_bytes: 0,
-            fresh_connection_retries: 0,
-            request_id: String::new(),
-            slot: None,
-            target: None,
-            failed_connects: Vec::new(),
-            sent_upstream_at: None,
-            inband: false,
-            inband_trailer: false,
-        }
-    }
-}
-
-impl RequestCtx {
-    /// Records a refusal and turns it into the error that stops the request; the envelope
-    /// itself is written by `fail_to_proxy`.
-    fn refuse(&mut self, refusal: ApiError) -> Box<Error> {
-        let status = refusal.status;
-        self.rejection = Some(refusal);
-        self.unsigned = Some(UnsignedReason::Rejected);
-        Error::explain(ErrorType::HTTPStatus(status), "refused by signet")
-    }
 }
 
 /// signet's proxy.
@@ -112,6 +59,97 @@ impl SignetProxy {
     pub fn new(gateway: Arc<Gateway>) -> Self {
         Self { gateway }
     }
+}
+
+// --- Translation: Pingora's types to the exchange's facts ----------------------------------
+
+fn version_of(version: http::Version) -> HttpVersion {
+    match version {
+        http::Version::HTTP_09 | http::Version::HTTP_10 => HttpVersion::Http10,
+        http::Version::HTTP_2 | http::Version::HTTP_3 => HttpVersion::Http2,
+        _ => HttpVersion::Http11,
+    }
+}
+
+fn head_bytes(header: &RequestHeader) -> usize {
+    header.method.as_str().len()
+        + header.raw_path().len()
+        + header
+            .headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum::<usize>()
+}
+
+fn request_facts<'a>(
+    header: &'a RequestHeader,
+    authorized: bool,
+    body_empty: bool,
+) -> RequestHead<'a> {
+    RequestHead {
+        method: header.method.as_str(),
+        path: header.uri.path(),
+        version: version_of(header.version),
+        head_bytes: head_bytes(header),
+        content_length: header
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .map(|v| v.as_bytes()),
+        transfer_encoding: header.headers.contains_key(http::header::TRANSFER_ENCODING),
+        body_empty,
+        authorized,
+        inband: header
+            .headers
+            .get(inband::REQUEST_HEADER)
+            .map(|v| v.as_bytes()),
+    }
+}
+
+/// What a Pingora error was, as the exchange's rules see it.
+fn attempt_error(error: &Error) -> AttemptError {
+    let side = match error.esource() {
+        ErrorSource::Upstream => Side::Upstream,
+        ErrorSource::Downstream => Side::Downstream,
+        ErrorSource::Internal | ErrorSource::Unset => Side::Internal,
+    };
+    let failure = match error.etype() {
+        ErrorType::HTTPStatus(code) => Failure::Status(*code),
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout => Failure::Timeout,
+        ErrorType::ConnectionClosed => Failure::Closed {
+            before_answer: error
+                .context
+                .as_ref()
+                .is_some_and(|c| c.as_str().contains("bytes already read: 0")),
+        },
+        ErrorType::ReadError | ErrorType::WriteError => {
+            let reset = error
+                .root_cause()
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| {
+                    matches!(
+                        io.kind(),
+                        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                    )
+                });
+            if reset { Failure::Reset } else { Failure::Io }
+        }
+        _ => Failure::Other,
+    };
+    AttemptError { side, failure }
+}
+
+// --- Carrying out decisions -----------------------------------------------------------------
+
+/// Carries out a refusal: the envelope is written by `fail_to_proxy` from the exchange.
+fn refuse(session: &mut Session, refusal: Refusal) -> Box<Error> {
+    if refusal.close {
+        // The body was not read: the next bytes on this connection are not a request head.
+        session.set_keepalive(None);
+    }
+    Error::explain(
+        ErrorType::HTTPStatus(refusal.error.status),
+        "refused by signet",
+    )
 }
 
 /// Writes a locally produced JSON response.
@@ -136,170 +174,158 @@ async fn write_local(
         .await
 }
 
-/// Bodies up to this size are read and checked before any upstream connection is made.
-/// It is the capacity of the body buffer Pingora 0.9 keeps for retries (`BODY_BUF_LIMIT`):
-/// a body read in `request_filter` with retry buffering on is replayed from that buffer to
-/// the upstream, so nothing of a malformed request ever leaves signet. Larger bodies stream
-/// through the body filter, which holds them back until they are complete and checked.
-const PREREAD_LIMIT: u64 = 64 * 1024;
-
-/// Whether the request declares a body small enough to be read up front.
-fn fits_retry_buffer(header: &RequestHeader) -> bool {
-    if header.headers.contains_key(http::header::TRANSFER_ENCODING) {
-        return false;
+/// Applies the exchange's edits to the response head.
+fn apply_edits(
+    session: &mut Session,
+    response: &mut ResponseHeader,
+    edits: ResponseEdits,
+    request_id: &str,
+) -> Result<()> {
+    if edits.strip_signet_headers {
+        let forged: Vec<http::HeaderName> = response
+            .headers
+            .keys()
+            .filter(|name| is_signet_header(name.as_str()))
+            .cloned()
+            .collect();
+        for name in forged {
+            response.remove_header(&name);
+        }
     }
-    header
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .is_some_and(|length| length <= PREREAD_LIMIT)
+    if edits.request_id {
+        response.insert_header("x-request-id", request_id)?;
+    }
+    if edits.remove_transfer_encoding {
+        response.remove_header(&http::header::TRANSFER_ENCODING);
+    }
+    if edits.remove_content_length {
+        response.remove_header(&http::header::CONTENT_LENGTH);
+    }
+    if edits.add_chunked {
+        response.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+    }
+    if edits.close {
+        response.insert_header(http::header::CONNECTION, "close")?;
+        session.set_keepalive(None);
+    }
+    if edits.mark_inband {
+        response.insert_header(inband::REQUEST_HEADER, inband::REQUEST_VALUE)?;
+    }
+    Ok(())
 }
 
-/// Reads and checks the whole (small) request body before the upstream is contacted.
-async fn preread_body(
+/// Reads the rest of the request body into the exchange (a body read before the upstream is
+/// contacted).
+async fn read_body_first(
     session: &mut Session,
-    capture: &mut RequestCapture,
-) -> std::result::Result<(), ApiError> {
-    session.as_mut().enable_retry_buffering();
-    read_rest_of_body(session, capture).await
-}
-
-/// Reads what is left of the request body into `capture` and checks it.
-async fn read_rest_of_body(
-    session: &mut Session,
-    capture: &mut RequestCapture,
-) -> std::result::Result<(), ApiError> {
+    exchange: &mut Exchange,
+) -> std::result::Result<(), Refusal> {
     loop {
         match session.as_mut().read_request_body().await {
-            Ok(Some(chunk)) => capture.push(&chunk).map_err(request_body_refusal)?,
-            Ok(None) => break,
-            Err(e) if e.etype() == &ErrorType::ReadTimedout => {
-                return Err(ApiError::from_status(408));
-            }
-            Err(_) => {
-                return Err(ApiError::bad_request(
-                    "bad_request",
-                    "the request body could not be read",
-                ));
+            Ok(Some(chunk)) => exchange.push_request_body(&chunk)?,
+            Ok(None) => return exchange.finish_request_body(),
+            Err(e) => {
+                return Err(exchange.request_body_unreadable(e.etype() == &ErrorType::ReadTimedout));
             }
         }
-    }
-    capture.finish().map(|_| ()).map_err(request_body_refusal)
-}
-
-fn request_body_refusal(error: RequestBodyError) -> ApiError {
-    match error {
-        RequestBodyError::TooLarge { limit } => ApiError::too_large(limit),
-        other => ApiError::bad_request("invalid_request_body", other.to_string()),
-    }
-}
-
-/// Maps a Pingora failure to the envelope the client gets.
-fn envelope_for(error: &Error) -> ApiError {
-    match (error.esource(), error.etype()) {
-        (_, ErrorType::HTTPStatus(code)) => ApiError::from_status(*code),
-        (ErrorSource::Upstream, ErrorType::ReadTimedout | ErrorType::WriteTimedout) => {
-            ApiError::gateway_timeout("the upstream did not answer in time")
-        }
-        (ErrorSource::Upstream, _) => {
-            ApiError::bad_gateway("the upstream is unreachable or failed")
-        }
-        (ErrorSource::Downstream, ErrorType::ReadTimedout) => ApiError::from_status(408),
-        (ErrorSource::Downstream, _) => ApiError::bad_request("bad_request", "malformed request"),
-        _ => ApiError::internal(),
     }
 }
 
 /// Counts the finished request in the metrics.
 fn record_metrics(ctx: &RequestCtx) {
-    let route = ctx.route.label();
-    let status = ctx.status.map_or_else(|| "0".to_owned(), |s| s.to_string());
+    let exchange = &ctx.exchange;
+    let route = exchange.route().label();
+    let status = exchange
+        .status()
+        .map_or_else(|| "0".to_owned(), |s| s.to_string());
     METRICS.requests.with_label_values(&[route, &status]).inc();
     if let Some(sent) = ctx.sent_upstream_at {
         METRICS
             .upstream_total_seconds
             .observe(sent.elapsed().as_secs_f64());
     }
-    if let Route::Signed(_) = ctx.route {
-        if ctx.sealed.is_some() {
+    if let Route::Signed(_) = exchange.route() {
+        if exchange.is_sealed() {
             METRICS.signed.with_label_values(&[route]).inc();
-        } else if let Some(reason) = ctx.unsigned {
+        } else if let Some(reason) = exchange.unsigned() {
             METRICS.unsigned.with_label_values(&[reason.as_str()]).inc();
         }
     }
-    if let Some(request) = &ctx.request {
+    if let Some(request_bytes) = exchange.request_bytes() {
         METRICS
             .hashed_bytes
             .with_label_values(&["request"])
-            .inc_by(request.hashed_bytes());
+            .inc_by(request_bytes);
         METRICS
             .hashed_bytes
             .with_label_values(&["response"])
-            .inc_by(ctx.response_bytes);
-    }
-}
-
-/// Whether the upstream closed the connection before sending any byte of a response: a
-/// reset (our bytes arrived at a closed socket), a broken pipe, or an end of stream while
-/// reading the response head with nothing read.
-fn closed_idle_without_answer(error: &Error) -> bool {
-    match error.etype() {
-        ErrorType::ConnectionClosed => error
-            .context
-            .as_ref()
-            .is_some_and(|c| c.as_str().contains("bytes already read: 0")),
-        ErrorType::ReadError | ErrorType::WriteError => error
-            .root_cause()
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| {
-                matches!(
-                    io.kind(),
-                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
-                )
-            }),
-        _ => false,
-    }
-}
-
-/// Why a failed request ended unsigned.
-fn unsigned_reason_for(error: &Error) -> UnsignedReason {
-    match error.esource() {
-        ErrorSource::Downstream => UnsignedReason::ClientAbort,
-        _ => UnsignedReason::UpstreamAbort,
+            .inc_by(exchange.response_bytes());
     }
 }
 
 impl SignetProxy {
-    /// Writes the outcome of the in-band JSON path and ends the request.
-    async fn write_inband(
+    /// Admits a request to a signed route: a slot, then the body read first if so decided,
+    /// then either the in-band JSON path (answered here: `Ok(true)`) or the proxy.
+    async fn admit(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-        outcome: crate::gateway::InbandOutcome,
+        read_first: bool,
     ) -> Result<bool> {
-        ctx.status = Some(outcome.status);
-        ctx.target = outcome.target;
-        ctx.unsigned = outcome.unsigned;
-        if let Some(sealed) = outcome.sealed {
-            ctx.sealed = Some(sealed.ticket);
-            ctx.completion_id = Some(sealed.id);
-            ctx.response_bytes = outcome.body.len() as u64;
+        match self.gateway.admission.take_slot() {
+            Ok(slot) => ctx.slot = Some(slot),
+            Err(refusal) => return Err(refuse(session, ctx.exchange.refuse(refusal, true))),
         }
-        let mut header = ResponseHeader::build(outcome.status, Some(outcome.headers.len() + 2))?;
-        for (name, value) in outcome.headers {
-            header.append_header(name, value)?;
+        // SDKs close their end as soon as they have read `data: [DONE]`, often before the
+        // upstream's end-of-body arrives; let the response finish (a real disconnect still
+        // surfaces when a write fails) so a fully delivered stream gets signed.
+        session.as_downstream_mut().set_abort_on_close(false);
+        if !read_first {
+            return Ok(false);
         }
-        header.insert_header(http::header::CONTENT_LENGTH, outcome.body.len())?;
-        header.insert_header("x-request-id", ctx.request_id.as_str())?;
-        session
-            .write_response_header(Box::new(header), false)
-            .await?;
-        session
-            .write_response_body(Some(outcome.body), true)
-            .await?;
+        if fits_retry_buffer(session.req_header()) {
+            // A body read here is replayed to the upstream from Pingora's retry buffer.
+            session.as_mut().enable_retry_buffering();
+        }
+        if let Err(refusal) = read_body_first(session, &mut ctx.exchange).await {
+            return Err(refuse(session, refusal));
+        }
+        if !ctx.exchange.serves_inband_json() {
+            return Ok(false);
+        }
+        let header = session.req_header();
+        let path = header.uri.path_and_query().map_or("/", |p| p.as_str());
+        let answer = crate::inband_json::serve(
+            &self.gateway,
+            &mut ctx.exchange,
+            &header.method,
+            path,
+            &header.headers,
+            &ctx.request_id,
+        )
+        .await;
+        ctx.target = answer.target.clone();
+        let mut head = ResponseHeader::build(answer.status, Some(answer.headers.len() + 2))?;
+        for (name, value) in answer.headers {
+            head.append_header(name, value)?;
+        }
+        head.insert_header(http::header::CONTENT_LENGTH, answer.body.len())?;
+        head.insert_header("x-request-id", ctx.request_id.as_str())?;
+        session.write_response_header(Box::new(head), false).await?;
+        session.write_response_body(Some(answer.body), true).await?;
         Ok(true)
     }
+}
+
+/// Whether the request declares a body small enough for Pingora's retry buffer.
+fn fits_retry_buffer(header: &RequestHeader) -> bool {
+    !header.headers.contains_key(http::header::TRANSFER_ENCODING)
+        && header
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|length| length <= PREREAD_LIMIT)
 }
 
 #[async_trait]
@@ -307,7 +333,15 @@ impl ProxyHttp for SignetProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> Self::CTX {
-        RequestCtx::default()
+        RequestCtx {
+            exchange: Exchange::new(self.gateway.exchange_policy()),
+            started: Instant::now(),
+            request_id: String::new(),
+            slot: None,
+            target: None,
+            failed_connects: Vec::new(),
+            sent_upstream_at: None,
+        }
     }
 
     /// No downstream modules. Pingora's default adds a (disabled) response compression
@@ -317,113 +351,69 @@ impl ProxyHttp for SignetProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         crate::hardening::head_received();
+        let body_empty = session.as_mut().is_body_empty();
         let header = session.req_header();
         ctx.request_id = request_id(header.headers.get("x-request-id").map(|v| v.as_bytes()));
-        ctx.route = Route::classify(header.uri.path());
-        if let Err(refusal) = self.gateway.check_head_size(header) {
-            session.set_keepalive(None);
-            return Err(ctx.refuse(refusal));
-        }
-        let protected = !matches!(ctx.route, Route::Health | Route::AttestationReport);
-        if protected && !self.gateway.authorized(header) {
-            return Err(ctx.refuse(ApiError::unauthorized(
-                "missing or invalid bearer token (Authorization: Bearer <token>)",
-            )));
-        }
-        if ctx.route.is_local() {
-            let answer = self.gateway.answer_local(ctx.route, header).await;
-            ctx.status = Some(answer.status);
-            write_local(session, &answer, &ctx.request_id).await?;
-            return Ok(true);
-        }
+        let authorized = self.gateway.admission.authorized(
+            header
+                .headers
+                .get(http::header::AUTHORIZATION)
+                .map(|v| v.as_bytes()),
+        );
+        let decision = ctx
+            .exchange
+            .on_request_head(&request_facts(header, authorized, body_empty));
         // A client that stalls while sending its body is cut off (slow-loris).
-        let body_timeout = self.gateway.settings().client_timeouts.body;
-        session
-            .as_downstream_mut()
-            .set_read_timeout(Some(body_timeout));
-        if let Route::Signed(_) = ctx.route {
-            let header = session.req_header();
-            let mut capture = match self.gateway.admit_signed(header) {
-                Ok(capture) => capture,
-                Err(refusal) => {
-                    // The body was not read: do not try to reuse this connection.
-                    session.set_keepalive(None);
-                    return Err(ctx.refuse(refusal));
-                }
-            };
-            if session.as_mut().is_body_empty() {
-                // A bodiless request would reach the upstream complete with its head alone.
-                return Err(
-                    ctx.refuse(request_body_refusal(RequestBodyError::MalformedJson(
-                        "the request has no body".to_owned(),
-                    ))),
-                );
+        let body_timeout = self.gateway.settings.client_timeouts.body;
+        match decision {
+            HeadDecision::Refuse(refusal) => Err(refuse(session, refusal)),
+            HeadDecision::Local(route) => {
+                let header = session.req_header();
+                let answer = routes::answer_local(
+                    &self.gateway,
+                    route,
+                    &header.method,
+                    header.uri.path(),
+                    header.uri.query(),
+                )
+                .await;
+                ctx.exchange.set_status(answer.status);
+                write_local(session, &answer, &ctx.request_id).await?;
+                Ok(true)
             }
-            match self.gateway.enter() {
-                Ok(slot) => ctx.slot = Some(slot),
-                Err(refusal) => {
-                    session.set_keepalive(None);
-                    return Err(ctx.refuse(refusal));
-                }
-            }
-            // SDKs close their end as soon as they have read `data: [DONE]`, often before
-            // the upstream's end-of-body arrives; let the response finish (a real disconnect
-            // still surfaces when a write fails) so a fully delivered stream gets signed.
-            session.as_downstream_mut().set_abort_on_close(false);
-            ctx.inband = inband::requested(
+            HeadDecision::Forward => {
                 session
-                    .req_header()
-                    .headers
-                    .get(inband::REQUEST_HEADER)
-                    .map(|v| v.as_bytes()),
-            );
-            if fits_retry_buffer(session.req_header()) {
-                preread_body(session, &mut capture)
-                    .await
-                    .map_err(|refusal| {
-                        session.set_keepalive(None);
-                        ctx.refuse(refusal)
-                    })?;
+                    .as_downstream_mut()
+                    .set_read_timeout(Some(body_timeout));
+                Ok(false)
             }
-            if ctx.inband && capture.complete_body().is_none() {
-                // The in-band JSON path sends the request itself: it needs the whole body.
-                read_rest_of_body(session, &mut capture)
-                    .await
-                    .map_err(|refusal| {
-                        session.set_keepalive(None);
-                        ctx.refuse(refusal)
-                    })?;
+            HeadDecision::Admit { read_body_first } => {
+                session
+                    .as_downstream_mut()
+                    .set_read_timeout(Some(body_timeout));
+                self.admit(session, ctx, read_body_first).await
             }
-            if ctx.inband && capture.stream() != Some(true) {
-                let outcome = self
-                    .gateway
-                    .fetch_for_inband(session.req_header(), &capture, &ctx.request_id)
-                    .await;
-                ctx.request = Some(capture);
-                return self.write_inband(session, ctx, outcome).await;
-            }
-            ctx.request = Some(capture);
         }
-        Ok(false)
     }
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
         // Called once per attempt: a retried attempt replays the body from its start.
-        if let Some(capture) = ctx.request.as_mut() {
-            capture.restart_if_incomplete();
-        }
-        let Some(target) = self.gateway.pick_upstream(&ctx.failed_connects).cloned() else {
-            return Err(ctx.refuse(ApiError::bad_gateway(
-                "no upstream is available (every upstream failed to connect)",
-            )));
+        let plan = ctx.exchange.start_attempt();
+        let Some(target) = self.gateway.upstreams.select(&ctx.failed_connects).cloned() else {
+            let refusal = ctx.exchange.refuse(
+                ApiError::bad_gateway(
+                    "no upstream is available (every upstream failed to connect)",
+                ),
+                false,
+            );
+            return Err(refuse(session, refusal));
         };
-        let stream = ctx.request.as_ref().and_then(RequestCapture::stream);
-        let mut peer = self.gateway.peer_for(&target, stream);
-        if ctx.fresh_connection_retries > 0 {
+        let mut peer = self.gateway.upstreams.peer_for(&target, plan.stream);
+        if plan.fresh_connection {
             // A connection-group of its own: no pooled connection can be picked for it.
             peer.group_key = rand_core::RngCore::next_u64(&mut rand_core::OsRng);
         }
@@ -438,12 +428,12 @@ impl ProxyHttp for SignetProxy {
         ctx: &mut Self::CTX,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        // Nothing was sent: another upstream, if there is one left, may take the request.
         if let Some(target) = &ctx.target {
-            ctx.failed_connects.push(target.addr);
-        }
-        if ctx.failed_connects.len() < self.gateway.upstream_count() {
-            e.set_retry(true);
+            let another = self
+                .gateway
+                .upstreams
+                .try_another_after(&mut ctx.failed_connects, target.addr);
+            e.set_retry(another);
         }
         e
     }
@@ -458,9 +448,9 @@ impl ProxyHttp for SignetProxy {
             return Error::e_explain(ErrorType::InternalError, "no upstream chosen");
         };
         ctx.sent_upstream_at = Some(Instant::now());
-        self.gateway.prepare_upstream_request(
+        self.gateway.upstreams.prepare_request(
             upstream_request,
-            ctx.request.is_some(),
+            ctx.exchange.is_signed_route(),
             target,
             &ctx.request_id,
         )
@@ -468,39 +458,20 @@ impl ProxyHttp for SignetProxy {
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        let Some(capture) = ctx.request.as_mut() else {
-            return Ok(());
-        };
-        if let Some(complete) = capture.complete_body() {
-            // A retried attempt: forward the same bytes again, hashed once already.
-            *body = Some(if end_of_stream {
-                complete.clone()
-            } else {
-                Bytes::new()
-            });
-            return Ok(());
-        }
-        if let Some(chunk) = body.take() {
-            if let Err(e) = capture.push(&chunk) {
-                return Err(ctx.refuse(request_body_refusal(e)));
-            }
-        }
-        if !end_of_stream {
-            // Hold the body until it is complete and checked; an empty chunk sends nothing.
-            *body = Some(Bytes::new());
-            return Ok(());
-        }
-        match capture.finish() {
-            Ok(complete) => {
-                *body = Some(complete);
+        match ctx
+            .exchange
+            .forward_request_body(body.take(), end_of_stream)
+        {
+            Ok(forward) => {
+                *body = forward;
                 Ok(())
             }
-            Err(e) => Err(ctx.refuse(request_body_refusal(e))),
+            Err(refusal) => Err(refuse(session, refusal)),
         }
     }
 
@@ -510,59 +481,25 @@ impl ProxyHttp for SignetProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        let status = upstream_response.status;
-        if status.is_informational() {
-            return Ok(());
-        }
-        ctx.status = Some(status.as_u16());
-        upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
-        let http10_client = session.req_header().version == http::Version::HTTP_10;
-        if http10_client
-            && upstream_response
-                .remove_header(&http::header::TRANSFER_ENCODING)
-                .is_some()
+        let headers = &upstream_response.headers;
+        let facts = ResponseHead {
+            status: upstream_response.status.as_u16(),
+            content_type: headers
+                .get(http::header::CONTENT_TYPE)
+                .map(|v| v.as_bytes()),
+            content_length: headers.contains_key(http::header::CONTENT_LENGTH),
+            transfer_encoding: headers.contains_key(http::header::TRANSFER_ENCODING),
+            client_version: version_of(session.req_header().version),
+        };
+        let edits = ctx.exchange.on_response_head(&facts);
+        if edits.request_id
+            && let Some(sent) = ctx.sent_upstream_at
         {
-            // An HTTP/1.0 client cannot read chunked framing (Pingora would pass it on): the
-            // body goes out as it comes, ended by closing the connection.
-            upstream_response.insert_header(http::header::CONNECTION, "close")?;
-            session.set_keepalive(None);
-        }
-        if let Some(sent) = ctx.sent_upstream_at {
             METRICS
                 .upstream_first_byte_seconds
                 .observe(sent.elapsed().as_secs_f64());
         }
-        if ctx.request.is_none() {
-            return Ok(());
-        }
-        if status.is_success() {
-            let content_type = upstream_response
-                .headers
-                .get(http::header::CONTENT_TYPE)
-                .map(|v| v.as_bytes());
-            let kind = BodyKind::from_content_type(content_type);
-            if ctx.inband && kind == BodyKind::EventStream {
-                // The body grows by the signature comment: it cannot keep a fixed length.
-                ctx.inband_trailer = true;
-                if upstream_response
-                    .remove_header(&http::header::CONTENT_LENGTH)
-                    .is_some()
-                {
-                    if session.req_header().version == http::Version::HTTP_11 {
-                        upstream_response
-                            .insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
-                    } else if http10_client {
-                        upstream_response.insert_header(http::header::CONNECTION, "close")?;
-                        session.set_keepalive(None);
-                    }
-                }
-                upstream_response.insert_header(inband::REQUEST_HEADER, inband::REQUEST_VALUE)?;
-            }
-            ctx.response = Some(ResponseCapture::new(kind, self.gateway.scan_limits()));
-        } else {
-            ctx.unsigned = Some(UnsignedReason::UpstreamError);
-        }
-        Ok(())
+        apply_edits(session, upstream_response, edits, &ctx.request_id)
     }
 
     fn response_body_filter(
@@ -572,32 +509,24 @@ impl ProxyHttp for SignetProxy {
         end_of_stream: bool,
         ctx: &mut Self::CTX,
     ) -> Result<Option<Duration>> {
-        let Some(capture) = ctx.response.as_mut() else {
+        let BodyStep::Seal(completed) = ctx
+            .exchange
+            .on_response_body(body.as_deref(), end_of_stream)
+        else {
             return Ok(None);
         };
-        if let Some(bytes) = body {
-            capture.push(bytes);
-        }
-        if end_of_stream {
-            if let Some(capture) = ctx.response.take() {
-                ctx.response_bytes = capture.bytes();
-                let request_sha256 = ctx.request.as_ref().and_then(RequestCapture::sha256);
-                match self.gateway.seal(capture, request_sha256) {
-                    Ok(sealed) => {
-                        ctx.sealed = Some(sealed.ticket);
-                        ctx.completion_id = Some(sealed.id);
-                        if ctx.inband_trailer {
-                            // After the signed bytes, never among them.
-                            let mut out = body.take().map(Vec::from).unwrap_or_default();
-                            out.extend(inband::stream_trailer(&sealed.inband));
-                            *body = Some(Bytes::from(out));
-                        }
-                    }
-                    Err((reason, id)) => {
-                        ctx.unsigned = Some(reason);
-                        ctx.completion_id = id;
-                    }
+        match self.gateway.notary.seal_for_client(&completed) {
+            Ok((ticket, signature)) => {
+                if let Some(trailer) = ctx.exchange.sealed(ticket, &signature) {
+                    // After the signed bytes, never among them.
+                    let mut out = body.take().map(Vec::from).unwrap_or_default();
+                    out.extend(trailer);
+                    *body = Some(Bytes::from(out));
                 }
+            }
+            Err(e) => {
+                error!("signing failed for a completed response: {e}");
+                ctx.exchange.seal_failed();
             }
         }
         Ok(None)
@@ -609,25 +538,20 @@ impl ProxyHttp for SignetProxy {
         e: &Error,
         ctx: &mut Self::CTX,
     ) -> FailToProxy {
-        let client_gone = *e.esource() == ErrorSource::Downstream
-            && matches!(
-                e.etype(),
-                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed
-            );
-        let error_code = if session.response_written().is_some() || client_gone {
+        let answer = ctx
+            .exchange
+            .failure_answer(attempt_error(e), session.response_written().is_some());
+        let error_code = match answer {
             // Too late for an envelope: the client already has (part of) a response, or is gone.
-            0
-        } else {
-            let envelope = ctx.rejection.clone().unwrap_or_else(|| envelope_for(e));
-            let answer = LocalResponse::from(envelope);
-            if let Err(write_error) = write_local(session, &answer, &ctx.request_id).await {
-                warn!("could not write error response: {write_error}");
+            None => 0,
+            Some(envelope) => {
+                let answer = LocalResponse::from(envelope);
+                if let Err(write_error) = write_local(session, &answer, &ctx.request_id).await {
+                    warn!("could not write error response: {write_error}");
+                }
+                answer.status
             }
-            answer.status
         };
-        if error_code != 0 {
-            ctx.status = Some(error_code);
-        }
         FailToProxy {
             error_code,
             can_reuse_downstream: false,
@@ -642,24 +566,18 @@ impl ProxyHttp for SignetProxy {
         ctx: &mut Self::CTX,
         client_reused: bool,
     ) -> Box<Error> {
-        let nothing_answered = session.response_written().is_none() && ctx.status.is_none();
-        let replayable = !session.as_ref().retry_buffer_truncated();
-        let retry = if !(client_reused && nothing_answered && replayable) {
-            false
-        } else if session.req_header().method.is_idempotent() {
-            // Pingora's own rule for idempotent requests on a reused connection.
-            let mut decided = e.retry;
-            decided.decide_reuse(client_reused);
-            decided.retry()
-        } else {
-            // A POST is sent again only when a connection that sat idle in the pool was
-            // closed by the upstream without a single byte of answer (RFC 9112 §9.3.1: the
-            // request was never applied; the case HTTP clients such as Go's retry), and only
-            // once: the retry goes out on a fresh connection, never another pooled one.
-            ctx.fresh_connection_retries == 0 && closed_idle_without_answer(&e)
+        let mut framework = e.retry;
+        framework.decide_reuse(client_reused);
+        let facts = RetryFacts {
+            idempotent: session.req_header().method.is_idempotent(),
+            reused_connection: client_reused,
+            nothing_answered: session.response_written().is_none()
+                && ctx.exchange.status().is_none(),
+            replayable: !session.as_ref().retry_buffer_truncated(),
+            framework_would_retry: framework.retry(),
         };
+        let retry = ctx.exchange.should_retry(attempt_error(&e), facts);
         if retry {
-            ctx.fresh_connection_retries += 1;
             METRICS.upstream_retries.inc();
         }
         let mut e = e.more_context(format!("Peer: {peer}"));
@@ -669,58 +587,39 @@ impl ProxyHttp for SignetProxy {
 
     fn suppress_error_log(&self, _session: &Session, ctx: &Self::CTX, _error: &Error) -> bool {
         // Refusals are the client's mistake; the access line records them.
-        ctx.rejection.is_some()
+        ctx.exchange.was_refused()
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
-        if let Some(unfinished) = ctx.response.take() {
-            // The body never reached its end: keep what is known for the access line.
-            ctx.completion_id = unfinished.id_so_far().cloned();
-            ctx.response_bytes = unfinished.bytes();
+        let end = End {
+            error: e.map(|e| attempt_error(e).side),
+            client_accepted: session.as_downstream().body_bytes_sent() as u64,
+        };
+        if let Settlement::Retract(ticket, id) = ctx.exchange.settle(end) {
+            self.gateway.notary.retract(ticket, &id);
         }
-        if let Some(error) = e {
-            // Clients such as the OpenAI SDKs close as soon as they have read `data: [DONE]`,
-            // which can surface as an error after the last body byte was already written.
-            let all_written =
-                session.as_downstream().body_bytes_sent() as u64 >= ctx.response_bytes;
-            if ctx.sealed.is_some() && all_written {
-                // Every signed byte reached the client's socket: the signature stands.
-            } else if let Some(ticket) = ctx.sealed.take() {
-                // Signed at end of stream, but the last bytes never reached the client.
-                if let Some(id) = &ctx.completion_id {
-                    self.gateway.retract(ticket, id);
-                }
-                ctx.unsigned = Some(unsigned_reason_for(error));
-            } else if ctx.request.is_some() && ctx.unsigned.is_none() {
-                ctx.unsigned = Some(unsigned_reason_for(error));
-            }
-        } else if ctx.request.is_some() && ctx.sealed.is_none() && ctx.unsigned.is_none() {
-            // The response ended without passing through the body filter's end of stream
-            // (e.g. a bodiless 2xx): nothing was signed.
-            ctx.unsigned = Some(UnsignedReason::NoId);
-        }
+        let exchange = &ctx.exchange;
         let header = session.req_header();
-        let signed = ctx.sealed.is_some();
         info!(
             target: "signet::access",
             "request_id={} route={} method={} status={} duration_ms={:.1} upstream={} id={} signed={} reason={} response_bytes={} sent_bytes={} retries={} error={}",
             ctx.request_id,
-            ctx.route.label(),
+            exchange.route().label(),
             header.method,
-            ctx.status.map_or_else(|| "-".to_owned(), |s| s.to_string()),
+            exchange.status().map_or_else(|| "-".to_owned(), |s| s.to_string()),
             ctx.started.elapsed().as_secs_f64() * 1000.0,
             ctx.target
                 .as_ref()
                 .map_or_else(|| "-".to_owned(), |t| t.addr.to_string()),
-            ctx.completion_id.as_ref().map_or("-", CompletionId::as_str),
-            signed,
-            ctx.unsigned.map_or("-", UnsignedReason::as_str),
-            ctx.response_bytes,
+            exchange.completion_id().map_or("-", CompletionId::as_str),
+            exchange.is_sealed(),
+            exchange.unsigned().map_or("-", UnsignedReason::as_str),
+            exchange.response_bytes(),
             session.as_downstream().body_bytes_sent(),
-            ctx.fresh_connection_retries,
+            exchange.retries(),
             e.map_or_else(|| "-".to_owned(), |e| format!("{:?}", e.etype())),
         );
-        if ctx.unsigned == Some(UnsignedReason::SigningFailed) {
+        if exchange.unsigned() == Some(UnsignedReason::SigningFailed) {
             error!("a completed response could not be signed");
         }
         record_metrics(ctx);

@@ -2,10 +2,13 @@
 //! `/v1/attestation/report` through the attestation module. Each answer is a plain
 //! [`LocalResponse`] (status, JSON body); writing it to the wire is the proxy's job.
 
+use crate::gateway::Gateway;
+use crate::metrics::METRICS;
 use crate::notary::{Lookup, Notary};
 use signet_core::error::ApiError;
 use signet_core::ids::CompletionId;
 use signet_core::query::check_signing_algo;
+use signet_core::route::Route;
 use signet_core::route::SIGNATURE_PREFIX;
 
 /// A response signet writes itself.
@@ -84,4 +87,59 @@ pub struct Health<'a> {
     pub signing_address: String,
     /// The attestation mode (`dev` is not hardware-rooted).
     pub attestation_mode: &'a str,
+}
+
+/// Answers a local route (`method`, `path` and `query` as the request has them).
+pub async fn answer_local(
+    gateway: &Gateway,
+    route: Route,
+    method: &http::Method,
+    path: &str,
+    query: Option<&str>,
+) -> LocalResponse {
+    if method != http::Method::GET {
+        return ApiError::method_not_allowed("GET").into();
+    }
+    match route {
+        Route::Signature => {
+            let answer = signature(&gateway.notary, path, query).await;
+            let result = match answer.status {
+                200 => "hit",
+                404 => "miss",
+                503 => "unavailable",
+                _ => "invalid",
+            };
+            METRICS.signature_lookups.with_label_values(&[result]).inc();
+            answer
+        }
+        Route::AttestationReport => {
+            let provider = gateway.attestor.mode().as_str();
+            let started = std::time::Instant::now();
+            let answer = match gateway.attestor.answer(query).await {
+                Ok(report) => LocalResponse::ok_json(&report),
+                Err(refusal) => LocalResponse::from(refusal),
+            };
+            let outcome = match answer.status {
+                200 => "ok",
+                400 => "bad_request",
+                _ => "unavailable",
+            };
+            METRICS
+                .attestation_requests
+                .with_label_values(&[provider, outcome])
+                .inc();
+            METRICS
+                .attestation_seconds
+                .with_label_values(&[provider])
+                .observe(started.elapsed().as_secs_f64());
+            answer
+        }
+        Route::Health => LocalResponse::ok_json(&Health {
+            status: "ok",
+            version: env!("CARGO_PKG_VERSION"),
+            signing_address: gateway.notary.address().to_checksum(),
+            attestation_mode: gateway.settings.attestation.mode.as_str(),
+        }),
+        Route::Signed(_) | Route::PassThrough | Route::Ambiguous => ApiError::internal().into(),
+    }
 }

@@ -19,11 +19,47 @@ use std::time::Duration;
 #[error("upstreams: {0}")]
 pub struct PoolError(String);
 
+/// How a client's request head is edited on its way upstream; one policy for both upstream
+/// paths (the proxy and the in-band JSON client).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeaderPolicy {
+    /// The client's bearer token is signet's, not the upstream's: drop `Authorization`
+    /// unless configured to forward it.
+    pub strip_authorization: bool,
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) never cross signet.
+pub fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+impl HeaderPolicy {
+    /// Whether a client request header (lowercase name) goes upstream unchanged. On signed
+    /// routes `Accept-Encoding` goes, so the upstream sends identity bytes and the hashed
+    /// bytes are the delivered bytes; `Host` and `x-request-id` are signet's to set.
+    pub fn keeps(&self, name: &str, signed: bool) -> bool {
+        !((signed && name == "accept-encoding")
+            || (self.strip_authorization && name == "authorization")
+            || name == "host"
+            || name == "x-request-id")
+    }
+}
+
 /// The upstreams and how to reach them.
 pub struct UpstreamPool {
     balancer: Arc<LoadBalancer<RoundRobin>>,
     targets: Vec<UpstreamTarget>,
     timeouts: UpstreamTimeouts,
+    headers: HeaderPolicy,
 }
 
 impl std::fmt::Debug for UpstreamPool {
@@ -76,9 +112,69 @@ impl UpstreamPool {
                 balancer,
                 targets,
                 timeouts,
+                headers: HeaderPolicy::default(),
             },
             service,
         ))
+    }
+
+    /// Uses this header policy on both upstream paths.
+    pub fn with_header_policy(mut self, headers: HeaderPolicy) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    /// The header policy.
+    pub fn header_policy(&self) -> HeaderPolicy {
+        self.headers
+    }
+
+    /// The timeouts toward the upstreams.
+    pub fn timeouts(&self) -> UpstreamTimeouts {
+        self.timeouts
+    }
+
+    /// Records that `failed` could not be connected to and says whether another upstream
+    /// may take the request (nothing was sent, so trying elsewhere is safe).
+    pub fn try_another_after(&self, tried: &mut Vec<SocketAddr>, failed: SocketAddr) -> bool {
+        if !tried.contains(&failed) {
+            tried.push(failed);
+        }
+        tried.len() < self.targets.len()
+    }
+
+    /// A peer for one attempt at `target`. Streamed requests may stay silent for
+    /// `upstream_timeouts.idle` between chunks; others for `first_byte` (a non-streamed
+    /// answer comes only once the whole completion is generated).
+    pub fn peer_for(&self, target: &UpstreamTarget, stream: Option<bool>) -> HttpPeer {
+        let read_timeout = match stream {
+            Some(true) => self.timeouts.idle,
+            _ => self.timeouts.first_byte,
+        };
+        self.peer(target, read_timeout)
+    }
+
+    /// Edits the request head sent upstream by the header policy, then sets `Host` to the
+    /// upstream's authority and `x-request-id` to signet's own id.
+    pub fn prepare_request(
+        &self,
+        request: &mut RequestHeader,
+        signed: bool,
+        target: &UpstreamTarget,
+        request_id: &str,
+    ) -> pingora_core::Result<()> {
+        let dropped: Vec<http::HeaderName> = request
+            .headers
+            .keys()
+            .filter(|name| !self.headers.keeps(name.as_str(), signed))
+            .cloned()
+            .collect();
+        for name in dropped {
+            request.remove_header(&name);
+        }
+        request.insert_header(http::header::HOST, target.authority())?;
+        request.insert_header("x-request-id", request_id)?;
+        Ok(())
     }
 
     /// How many upstreams there are.
@@ -120,5 +216,26 @@ impl UpstreamPool {
         peer.options.write_timeout = Some(self.timeouts.write);
         peer.options.idle_timeout = Some(self.timeouts.pool_idle);
         peer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_header_policy_keeps_what_the_upstream_may_see() {
+        let open = HeaderPolicy::default();
+        assert!(open.keeps("accept-encoding", false));
+        assert!(!open.keeps("accept-encoding", true));
+        assert!(open.keeps("authorization", true));
+        assert!(!open.keeps("host", false));
+        assert!(!open.keeps("x-request-id", true), "signet sets its own");
+        let guarded = HeaderPolicy {
+            strip_authorization: true,
+        };
+        assert!(!guarded.keeps("authorization", false));
+        assert!(guarded.keeps("content-type", true));
+        assert!(is_hop_by_hop("transfer-encoding") && !is_hop_by_hop("content-type"));
     }
 }

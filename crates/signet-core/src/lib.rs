@@ -9,9 +9,11 @@
 //!   signature store, and the two forms a signature reaches a client in.
 //! - [`report`], [`query`]: the attestation report and its report_data layouts, and the query
 //!   parameters of the local routes.
+//! - [`exchange`]: one request's life as a state machine: facts in, decisions out.
 //! - [`route`], [`error`]: which route a request is on, and the error envelope.
 
 pub mod error;
+pub mod exchange;
 pub mod ids;
 pub mod inband;
 pub mod query;

@@ -28,6 +28,7 @@
 //! | `x-mock-hangup: 1` | read the whole request, then close without answering |
 //! | `x-mock-end-delay-ms: N` | pause N ms before the end of the body (the last chunk marker) |
 //! | `x-mock-head-delay-ms: N` | pause N ms before sending the response head |
+//! | `x-mock-header: Name: value` | add this header to the response head |
 //!
 //! `GET /_mock/stats` reports every request seen (path, body sha256, a few headers) so tests
 //! can check what reached the upstream; `POST /_mock/reset` clears it.
@@ -699,6 +700,11 @@ async fn write_shaped(
         "HTTP/1.1 {status} {}\r\ncontent-type: {content_type}\r\n",
         reason(status)
     );
+    if let Some(extra) = request.header("x-mock-header") {
+        // `Name: value`: one more response header, verbatim (a forged signature, say).
+        head.push_str(extra.trim());
+        head.push_str("\r\n");
+    }
     match framing {
         "length" => head.push_str(&format!("content-length: {}\r\n", body.len())),
         "close" => head.push_str("connection: close\r\n"),

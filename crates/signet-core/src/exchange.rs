@@ -1,0 +1,1460 @@
+//! One request's life as a state machine, free of Pingora: the proxy's hooks translate what
+//! they see into plain facts (the request head, body chunks, the response head, how the
+//! attempt failed, how many bytes the client's socket accepted) and carry out what this
+//! module decides (refuse with this envelope, read the body first, hold or release these
+//! bytes, edit these response headers, sign this exchange, retry or not, and whether a
+//! signature made at the end of a stream stands).
+//!
+//! Every rule that makes a signature right lives here, each one a unit test on values:
+//! - **Admission**: head size, method, declared length, an empty body; which requests are
+//!   read whole before any upstream is contacted.
+//! - **Request body**: hashed and held until complete and checked, so malformed input never
+//!   reaches the upstream; a retried attempt replays the same bytes, hashed once.
+//! - **Response**: 2xx on a signed route is hashed as it streams; the id is found on the
+//!   way; the in-band trailer goes after the signed bytes, never among them.
+//! - **Retry**: a POST goes again only when the upstream (never the client) closed an idle
+//!   pooled connection without a byte of answer, and only once, on a fresh connection.
+//! - **Settle**: a signature stands only if every byte it covers reached the client's socket.
+
+use crate::error::ApiError;
+use crate::ids::CompletionId;
+use crate::inband::{self, InbandSignature};
+use crate::route::Route;
+use crate::store::Ticket;
+use crate::transcript::{
+    BodyKind, CompletedExchange, RequestBodyError, RequestCapture, ResponseCapture, ScanLimits,
+    UnsignedReason,
+};
+use bytes::Bytes;
+
+/// Request bodies up to this size (declared by `Content-Length`) are read and checked before
+/// any upstream connection is made. It is the size of the body buffer Pingora keeps for
+/// retries, so such a body can be replayed to a second attempt from that buffer.
+pub const PREREAD_LIMIT: u64 = 64 * 1024;
+
+/// Header-name prefix that only signet may emit; the same names from an upstream are dropped.
+pub const SIGNET_HEADER_PREFIX: &str = "x-signet-";
+
+/// Whether a response header name is one of signet's own (`x-signet-*`), which an upstream
+/// must never be able to supply.
+pub fn is_signet_header(name: &str) -> bool {
+    name.len() >= SIGNET_HEADER_PREFIX.len()
+        && name.as_bytes()[..SIGNET_HEADER_PREFIX.len()]
+            .eq_ignore_ascii_case(SIGNET_HEADER_PREFIX.as_bytes())
+}
+
+/// The limits an exchange is held to.
+#[derive(Debug, Clone, Copy)]
+pub struct ExchangePolicy {
+    /// Largest request head, in bytes (method, target, header names and values).
+    pub max_header_bytes: usize,
+    /// Largest request body on a signed route, in bytes.
+    pub max_request_body: usize,
+    /// How far into a response its id is looked for.
+    pub scan_limits: ScanLimits,
+}
+
+/// HTTP version of the client's request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpVersion {
+    /// HTTP/1.0: no chunked framing; a body of unknown length ends with the connection.
+    Http10,
+    /// HTTP/1.1.
+    Http11,
+    /// HTTP/2 (framing is the protocol's own).
+    Http2,
+}
+
+/// The request head, as facts.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHead<'a> {
+    /// The method, as sent.
+    pub method: &'a str,
+    /// The path without the query, as sent (not decoded).
+    pub path: &'a str,
+    /// The client's HTTP version.
+    pub version: HttpVersion,
+    /// Size of the head: method, target and every header name and value (+4 per header).
+    pub head_bytes: usize,
+    /// The `Content-Length` value, if any.
+    pub content_length: Option<&'a [u8]>,
+    /// Whether a `Transfer-Encoding` header is present.
+    pub transfer_encoding: bool,
+    /// Whether the request has no body at all (framing says so).
+    pub body_empty: bool,
+    /// Whether the credentials are accepted (always true without configured tokens).
+    pub authorized: bool,
+    /// The `x-signet-signature` request header, if any.
+    pub inband: Option<&'a [u8]>,
+}
+
+/// A refusal: the envelope to answer with, and whether the connection must close (the body
+/// was not read, so the next bytes on it are not a request head).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The envelope.
+    pub error: ApiError,
+    /// Close the client connection after answering.
+    pub close: bool,
+}
+
+/// What to do with a request once its head is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeadDecision {
+    /// Answer with this envelope; nothing reaches the upstream.
+    Refuse(Refusal),
+    /// signet answers this route itself.
+    Local(Route),
+    /// Forward unchanged; never signed.
+    Forward,
+    /// A signed route: take a concurrency slot, then read the whole body first when
+    /// `read_body_first` says so (else it streams through, held until complete).
+    Admit {
+        /// Read and check the whole body before contacting the upstream.
+        read_body_first: bool,
+    },
+}
+
+/// One upstream attempt, as the exchange sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptPlan {
+    /// The request's `stream` flag, once its body is known (sets the upstream read timeout).
+    pub stream: Option<bool>,
+    /// Use a connection of its own, never a pooled one (a retry after the upstream closed).
+    pub fresh_connection: bool,
+}
+
+/// The response head, as facts.
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseHead<'a> {
+    /// Status code.
+    pub status: u16,
+    /// `Content-Type`, if any.
+    pub content_type: Option<&'a [u8]>,
+    /// Whether a `Content-Length` header is present.
+    pub content_length: bool,
+    /// Whether a `Transfer-Encoding` header is present.
+    pub transfer_encoding: bool,
+    /// The client's HTTP version.
+    pub client_version: HttpVersion,
+}
+
+/// Edits to the response head before it goes to the client.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResponseEdits {
+    /// Remove every `x-signet-*` header the upstream sent.
+    pub strip_signet_headers: bool,
+    /// Remove `Transfer-Encoding`.
+    pub remove_transfer_encoding: bool,
+    /// Remove `Content-Length` (the body grows by the in-band trailer).
+    pub remove_content_length: bool,
+    /// Add `Transfer-Encoding: chunked`.
+    pub add_chunked: bool,
+    /// Add `Connection: close` and do not reuse the client connection.
+    pub close: bool,
+    /// Add `x-signet-signature: in-band` (the stream ends with the signature comment).
+    pub mark_inband: bool,
+    /// Add the request id header.
+    pub request_id: bool,
+}
+
+/// What the response body filter does after a chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyStep {
+    /// Pass the chunk on.
+    Continue,
+    /// The body ended: sign this exchange, then report back with [`Exchange::sealed`] or
+    /// [`Exchange::seal_failed`].
+    Seal(CompletedExchange),
+}
+
+/// Which side an error came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client.
+    Downstream,
+    /// The upstream.
+    Upstream,
+    /// signet itself.
+    Internal,
+}
+
+/// How an attempt failed, as far as the retry and envelope rules care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// signet decided this status itself (a refusal).
+    Status(u16),
+    /// A read or write timed out.
+    Timeout,
+    /// The connection closed (end of stream while reading).
+    Closed {
+        /// Not a single byte of the response had been read.
+        before_answer: bool,
+    },
+    /// A reset or broken pipe.
+    Reset,
+    /// Another read or write error.
+    Io,
+    /// Anything else (a protocol error, an internal failure).
+    Other,
+}
+
+/// An error in flight, as facts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptError {
+    /// Where it came from.
+    pub side: Side,
+    /// What it was.
+    pub failure: Failure,
+}
+
+/// The facts the retry rule needs beyond the error itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryFacts {
+    /// The method is idempotent (GET, HEAD, PUT, DELETE, OPTIONS, TRACE).
+    pub idempotent: bool,
+    /// The upstream connection came from the pool (was idle before this request).
+    pub reused_connection: bool,
+    /// Nothing of a response has reached the client or been read from the upstream.
+    pub nothing_answered: bool,
+    /// The request body can be replayed (it was not truncated from the retry buffer).
+    pub replayable: bool,
+    /// Pingora's own verdict for idempotent requests on a reused connection.
+    pub framework_would_retry: bool,
+}
+
+/// How a request ended, as facts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct End {
+    /// The error that ended it, if any.
+    pub error: Option<Side>,
+    /// Response body bytes the client's socket accepted.
+    pub client_accepted: u64,
+}
+
+/// What became of the exchange's signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settlement {
+    /// Not a signed route.
+    NotSigned,
+    /// Signed, and every signed byte reached the client.
+    Stands,
+    /// Signed at end of stream, but the last bytes never reached the client: take it back.
+    Retract(Ticket, CompletionId),
+    /// No signature, for this reason.
+    Unsigned(UnsignedReason),
+}
+
+/// One request's state. Created per request; the proxy's hooks feed it facts.
+#[derive(Debug)]
+pub struct Exchange {
+    policy: ExchangePolicy,
+    route: Route,
+    request: Option<RequestCapture>,
+    response: Option<ResponseCapture>,
+    status: Option<u16>,
+    rejection: Option<ApiError>,
+    sealed: Option<Ticket>,
+    completion_id: Option<CompletionId>,
+    unsigned: Option<UnsignedReason>,
+    response_bytes: u64,
+    fresh_connection_retries: u32,
+    inband: bool,
+    inband_trailer: bool,
+    read_body_first: bool,
+}
+
+fn body_refusal(error: RequestBodyError) -> ApiError {
+    match error {
+        RequestBodyError::TooLarge { limit } => ApiError::too_large(limit),
+        other => ApiError::bad_request("invalid_request_body", other.to_string()),
+    }
+}
+
+/// The envelope a failure is answered with, when nothing of a response was sent yet.
+pub fn envelope_for(error: AttemptError) -> ApiError {
+    match (error.side, error.failure) {
+        (_, Failure::Status(code)) => ApiError::from_status(code),
+        (Side::Upstream, Failure::Timeout) => {
+            ApiError::gateway_timeout("the upstream did not answer in time")
+        }
+        (Side::Upstream, _) => ApiError::bad_gateway("the upstream is unreachable or failed"),
+        (Side::Downstream, Failure::Timeout) => ApiError::from_status(408),
+        (Side::Downstream, _) => ApiError::bad_request("bad_request", "malformed request"),
+        (Side::Internal, _) => ApiError::internal(),
+    }
+}
+
+fn unsigned_for(side: Side) -> UnsignedReason {
+    match side {
+        Side::Downstream => UnsignedReason::ClientAbort,
+        Side::Upstream | Side::Internal => UnsignedReason::UpstreamAbort,
+    }
+}
+
+impl Exchange {
+    /// A new exchange, before its head is known.
+    pub fn new(policy: ExchangePolicy) -> Self {
+        Self {
+            policy,
+            route: Route::PassThrough,
+            request: None,
+            response: None,
+            status: None,
+            rejection: None,
+            sealed: None,
+            completion_id: None,
+            unsigned: None,
+            response_bytes: 0,
+            fresh_connection_retries: 0,
+            inband: false,
+            inband_trailer: false,
+            read_body_first: false,
+        }
+    }
+
+    /// Records a refusal: nothing was signed, and this is the envelope.
+    pub fn refuse(&mut self, error: ApiError, close: bool) -> Refusal {
+        self.rejection = Some(error.clone());
+        self.unsigned = Some(UnsignedReason::Rejected);
+        Refusal { error, close }
+    }
+
+    /// Decides what to do with a request from its head alone.
+    pub fn on_request_head(&mut self, head: &RequestHead<'_>) -> HeadDecision {
+        self.route = Route::classify(head.path);
+        if head.head_bytes > self.policy.max_header_bytes {
+            return HeadDecision::Refuse(self.refuse(ApiError::from_status(431), true));
+        }
+        if let Route::Ambiguous = self.route {
+            return HeadDecision::Refuse(self.refuse(
+                ApiError::bad_request(
+                    "ambiguous_path",
+                    "this path spells a signet route in another form (percent-encoding, \
+                     dot segments, empty segments, a trailing slash, parameters or case); \
+                     send it exactly as documented",
+                ),
+                true,
+            ));
+        }
+        let protected = !matches!(self.route, Route::Health | Route::AttestationReport);
+        if protected && !head.authorized {
+            return HeadDecision::Refuse(self.refuse(
+                ApiError::unauthorized(
+                    "missing or invalid bearer token (Authorization: Bearer <token>)",
+                ),
+                false,
+            ));
+        }
+        if self.route.is_local() {
+            return HeadDecision::Local(self.route);
+        }
+        let Route::Signed(_) = self.route else {
+            return HeadDecision::Forward;
+        };
+        if head.method != "POST" {
+            return HeadDecision::Refuse(self.refuse(ApiError::method_not_allowed("POST"), true));
+        }
+        let limit = self.policy.max_request_body;
+        let declared = match head.content_length {
+            None => None,
+            Some(value) => match std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+            {
+                Some(length) => Some(length),
+                None => {
+                    return HeadDecision::Refuse(self.refuse(
+                        ApiError::bad_request("bad_request", "invalid Content-Length"),
+                        true,
+                    ));
+                }
+            },
+        };
+        if declared.is_some_and(|length| length > limit as u64) {
+            return HeadDecision::Refuse(self.refuse(ApiError::too_large(limit), true));
+        }
+        if head.body_empty {
+            // A bodiless request would reach the upstream complete with its head alone.
+            return HeadDecision::Refuse(self.refuse(
+                body_refusal(RequestBodyError::MalformedJson(
+                    "the request has no body".to_owned(),
+                )),
+                false,
+            ));
+        }
+        self.inband = inband::requested(head.inband);
+        let fits_retry_buffer =
+            !head.transfer_encoding && declared.is_some_and(|length| length <= PREREAD_LIMIT);
+        // The in-band JSON path sends the request itself: it needs the whole body.
+        self.read_body_first = fits_retry_buffer || self.inband;
+        self.request = Some(RequestCapture::new(limit));
+        HeadDecision::Admit {
+            read_body_first: self.read_body_first,
+        }
+    }
+
+    /// Hashes and holds a piece of a body being read up front.
+    pub fn push_request_body(&mut self, chunk: &[u8]) -> Result<(), Refusal> {
+        let Some(capture) = self.request.as_mut() else {
+            return Ok(());
+        };
+        match capture.push(chunk) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.refuse(body_refusal(e), true)),
+        }
+    }
+
+    /// Ends a body read up front: checked, or refused.
+    pub fn finish_request_body(&mut self) -> Result<(), Refusal> {
+        let Some(capture) = self.request.as_mut() else {
+            return Ok(());
+        };
+        match capture.finish() {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.refuse(body_refusal(e), true)),
+        }
+    }
+
+    /// The body could not be read up front.
+    pub fn request_body_unreadable(&mut self, timed_out: bool) -> Refusal {
+        let error = if timed_out {
+            ApiError::from_status(408)
+        } else {
+            ApiError::bad_request("bad_request", "the request body could not be read")
+        };
+        self.refuse(error, true)
+    }
+
+    /// Whether signet sends this request itself and answers with the signature in the
+    /// response headers: in-band asked for, and the request is not a stream.
+    pub fn serves_inband_json(&self) -> bool {
+        self.inband
+            && self
+                .request
+                .as_ref()
+                .is_some_and(|r| r.complete_body().is_some() && r.stream() != Some(true))
+    }
+
+    /// The complete, checked request body (once read).
+    pub fn request_body(&self) -> Option<&Bytes> {
+        self.request
+            .as_ref()
+            .and_then(RequestCapture::complete_body)
+    }
+
+    /// sha256 of the complete request body (once read).
+    pub fn request_sha256(&self) -> Option<[u8; 32]> {
+        self.request.as_ref().and_then(RequestCapture::sha256)
+    }
+
+    /// Starts an upstream attempt: a retried one replays the body from its start.
+    pub fn start_attempt(&mut self) -> AttemptPlan {
+        if let Some(capture) = self.request.as_mut() {
+            capture.restart_if_incomplete();
+        }
+        AttemptPlan {
+            stream: self.request.as_ref().and_then(RequestCapture::stream),
+            fresh_connection: self.fresh_connection_retries > 0,
+        }
+    }
+
+    /// Whether the upstream request is on a signed route (its `Accept-Encoding` goes, so
+    /// the hashed bytes are the delivered bytes).
+    pub fn is_signed_route(&self) -> bool {
+        self.request.is_some()
+    }
+
+    /// The request body on its way upstream: what to send for this piece. A body being
+    /// streamed is held (an empty chunk sends nothing) until complete and checked, then
+    /// sent whole; a retried attempt sends the same bytes again, hashed once.
+    pub fn forward_request_body(
+        &mut self,
+        chunk: Option<Bytes>,
+        end_of_stream: bool,
+    ) -> Result<Option<Bytes>, Refusal> {
+        let Some(capture) = self.request.as_mut() else {
+            return Ok(chunk);
+        };
+        if let Some(complete) = capture.complete_body() {
+            return Ok(Some(if end_of_stream {
+                complete.clone()
+            } else {
+                Bytes::new()
+            }));
+        }
+        if let Some(chunk) = chunk
+            && let Err(e) = capture.push(&chunk)
+        {
+            return Err(self.refuse(body_refusal(e), true));
+        }
+        if !end_of_stream {
+            return Ok(Some(Bytes::new()));
+        }
+        match capture.finish() {
+            Ok(complete) => Ok(Some(complete)),
+            Err(e) => Err(self.refuse(body_refusal(e), true)),
+        }
+    }
+
+    /// Decides the edits to the response head and starts capturing a 2xx body on a signed
+    /// route.
+    pub fn on_response_head(&mut self, head: &ResponseHead<'_>) -> ResponseEdits {
+        let mut edits = ResponseEdits {
+            strip_signet_headers: true,
+            ..ResponseEdits::default()
+        };
+        if (100..200).contains(&head.status) {
+            return edits;
+        }
+        self.status = Some(head.status);
+        edits.request_id = true;
+        let http10 = head.client_version == HttpVersion::Http10;
+        if http10 && head.transfer_encoding {
+            // An HTTP/1.0 client cannot read chunked framing: the body goes out as it comes,
+            // ended by closing the connection.
+            edits.remove_transfer_encoding = true;
+            edits.close = true;
+        }
+        if self.request.is_none() {
+            return edits;
+        }
+        if !(200..300).contains(&head.status) {
+            self.unsigned = Some(UnsignedReason::UpstreamError);
+            return edits;
+        }
+        let kind = BodyKind::from_content_type(head.content_type);
+        if self.inband && kind == BodyKind::EventStream {
+            // The body grows by the signature comment: it cannot keep a fixed length.
+            self.inband_trailer = true;
+            edits.mark_inband = true;
+            if head.content_length {
+                edits.remove_content_length = true;
+                match head.client_version {
+                    HttpVersion::Http11 => edits.add_chunked = true,
+                    HttpVersion::Http10 => edits.close = true,
+                    HttpVersion::Http2 => {}
+                }
+            }
+        }
+        self.response = Some(ResponseCapture::new(kind, self.policy.scan_limits));
+        edits
+    }
+
+    /// Hashes a piece of the response body; at its end, hands over the exchange to sign.
+    pub fn on_response_body(&mut self, chunk: Option<&[u8]>, end_of_stream: bool) -> BodyStep {
+        let Some(capture) = self.response.as_mut() else {
+            return BodyStep::Continue;
+        };
+        if let Some(bytes) = chunk {
+            capture.push(bytes);
+        }
+        if !end_of_stream {
+            return BodyStep::Continue;
+        }
+        let Some(capture) = self.response.take() else {
+            return BodyStep::Continue;
+        };
+        self.response_bytes = capture.bytes();
+        let Some(request_sha256) = self.request_sha256() else {
+            // The upstream answered before the request body was complete: what was sent
+            // is not what the client sent, so there is nothing honest to sign.
+            self.unsigned = Some(UnsignedReason::UpstreamAbort);
+            return BodyStep::Continue;
+        };
+        match capture.finish(request_sha256) {
+            Ok(exchange) => {
+                self.completion_id = Some(exchange.id.clone());
+                BodyStep::Seal(exchange)
+            }
+            Err(reason) => {
+                self.unsigned = Some(reason);
+                BodyStep::Continue
+            }
+        }
+    }
+
+    /// The signature was made and filed. Returns the bytes to append after the body's last
+    /// byte (the in-band trailer), if the client asked for them on a stream.
+    pub fn sealed(&mut self, ticket: Ticket, signature: &InbandSignature) -> Option<Vec<u8>> {
+        self.sealed = Some(ticket);
+        self.inband_trailer
+            .then(|| inband::stream_trailer(signature))
+    }
+
+    /// Signing failed (never expected).
+    pub fn seal_failed(&mut self) {
+        self.unsigned = Some(UnsignedReason::SigningFailed);
+    }
+
+    /// Records an in-band JSON outcome made outside the body filters.
+    pub fn inband_outcome(
+        &mut self,
+        status: u16,
+        response_bytes: u64,
+        sealed: Option<(Ticket, CompletionId)>,
+        unsigned: Option<UnsignedReason>,
+    ) {
+        self.status = Some(status);
+        self.response_bytes = response_bytes;
+        if let Some((ticket, id)) = sealed {
+            self.sealed = Some(ticket);
+            self.completion_id = Some(id);
+        }
+        self.unsigned = unsigned;
+    }
+
+    /// Whether a failed attempt goes to the upstream again. Idempotent requests follow the
+    /// framework's rule; a POST goes again only when the upstream closed a pooled connection
+    /// without a single byte of answer (RFC 9112 §9.3.1: the request was never applied),
+    /// never when the client went away, and only once: on a fresh connection.
+    pub fn should_retry(&mut self, error: AttemptError, facts: RetryFacts) -> bool {
+        let retry = if !(facts.reused_connection && facts.nothing_answered && facts.replayable) {
+            false
+        } else if facts.idempotent {
+            facts.framework_would_retry
+        } else {
+            self.fresh_connection_retries == 0
+                && error.side == Side::Upstream
+                && matches!(
+                    error.failure,
+                    Failure::Closed {
+                        before_answer: true
+                    } | Failure::Reset
+                )
+        };
+        if retry {
+            self.fresh_connection_retries += 1;
+        }
+        retry
+    }
+
+    /// The envelope for a failure, unless the response has already begun or the client is
+    /// gone (then `None`: nothing can be written).
+    pub fn failure_answer(
+        &mut self,
+        error: AttemptError,
+        response_begun: bool,
+    ) -> Option<ApiError> {
+        let client_gone = error.side == Side::Downstream
+            && matches!(
+                error.failure,
+                Failure::Reset | Failure::Closed { .. } | Failure::Io
+            );
+        if response_begun || client_gone {
+            return None;
+        }
+        let envelope = self
+            .rejection
+            .clone()
+            .unwrap_or_else(|| envelope_for(error));
+        self.status = Some(envelope.status);
+        Some(envelope)
+    }
+
+    /// Whether signet refused this request itself (its error log is the access line).
+    pub fn was_refused(&self) -> bool {
+        self.rejection.is_some()
+    }
+
+    /// Decides, at the very end, whether the signature stands.
+    pub fn settle(&mut self, end: End) -> Settlement {
+        if let Some(unfinished) = self.response.take() {
+            // The body never reached its end: keep what is known for the access line.
+            self.completion_id = unfinished.id_so_far().cloned();
+            self.response_bytes = unfinished.bytes();
+        }
+        if self.request.is_none() && self.rejection.is_none() {
+            return Settlement::NotSigned;
+        }
+        if let Some(side) = end.error {
+            // Clients such as the OpenAI SDKs close as soon as they have read
+            // `data: [DONE]`, which can surface as an error after the last byte was written.
+            let all_written = end.client_accepted >= self.response_bytes;
+            if self.sealed.is_some() && all_written {
+                return Settlement::Stands;
+            }
+            if let Some(ticket) = self.sealed.take() {
+                self.unsigned = Some(unsigned_for(side));
+                if let Some(id) = self.completion_id.clone() {
+                    return Settlement::Retract(ticket, id);
+                }
+                return Settlement::Unsigned(unsigned_for(side));
+            }
+            let reason = *self.unsigned.get_or_insert(unsigned_for(side));
+            return Settlement::Unsigned(reason);
+        }
+        if self.sealed.is_some() {
+            return Settlement::Stands;
+        }
+        // The response ended without the body filter's end of stream (e.g. a bodiless 2xx).
+        let reason = *self.unsigned.get_or_insert(UnsignedReason::NoId);
+        Settlement::Unsigned(reason)
+    }
+
+    /// The route.
+    pub fn route(&self) -> Route {
+        self.route
+    }
+
+    /// The status sent to the client, once known.
+    pub fn status(&self) -> Option<u16> {
+        self.status
+    }
+
+    /// Records a status signet wrote itself (a local route).
+    pub fn set_status(&mut self, status: u16) {
+        self.status = Some(status);
+    }
+
+    /// The completion id, once known.
+    pub fn completion_id(&self) -> Option<&CompletionId> {
+        self.completion_id.as_ref()
+    }
+
+    /// Whether a signature is filed (and not retracted).
+    pub fn is_sealed(&self) -> bool {
+        self.sealed.is_some()
+    }
+
+    /// Why there is no signature, if there is none.
+    pub fn unsigned(&self) -> Option<UnsignedReason> {
+        self.unsigned
+    }
+
+    /// Response body bytes hashed.
+    pub fn response_bytes(&self) -> u64 {
+        self.response_bytes
+    }
+
+    /// Request body bytes hashed and forwarded (`None` off signed routes, and for a request
+    /// refused before it went upstream).
+    pub fn request_bytes(&self) -> Option<u64> {
+        if self.rejection.is_some() {
+            return None;
+        }
+        self.request.as_ref().map(RequestCapture::hashed_bytes)
+    }
+
+    /// Attempts sent again on a fresh connection.
+    pub fn retries(&self) -> u32 {
+        self.fresh_connection_retries
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED_REQUEST: &[u8] = include_bytes!("../../../tests/fixtures/seed-request.json");
+    const SEED_RESPONSE: &[u8] = include_bytes!("../../../tests/fixtures/seed-response.sse");
+    const SEED_TEXT: &str = "bcf152411970b14faab35a76d559b4188b78c24ced0048d0edcd320bf47bff0a:2e704942816901eaf435945fd01d76346e5dd283d5f8a2391e525e8f9a9ef36e";
+
+    fn policy() -> ExchangePolicy {
+        ExchangePolicy {
+            max_header_bytes: 1024,
+            max_request_body: 4096,
+            scan_limits: ScanLimits {
+                event_stream: 64 * 1024,
+                json_body: 64 * 1024,
+            },
+        }
+    }
+
+    fn head<'a>(method: &'a str, path: &'a str, length: Option<&'a [u8]>) -> RequestHead<'a> {
+        RequestHead {
+            method,
+            path,
+            version: HttpVersion::Http11,
+            head_bytes: 100,
+            content_length: length,
+            transfer_encoding: false,
+            body_empty: length == Some(b"0"),
+            authorized: true,
+            inband: None,
+        }
+    }
+
+    fn response_head(status: u16, content_type: &[u8]) -> ResponseHead<'_> {
+        ResponseHead {
+            status,
+            content_type: Some(content_type),
+            content_length: false,
+            transfer_encoding: true,
+            client_version: HttpVersion::Http11,
+        }
+    }
+
+    fn refused_status(decision: HeadDecision) -> (u16, bool) {
+        match decision {
+            HeadDecision::Refuse(r) => (r.error.status, r.close),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    /// An exchange that admitted the seed request and read it whole.
+    fn admitted_seed() -> Exchange {
+        let mut exchange = Exchange::new(policy());
+        let length = SEED_REQUEST.len().to_string();
+        let decision = exchange.on_request_head(&head(
+            "POST",
+            "/v1/chat/completions",
+            Some(length.as_bytes()),
+        ));
+        assert_eq!(
+            decision,
+            HeadDecision::Admit {
+                read_body_first: true
+            }
+        );
+        exchange.push_request_body(SEED_REQUEST).unwrap();
+        exchange.finish_request_body().unwrap();
+        exchange
+    }
+
+    fn stream_seed_response(exchange: &mut Exchange) -> CompletedExchange {
+        exchange.on_response_head(&response_head(200, b"text/event-stream"));
+        let (first, rest) = SEED_RESPONSE.split_at(10);
+        assert_eq!(
+            exchange.on_response_body(Some(first), false),
+            BodyStep::Continue
+        );
+        match exchange.on_response_body(Some(rest), true) {
+            BodyStep::Seal(completed) => completed,
+            other => panic!("expected a seal, got {other:?}"),
+        }
+    }
+
+    fn ticket() -> Ticket {
+        use crate::store::{ManualClock, SignatureStore, StoredSignature};
+        let store = SignatureStore::new(
+            std::time::Duration::from_secs(60),
+            10,
+            std::sync::Arc::new(ManualClock::default()),
+        );
+        let signer = crate::signing::Signer::generate();
+        let signature = signer.sign_message(SEED_TEXT.as_bytes()).unwrap();
+        store.insert(
+            &CompletionId::parse("chat-1").unwrap(),
+            StoredSignature {
+                request_sha256: [1; 32],
+                response_sha256: [2; 32],
+                signature,
+            },
+        )
+    }
+
+    #[test]
+    fn admission_refuses_before_anything_is_forwarded() {
+        let cases: Vec<(RequestHead<'_>, u16, bool)> = vec![
+            (
+                RequestHead {
+                    head_bytes: 2048,
+                    ..head("POST", "/v1/chat/completions", Some(b"10"))
+                },
+                431,
+                true,
+            ),
+            (
+                RequestHead {
+                    authorized: false,
+                    ..head("POST", "/v1/chat/completions", Some(b"10"))
+                },
+                401,
+                false,
+            ),
+            (
+                RequestHead {
+                    authorized: false,
+                    ..head("GET", "/v1/signature/x", None)
+                },
+                401,
+                false,
+            ),
+            (head("GET", "/v1/chat/completions", None), 405, true),
+            (head("POST", "/v1/completions", Some(b"4097")), 413, true),
+            (head("POST", "/v1/completions", Some(b"ten")), 400, true),
+            (head("POST", "/v1/completions", Some(b"0")), 400, false),
+            (
+                head("POST", "/v1/chat%2Fcompletions", Some(b"10")),
+                400,
+                true,
+            ),
+            (
+                head("POST", "/v1/chat/c%6Fmpletions", Some(b"10")),
+                400,
+                true,
+            ),
+            (
+                head("POST", "/%761/chat/completions", Some(b"10")),
+                400,
+                true,
+            ),
+            (
+                head("POST", "/v1//chat/completions", Some(b"10")),
+                400,
+                true,
+            ),
+            (
+                head("POST", "/v1/./chat/completions", Some(b"10")),
+                400,
+                true,
+            ),
+            (
+                head("POST", "/v1/x/../chat/completions", Some(b"10")),
+                400,
+                true,
+            ),
+            (
+                head("POST", "/v1/chat/completions/", Some(b"10")),
+                400,
+                true,
+            ),
+            (
+                head("POST", "/v1/chat/completions;x=1", Some(b"10")),
+                400,
+                true,
+            ),
+            (head("POST", "/V1/Chat/Completions", Some(b"10")), 400, true),
+            (head("GET", "/v1/attestation%2freport", None), 400, true),
+        ];
+        for (request, status, close) in cases {
+            let mut exchange = Exchange::new(policy());
+            let path = request.path.to_owned();
+            assert_eq!(
+                refused_status(exchange.on_request_head(&request)),
+                (status, close),
+                "{path}"
+            );
+            assert!(exchange.was_refused());
+            assert_eq!(exchange.unsigned(), Some(UnsignedReason::Rejected));
+        }
+    }
+
+    #[test]
+    fn attestation_and_health_need_no_token_and_other_routes_pass_through() {
+        let mut exchange = Exchange::new(policy());
+        let open = RequestHead {
+            authorized: false,
+            ..head("GET", "/v1/attestation/report", None)
+        };
+        assert_eq!(
+            exchange.on_request_head(&open),
+            HeadDecision::Local(Route::AttestationReport)
+        );
+        let mut exchange = Exchange::new(policy());
+        assert_eq!(
+            exchange.on_request_head(&head("GET", "/v1/models", None)),
+            HeadDecision::Forward
+        );
+        assert_eq!(
+            exchange.settle(End {
+                error: None,
+                client_accepted: 0
+            }),
+            Settlement::NotSigned
+        );
+        // A path that only looks like a signed one once decoded, but is not one, passes.
+        let mut exchange = Exchange::new(policy());
+        assert_eq!(
+            exchange.on_request_head(&head("GET", "/v1/models%2Fx", None)),
+            HeadDecision::Forward
+        );
+    }
+
+    #[test]
+    fn small_declared_bodies_and_inband_requests_are_read_first() {
+        let mut exchange = Exchange::new(policy());
+        let chunked = RequestHead {
+            transfer_encoding: true,
+            ..head("POST", "/v1/chat/completions", None)
+        };
+        assert_eq!(
+            exchange.on_request_head(&chunked),
+            HeadDecision::Admit {
+                read_body_first: false
+            }
+        );
+        let mut exchange = Exchange::new(ExchangePolicy {
+            max_request_body: 1 << 20,
+            ..policy()
+        });
+        let large = head("POST", "/v1/chat/completions", Some(b"70000"));
+        assert_eq!(
+            exchange.on_request_head(&large),
+            HeadDecision::Admit {
+                read_body_first: false
+            }
+        );
+        let mut exchange = Exchange::new(policy());
+        let inband = RequestHead {
+            transfer_encoding: true,
+            inband: Some(b"in-band"),
+            ..head("POST", "/v1/chat/completions", None)
+        };
+        assert_eq!(
+            exchange.on_request_head(&inband),
+            HeadDecision::Admit {
+                read_body_first: true
+            }
+        );
+        exchange.push_request_body(br#"{"stream":false}"#).unwrap();
+        exchange.finish_request_body().unwrap();
+        assert!(exchange.serves_inband_json());
+    }
+
+    #[test]
+    fn bad_bodies_read_first_are_refused_and_close_the_connection() {
+        for body in [&b"{not json"[..], b"[1,2]", b"\xff\xfe", b"\"text\""] {
+            let mut exchange = Exchange::new(policy());
+            let length = body.len().to_string();
+            exchange.on_request_head(&head("POST", "/v1/completions", Some(length.as_bytes())));
+            exchange.push_request_body(body).unwrap();
+            let refusal = exchange.finish_request_body().unwrap_err();
+            assert_eq!((refusal.error.status, refusal.close), (400, true));
+        }
+        let mut exchange = Exchange::new(policy());
+        exchange.on_request_head(&RequestHead {
+            transfer_encoding: true,
+            ..head("POST", "/v1/completions", None)
+        });
+        let refusal = exchange.push_request_body(&[b' '; 5000]).unwrap_err();
+        assert_eq!(refusal.error.status, 413);
+        let timed_out = exchange.request_body_unreadable(true);
+        assert_eq!(timed_out.error.status, 408);
+    }
+
+    #[test]
+    fn a_streamed_body_is_held_until_complete_then_sent_whole_and_replayed_on_retry() {
+        let mut exchange = Exchange::new(policy());
+        exchange.on_request_head(&RequestHead {
+            transfer_encoding: true,
+            ..head("POST", "/v1/chat/completions", None)
+        });
+        exchange.start_attempt();
+        let (a, b) = SEED_REQUEST.split_at(7);
+        let held = exchange
+            .forward_request_body(Some(Bytes::copy_from_slice(a)), false)
+            .unwrap();
+        assert_eq!(
+            held,
+            Some(Bytes::new()),
+            "nothing leaves before the body is checked"
+        );
+        let sent = exchange
+            .forward_request_body(Some(Bytes::copy_from_slice(b)), true)
+            .unwrap();
+        assert_eq!(sent.as_deref(), Some(SEED_REQUEST));
+        // A retried attempt replays the same bytes, hashed once.
+        let digest = exchange.request_sha256();
+        let plan = exchange.start_attempt();
+        assert_eq!(plan.stream, Some(true));
+        assert_eq!(
+            exchange.forward_request_body(None, false).unwrap(),
+            Some(Bytes::new())
+        );
+        assert_eq!(
+            exchange
+                .forward_request_body(None, true)
+                .unwrap()
+                .as_deref(),
+            Some(SEED_REQUEST)
+        );
+        assert_eq!(exchange.request_sha256(), digest);
+    }
+
+    #[test]
+    fn a_malformed_streamed_body_is_refused_at_its_end_and_never_released() {
+        let mut exchange = Exchange::new(policy());
+        exchange.on_request_head(&RequestHead {
+            transfer_encoding: true,
+            ..head("POST", "/v1/chat/completions", None)
+        });
+        assert_eq!(
+            exchange
+                .forward_request_body(Some(Bytes::from_static(b"{\"a\":")), false)
+                .unwrap(),
+            Some(Bytes::new())
+        );
+        let refusal = exchange
+            .forward_request_body(Some(Bytes::from_static(b"oops")), true)
+            .unwrap_err();
+        assert_eq!(refusal.error.status, 400);
+    }
+
+    #[test]
+    fn a_partial_body_is_forgotten_when_an_attempt_restarts() {
+        let mut exchange = Exchange::new(policy());
+        exchange.on_request_head(&RequestHead {
+            transfer_encoding: true,
+            ..head("POST", "/v1/chat/completions", None)
+        });
+        exchange
+            .forward_request_body(Some(Bytes::from_static(b"{\"junk\":1")), false)
+            .unwrap();
+        exchange.start_attempt();
+        exchange
+            .forward_request_body(Some(Bytes::from_static(SEED_REQUEST)), true)
+            .unwrap();
+        let completed = stream_seed_response(&mut exchange);
+        assert_eq!(completed.text(), SEED_TEXT);
+    }
+
+    #[test]
+    fn the_seed_exchange_is_sealed_with_the_seed_text() {
+        let mut exchange = admitted_seed();
+        let completed = stream_seed_response(&mut exchange);
+        assert_eq!(completed.text(), SEED_TEXT);
+        assert_eq!(
+            completed.id.as_str(),
+            "chat-7ee2a39468ce48d7b2284783f21782b0"
+        );
+        assert_eq!(exchange.sealed(ticket(), &signature()), None);
+        assert_eq!(
+            exchange.settle(End {
+                error: None,
+                client_accepted: SEED_RESPONSE.len() as u64
+            }),
+            Settlement::Stands
+        );
+    }
+
+    fn signature() -> InbandSignature {
+        InbandSignature {
+            id: "chat-1".to_owned(),
+            text: SEED_TEXT.to_owned(),
+            signature: "0x00".to_owned(),
+            signing_address: "0x00".to_owned(),
+            signing_algo: "ecdsa".to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_signature_whose_last_bytes_never_reached_the_client_is_retracted() {
+        let mut exchange = admitted_seed();
+        stream_seed_response(&mut exchange);
+        exchange.sealed(ticket(), &signature());
+        let all = SEED_RESPONSE.len() as u64;
+        match exchange.settle(End {
+            error: Some(Side::Downstream),
+            client_accepted: all - 1,
+        }) {
+            Settlement::Retract(_, id) => {
+                assert_eq!(id.as_str(), "chat-7ee2a39468ce48d7b2284783f21782b0")
+            }
+            other => panic!("expected a retraction, got {other:?}"),
+        }
+        assert_eq!(exchange.unsigned(), Some(UnsignedReason::ClientAbort));
+        assert!(!exchange.is_sealed());
+
+        // An SDK that closes right after `[DONE]`: every byte was accepted, it stands.
+        let mut exchange = admitted_seed();
+        stream_seed_response(&mut exchange);
+        exchange.sealed(ticket(), &signature());
+        assert_eq!(
+            exchange.settle(End {
+                error: Some(Side::Downstream),
+                client_accepted: all
+            }),
+            Settlement::Stands
+        );
+    }
+
+    #[test]
+    fn unfinished_and_failed_responses_are_unsigned_with_their_reason() {
+        // Upstream non-2xx.
+        let mut exchange = admitted_seed();
+        exchange.on_response_head(&response_head(500, b"application/json"));
+        assert_eq!(
+            exchange.on_response_body(Some(b"{}"), true),
+            BodyStep::Continue
+        );
+        assert_eq!(
+            exchange.settle(End {
+                error: None,
+                client_accepted: 2
+            }),
+            Settlement::Unsigned(UnsignedReason::UpstreamError)
+        );
+        // Upstream died mid-stream: the id found so far is kept for the access line.
+        let mut exchange = admitted_seed();
+        exchange.on_response_head(&response_head(200, b"text/event-stream"));
+        exchange.on_response_body(Some(&SEED_RESPONSE[..400]), false);
+        assert_eq!(
+            exchange.settle(End {
+                error: Some(Side::Upstream),
+                client_accepted: 400
+            }),
+            Settlement::Unsigned(UnsignedReason::UpstreamAbort)
+        );
+        assert_eq!(
+            exchange.completion_id().map(CompletionId::as_str),
+            Some("chat-7ee2a39468ce48d7b2284783f21782b0")
+        );
+        // No id in the body.
+        let mut exchange = admitted_seed();
+        exchange.on_response_head(&response_head(200, b"application/json"));
+        assert_eq!(
+            exchange.on_response_body(Some(b"{\"object\":\"x\"}"), true),
+            BodyStep::Continue
+        );
+        assert_eq!(exchange.unsigned(), Some(UnsignedReason::NoId));
+        // A bodiless 2xx never reaches the end of the body filter.
+        let mut exchange = admitted_seed();
+        exchange.on_response_head(&response_head(204, b"application/json"));
+        assert_eq!(
+            exchange.settle(End {
+                error: None,
+                client_accepted: 0
+            }),
+            Settlement::Unsigned(UnsignedReason::NoId)
+        );
+        // The upstream answered before the request body was complete.
+        let mut exchange = Exchange::new(policy());
+        exchange.on_request_head(&RequestHead {
+            transfer_encoding: true,
+            ..head("POST", "/v1/chat/completions", None)
+        });
+        exchange.on_response_head(&response_head(200, b"text/event-stream"));
+        assert_eq!(
+            exchange.on_response_body(Some(SEED_RESPONSE), true),
+            BodyStep::Continue
+        );
+        assert_eq!(exchange.unsigned(), Some(UnsignedReason::UpstreamAbort));
+        // Signing failed.
+        let mut exchange = admitted_seed();
+        stream_seed_response(&mut exchange);
+        exchange.seal_failed();
+        assert_eq!(
+            exchange.settle(End {
+                error: None,
+                client_accepted: SEED_RESPONSE.len() as u64
+            }),
+            Settlement::Unsigned(UnsignedReason::SigningFailed)
+        );
+    }
+
+    #[test]
+    fn inband_streams_get_a_trailer_after_the_signed_bytes_and_lose_their_length() {
+        let mut exchange = Exchange::new(policy());
+        let length = SEED_REQUEST.len().to_string();
+        exchange.on_request_head(&RequestHead {
+            inband: Some(b"In-Band "),
+            ..head("POST", "/v1/chat/completions", Some(length.as_bytes()))
+        });
+        exchange.push_request_body(SEED_REQUEST).unwrap();
+        exchange.finish_request_body().unwrap();
+        assert!(
+            !exchange.serves_inband_json(),
+            "a stream goes through the proxy"
+        );
+        let edits = exchange.on_response_head(&ResponseHead {
+            content_length: true,
+            transfer_encoding: false,
+            ..response_head(200, b"text/event-stream; charset=utf-8")
+        });
+        assert!(edits.mark_inband && edits.remove_content_length && edits.add_chunked);
+        exchange.on_response_body(Some(SEED_RESPONSE), true);
+        let trailer = exchange.sealed(ticket(), &signature()).unwrap();
+        assert!(trailer.starts_with(inband::COMMENT_PREFIX));
+
+        // The same for an HTTP/1.0 client: no chunked framing, the connection ends the body.
+        let mut exchange = Exchange::new(policy());
+        exchange.on_request_head(&RequestHead {
+            inband: Some(b"in-band"),
+            version: HttpVersion::Http10,
+            ..head("POST", "/v1/chat/completions", Some(length.as_bytes()))
+        });
+        let edits = exchange.on_response_head(&ResponseHead {
+            content_length: true,
+            transfer_encoding: false,
+            client_version: HttpVersion::Http10,
+            ..response_head(200, b"text/event-stream")
+        });
+        assert!(edits.close && !edits.add_chunked && edits.remove_content_length);
+    }
+
+    #[test]
+    fn response_heads_always_lose_upstream_signet_headers_and_http10_loses_chunking() {
+        let mut exchange = Exchange::new(policy());
+        exchange.on_request_head(&head("GET", "/v1/models", None));
+        assert_eq!(
+            exchange.on_response_head(&response_head(100, b"")),
+            ResponseEdits {
+                strip_signet_headers: true,
+                ..ResponseEdits::default()
+            }
+        );
+        assert_eq!(
+            exchange.status(),
+            None,
+            "informational answers are not the status"
+        );
+        let edits = exchange.on_response_head(&ResponseHead {
+            client_version: HttpVersion::Http10,
+            ..response_head(200, b"text/event-stream")
+        });
+        assert!(edits.strip_signet_headers && edits.remove_transfer_encoding && edits.close);
+        assert!(is_signet_header("X-Signet-Signature"));
+        assert!(is_signet_header("x-signet-text"));
+        assert!(!is_signet_header("x-signe"));
+        assert!(!is_signet_header("x-request-id"));
+    }
+
+    const POOLED_SILENT: RetryFacts = RetryFacts {
+        idempotent: false,
+        reused_connection: true,
+        nothing_answered: true,
+        replayable: true,
+        framework_would_retry: true,
+    };
+
+    #[test]
+    fn a_post_is_retried_once_only_when_the_upstream_closed_a_pooled_connection() {
+        let upstream_closed = AttemptError {
+            side: Side::Upstream,
+            failure: Failure::Closed {
+                before_answer: true,
+            },
+        };
+        let mut exchange = admitted_seed();
+        assert!(exchange.should_retry(upstream_closed, POOLED_SILENT));
+        assert!(exchange.start_attempt().fresh_connection);
+        assert!(
+            !exchange.should_retry(upstream_closed, POOLED_SILENT),
+            "only once"
+        );
+        assert_eq!(exchange.retries(), 1);
+
+        let no_retry = [
+            // The client reset: the request may well have been applied upstream.
+            (
+                AttemptError {
+                    side: Side::Downstream,
+                    failure: Failure::Reset,
+                },
+                POOLED_SILENT,
+            ),
+            (
+                AttemptError {
+                    side: Side::Downstream,
+                    failure: Failure::Closed {
+                        before_answer: true,
+                    },
+                },
+                POOLED_SILENT,
+            ),
+            // Part of an answer was read: the request was applied.
+            (
+                AttemptError {
+                    side: Side::Upstream,
+                    failure: Failure::Closed {
+                        before_answer: false,
+                    },
+                },
+                POOLED_SILENT,
+            ),
+            (
+                AttemptError {
+                    side: Side::Upstream,
+                    failure: Failure::Timeout,
+                },
+                POOLED_SILENT,
+            ),
+            (
+                upstream_closed,
+                RetryFacts {
+                    reused_connection: false,
+                    ..POOLED_SILENT
+                },
+            ),
+            (
+                upstream_closed,
+                RetryFacts {
+                    nothing_answered: false,
+                    ..POOLED_SILENT
+                },
+            ),
+            (
+                upstream_closed,
+                RetryFacts {
+                    replayable: false,
+                    ..POOLED_SILENT
+                },
+            ),
+        ];
+        for (error, facts) in no_retry {
+            let mut exchange = admitted_seed();
+            assert!(!exchange.should_retry(error, facts), "{error:?} {facts:?}");
+            assert!(!exchange.start_attempt().fresh_connection);
+        }
+        // Idempotent requests follow the framework's rule.
+        let mut exchange = Exchange::new(policy());
+        let idempotent = RetryFacts {
+            idempotent: true,
+            ..POOLED_SILENT
+        };
+        let other = AttemptError {
+            side: Side::Upstream,
+            failure: Failure::Other,
+        };
+        assert!(exchange.should_retry(other, idempotent));
+        assert!(!exchange.should_retry(
+            other,
+            RetryFacts {
+                framework_would_retry: false,
+                ..idempotent
+            }
+        ));
+    }
+
+    #[test]
+    fn failures_get_their_envelope_unless_the_answer_began_or_the_client_left() {
+        let cases = [
+            (Side::Upstream, Failure::Timeout, Some(504)),
+            (Side::Upstream, Failure::Reset, Some(502)),
+            (
+                Side::Upstream,
+                Failure::Closed {
+                    before_answer: true,
+                },
+                Some(502),
+            ),
+            (Side::Downstream, Failure::Timeout, Some(408)),
+            (Side::Downstream, Failure::Reset, None),
+            (Side::Downstream, Failure::Io, None),
+            (
+                Side::Downstream,
+                Failure::Closed {
+                    before_answer: false,
+                },
+                None,
+            ),
+            (Side::Downstream, Failure::Other, Some(400)),
+            (Side::Internal, Failure::Other, Some(500)),
+            (Side::Internal, Failure::Status(413), Some(413)),
+        ];
+        for (side, failure, expected) in cases {
+            let mut exchange = Exchange::new(policy());
+            let error = AttemptError { side, failure };
+            assert_eq!(
+                exchange.failure_answer(error, false).map(|e| e.status),
+                expected,
+                "{error:?}"
+            );
+            assert_eq!(exchange.failure_answer(error, true), None);
+        }
+        // A refusal answers with its own envelope.
+        let mut exchange = Exchange::new(policy());
+        exchange.on_request_head(&head("POST", "/v1/completions", Some(b"99999")));
+        let answer = exchange.failure_answer(
+            AttemptError {
+                side: Side::Internal,
+                failure: Failure::Status(413),
+            },
+            false,
+        );
+        assert_eq!(answer.unwrap().status, 413);
+        assert_eq!(exchange.status(), Some(413));
+    }
+}

@@ -1,0 +1,219 @@
+//! The in-band JSON path: a non-streamed completion whose client asked for the signature in
+//! the response headers (`x-signet-signature: in-band`). signet sends the (complete,
+//! checked) request itself, holds the JSON answer (up to `limits.json_response_bytes`) until
+//! it is signed, and returns head and body together. The exchange's state machine decides
+//! what is signed exactly as on the proxied path; this module only moves the bytes.
+
+use crate::gateway::Gateway;
+use crate::upstreams::is_hop_by_hop;
+use signet_core::error::ApiError;
+use signet_core::exchange::{BodyStep, Exchange, HttpVersion, ResponseHead, is_signet_header};
+use signet_core::inband::headers as inband_headers;
+use signet_core::transcript::UnsignedReason;
+use signet_verify::http::{BaseUrl, Client, HttpError};
+use std::net::SocketAddr;
+
+/// What the in-band JSON path answers the client with.
+#[derive(Debug)]
+pub struct InbandAnswer {
+    /// Status for the client.
+    pub status: u16,
+    /// Headers for the client (no hop-by-hop ones, no length: it is set on writing).
+    pub headers: Vec<(String, String)>,
+    /// Body for the client.
+    pub body: bytes::Bytes,
+    /// The upstream that answered.
+    pub target: Option<crate::config::UpstreamTarget>,
+}
+
+impl InbandAnswer {
+    fn refused(exchange: &mut Exchange, error: ApiError, reason: UnsignedReason) -> Self {
+        let mut headers: Vec<(String, String)> = error
+            .headers
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        headers.push(("content-type".to_owned(), "application/json".to_owned()));
+        let body = bytes::Bytes::from(error.body());
+        exchange.inband_outcome(error.status, body.len() as u64, None, Some(reason));
+        Self {
+            status: error.status,
+            body,
+            headers,
+            target: None,
+        }
+    }
+
+    fn at(mut self, target: crate::config::UpstreamTarget) -> Self {
+        self.target = Some(target);
+        self
+    }
+}
+
+/// The upstream's response headers that reach the client: no hop-by-hop ones, no length
+/// (set on writing), and none of signet's own names (an upstream cannot supply a signature).
+fn copy_response_headers(headers: &http::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(name, _)| {
+            !is_hop_by_hop(name.as_str())
+                && *name != http::header::CONTENT_LENGTH
+                && !is_signet_header(name.as_str())
+        })
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+        })
+        .collect()
+}
+
+/// The client's request headers that go upstream, by the pool's header policy, and
+/// signet's request id.
+fn request_headers(
+    gateway: &Gateway,
+    headers: &http::HeaderMap,
+    request_id: &str,
+) -> Vec<(String, String)> {
+    let policy = gateway.upstreams.header_policy();
+    let mut out = Vec::new();
+    for (name, value) in headers {
+        let keep = !is_hop_by_hop(name.as_str())
+            && name != http::header::CONTENT_LENGTH
+            && policy.keeps(name.as_str(), true);
+        if let (true, Ok(value)) = (keep, value.to_str()) {
+            out.push((name.as_str().to_owned(), value.to_owned()));
+        }
+    }
+    out.push(("x-request-id".to_owned(), request_id.to_owned()));
+    out
+}
+
+/// Sends the request, signs the answer through `exchange` and returns what to write.
+pub async fn serve(
+    gateway: &Gateway,
+    exchange: &mut Exchange,
+    method: &http::Method,
+    path_and_query: &str,
+    headers: &http::HeaderMap,
+    request_id: &str,
+) -> InbandAnswer {
+    let Some(body) = exchange.request_body().cloned() else {
+        return InbandAnswer::refused(exchange, ApiError::internal(), UnsignedReason::Rejected);
+    };
+    let limits = &gateway.settings.limits;
+    let headers = request_headers(gateway, headers, request_id);
+    let refs: Vec<(&str, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    let mut failed: Vec<SocketAddr> = Vec::new();
+    let (target, answer) = loop {
+        let Some(target) = gateway.upstreams.select(&failed).cloned() else {
+            return InbandAnswer::refused(
+                exchange,
+                ApiError::bad_gateway(
+                    "no upstream is available (every upstream failed to connect)",
+                ),
+                UnsignedReason::UpstreamError,
+            );
+        };
+        let client = Client::new(
+            BaseUrl {
+                tls: target.tls,
+                host: target.host.clone(),
+                port: target.port,
+                prefix: String::new(),
+            },
+            gateway.upstream_tls.clone(),
+            gateway.upstreams.timeouts().first_byte,
+        )
+        .with_max_body(limits.json_response_bytes);
+        match client
+            .send(method.clone(), path_and_query, &refs, body.clone())
+            .await
+        {
+            Err(HttpError::Connect(_))
+                if gateway
+                    .upstreams
+                    .try_another_after(&mut failed, target.addr) => {}
+            Err(HttpError::Connect(_)) => {
+                return InbandAnswer::refused(
+                    exchange,
+                    ApiError::bad_gateway(
+                        "no upstream is available (every upstream failed to connect)",
+                    ),
+                    UnsignedReason::UpstreamError,
+                )
+                .at(target);
+            }
+            other => break (target, other),
+        }
+    };
+    let answer = match answer {
+        Ok(answer) => answer,
+        Err(HttpError::Timeout(_)) => {
+            return InbandAnswer::refused(
+                exchange,
+                ApiError::gateway_timeout("the upstream did not answer in time"),
+                UnsignedReason::UpstreamAbort,
+            )
+            .at(target);
+        }
+        Err(HttpError::TooLarge(limit)) => {
+            return InbandAnswer::refused(
+                exchange,
+                ApiError::bad_gateway(format!(
+                    "the response is larger than the {limit} bytes signet holds for an in-band signature; \
+                     ask without x-signet-signature and fetch /v1/signature/{{id}}"
+                )),
+                UnsignedReason::UpstreamError,
+            )
+            .at(target);
+        }
+        Err(e) => {
+            return InbandAnswer::refused(
+                exchange,
+                ApiError::bad_gateway(format!("upstream exchange failed: {e}")),
+                UnsignedReason::UpstreamError,
+            )
+            .at(target);
+        }
+    };
+    let mut out = InbandAnswer {
+        status: answer.status,
+        headers: copy_response_headers(&answer.headers),
+        body: answer.body.clone(),
+        target: Some(target),
+    };
+    exchange.on_response_head(&ResponseHead {
+        status: answer.status,
+        content_type: answer
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .map(|v| v.as_bytes()),
+        content_length: true,
+        transfer_encoding: false,
+        client_version: HttpVersion::Http11,
+    });
+    if let BodyStep::Seal(completed) = exchange.on_response_body(Some(&answer.body), true) {
+        match gateway.notary.seal_for_client(&completed) {
+            Ok((ticket, signature)) => {
+                // A JSON answer carries its signature in headers, never in the body.
+                let _ = exchange.sealed(ticket, &signature);
+                out.headers.extend([
+                    (inband_headers::SIGNATURE.to_owned(), signature.signature),
+                    (inband_headers::TEXT.to_owned(), signature.text),
+                    (
+                        inband_headers::SIGNING_ADDRESS.to_owned(),
+                        signature.signing_address,
+                    ),
+                    (inband_headers::COMPLETION_ID.to_owned(), signature.id),
+                ]);
+            }
+            Err(e) => {
+                log::error!("signing failed for a completed response: {e}");
+                exchange.seal_failed();
+            }
+        }
+    }
+    out
+}
