@@ -112,13 +112,6 @@ impl RequestCapture {
     pub fn sha256(&self) -> Option<[u8; 32]> {
         self.complete.as_ref().map(|(_, digest)| *digest)
     }
-
-    /// Drops the held copy once the upstream can no longer ask for it again. The digest stays.
-    pub fn release_body(&mut self) {
-        if let Some((body, _)) = &mut self.complete {
-            *body = Bytes::new();
-        }
-    }
 }
 
 /// Checks that `body` is a UTF-8 JSON object and reads its `stream` flag, in one parse.
