@@ -41,14 +41,16 @@ fn main() {
     for (n, id) in ids.iter().enumerate() {
         let mut request_sha256 = [0u8; 32];
         request_sha256[..8].copy_from_slice(&(n as u64).to_le_bytes());
-        store.insert(
-            id,
-            StoredSignature {
-                request_sha256,
-                response_sha256: [1u8; 32],
-                signature,
-            },
-        );
+        store
+            .insert(
+                id,
+                StoredSignature {
+                    request_sha256,
+                    response_sha256: [1u8; 32],
+                    signature,
+                },
+            )
+            .unwrap();
     }
     let after = rss_bytes();
     assert_eq!(store.len(), RECORDS);

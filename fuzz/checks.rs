@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use signet_core::ids::{CompletionId, Nonce, request_id, validate_id_bytes};
+use signet_core::ids::{CompletionId, Nonce, client_request_id, validate_id_bytes};
 use signet_core::query::{check_signing_algo, query_param};
 use signet_core::route::Route;
 use signet_core::sse::{IdSearch, SseIdScanner, id_of_json_object};
@@ -94,7 +94,10 @@ pub fn wire_ids(data: &[u8]) {
     let _ = query_param(Some(&text), "nonce");
     let _ = check_signing_algo(Some(&text));
     let _ = Route::classify(&text);
-    let rid = request_id(Some(data));
-    assert!(rid.len() <= signet_core::ids::MAX_REQUEST_ID_LEN);
-    assert!(validate_id_bytes(rid.as_bytes()).is_ok());
+    // A client's request id is kept only when it is safe to log: exactly its own bytes.
+    if let Some(rid) = client_request_id(Some(data)) {
+        assert_eq!(rid.as_bytes(), data);
+        assert!(rid.len() <= signet_core::ids::MAX_REQUEST_ID_LEN);
+        assert!(validate_id_bytes(rid.as_bytes()).is_ok());
+    }
 }

@@ -5,6 +5,7 @@
 //! what is signed exactly as on the proxied path; this module only moves the bytes.
 
 use crate::gateway::Gateway;
+use crate::notary::SealError;
 use crate::upstreams::is_hop_by_hop;
 use signet_core::error::ApiError;
 use signet_core::exchange::{BodyStep, Exchange, HttpVersion, ResponseHead, is_signet_header};
@@ -209,9 +210,15 @@ pub async fn serve(
                     (inband_headers::COMPLETION_ID.to_owned(), signature.id),
                 ]);
             }
-            Err(e) => {
+            Err(SealError::DuplicateId(_)) => {
+                log::warn!(
+                    "the upstream repeated a completion id: the later response is not signed"
+                );
+                exchange.seal_failed(UnsignedReason::DuplicateId);
+            }
+            Err(SealError::Signing(e)) => {
                 log::error!("signing failed for a completed response: {e}");
-                exchange.seal_failed();
+                exchange.seal_failed(UnsignedReason::SigningFailed);
             }
         }
     }

@@ -7,9 +7,20 @@ use signet_core::ids::CompletionId;
 use signet_core::inband::InbandSignature;
 pub use signet_core::receipt::SignatureReceipt;
 use signet_core::signing::{Address, RecoverableSignature, Signer, SigningError};
-use signet_core::store::{SignatureStore, StoredSignature, Ticket};
+use signet_core::store::{Occupied, SignatureStore, StoredSignature, Ticket};
 use signet_core::transcript::{CompletedExchange, signed_text};
 use std::sync::Arc;
+
+/// Why an exchange was not sealed.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    /// Signing failed (never expected).
+    #[error(transparent)]
+    Signing(#[from] SigningError),
+    /// A live signature for the same id is already filed.
+    #[error(transparent)]
+    DuplicateId(#[from] Occupied),
+}
 
 /// Signs exchanges and keeps their signatures (in memory, and mirrored to a shared store
 /// when one is configured).
@@ -62,11 +73,12 @@ impl Notary {
         &self.store
     }
 
-    /// Signs the exchange's text and files it under its id.
+    /// Signs the exchange's text and files it under its id, unless a live signature is
+    /// already filed under that id (a later exchange never replaces an earlier one's).
     pub fn seal(
         &self,
         exchange: &CompletedExchange,
-    ) -> Result<(Ticket, RecoverableSignature), SigningError> {
+    ) -> Result<(Ticket, RecoverableSignature), SealError> {
         let signature = self.signer.sign_message(exchange.text().as_bytes())?;
         let ticket = self.store.insert(
             &exchange.id,
@@ -75,7 +87,7 @@ impl Notary {
                 response_sha256: exchange.response_sha256,
                 signature,
             },
-        );
+        )?;
         if let Some(shared) = &self.shared {
             let receipt = self.receipt_for(
                 &exchange.request_sha256,
@@ -91,7 +103,7 @@ impl Notary {
     pub fn seal_for_client(
         &self,
         exchange: &CompletedExchange,
-    ) -> Result<(Ticket, InbandSignature), SigningError> {
+    ) -> Result<(Ticket, InbandSignature), SealError> {
         let (ticket, signature) = self.seal(exchange)?;
         Ok((
             ticket,
@@ -121,9 +133,18 @@ impl Notary {
 
     /// Takes back a sealed signature whose response did not reach the client.
     pub fn retract(&self, ticket: Ticket, id: &CompletionId) {
-        self.store.retract(ticket);
+        let Some(record) = self.store.retract(ticket) else {
+            return;
+        };
         if let Some(shared) = &self.shared {
-            shared.withdraw(id.as_str());
+            // Only this record: the shared store deletes the key only while it still holds
+            // exactly what this replica published.
+            let receipt = self.receipt_for(
+                &record.request_sha256,
+                &record.response_sha256,
+                &record.signature,
+            );
+            shared.withdraw(id.as_str(), &receipt);
         }
     }
 
@@ -184,5 +205,31 @@ mod tests {
         );
         notary.retract(ticket, &exchange.id);
         assert_eq!(notary.receipt(&exchange.id), None);
+    }
+
+    #[test]
+    fn a_later_exchange_with_the_same_id_never_replaces_the_first_signature() {
+        let clock = Arc::new(ManualClock::default());
+        let store = SignatureStore::new(Duration::from_secs(300), 10, clock);
+        let notary = Notary::new(Signer::generate(), store);
+        let first = CompletedExchange {
+            id: CompletionId::parse("chatcmpl-shared").unwrap(),
+            request_sha256: [1; 32],
+            response_sha256: [2; 32],
+        };
+        let later = CompletedExchange {
+            request_sha256: [3; 32],
+            ..first.clone()
+        };
+        let (ticket, _) = notary.seal(&first).unwrap();
+        assert!(matches!(
+            notary.seal(&later),
+            Err(SealError::DuplicateId(_))
+        ));
+        assert_eq!(notary.receipt(&first.id).unwrap().text, first.text());
+        // Once the first is retracted (never delivered), the id is free.
+        notary.retract(ticket, &first.id);
+        notary.seal(&later).unwrap();
+        assert_eq!(notary.receipt(&first.id).unwrap().text, later.text());
     }
 }

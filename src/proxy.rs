@@ -8,6 +8,7 @@ use crate::admission::InFlightSlot;
 use crate::config::UpstreamTarget;
 use crate::gateway::Gateway;
 use crate::metrics::METRICS;
+use crate::notary::SealError;
 use crate::routes::{self, LocalResponse};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -22,7 +23,7 @@ use signet_core::exchange::{
     Refusal, RequestHead, ResponseEdits, ResponseHead, RetryFacts, Settlement, Side,
     is_signet_header,
 };
-use signet_core::ids::{CompletionId, request_id};
+use signet_core::ids::{CompletionId, client_request_id, new_request_id};
 use signet_core::inband;
 use signet_core::route::Route;
 use signet_core::transcript::UnsignedReason;
@@ -37,8 +38,10 @@ pub struct RequestCtx {
     exchange: Exchange,
     /// When the request started being processed.
     started: Instant,
-    /// The request id: the client's `x-request-id` if well-formed, else drawn.
+    /// signet's own id for this request (upstream, response header, logs).
     pub request_id: String,
+    /// The client's `x-request-id`, if well-formed (access log only).
+    client_request_id: Option<String>,
     /// A place among the completions in flight (signed routes).
     slot: Option<InFlightSlot>,
     /// The upstream of the current attempt.
@@ -336,7 +339,8 @@ impl ProxyHttp for SignetProxy {
         RequestCtx {
             exchange: Exchange::new(self.gateway.exchange_policy()),
             started: Instant::now(),
-            request_id: String::new(),
+            request_id: new_request_id(),
+            client_request_id: None,
             slot: None,
             target: None,
             failed_connects: Vec::new(),
@@ -353,7 +357,8 @@ impl ProxyHttp for SignetProxy {
         crate::hardening::head_received();
         let body_empty = session.as_mut().is_body_empty();
         let header = session.req_header();
-        ctx.request_id = request_id(header.headers.get("x-request-id").map(|v| v.as_bytes()));
+        ctx.client_request_id =
+            client_request_id(header.headers.get("x-request-id").map(|v| v.as_bytes()));
         let authorized = self.gateway.admission.authorized(
             header
                 .headers
@@ -524,9 +529,13 @@ impl ProxyHttp for SignetProxy {
                     *body = Some(Bytes::from(out));
                 }
             }
-            Err(e) => {
+            Err(SealError::DuplicateId(_)) => {
+                warn!("the upstream repeated a completion id: the later response is not signed");
+                ctx.exchange.seal_failed(UnsignedReason::DuplicateId);
+            }
+            Err(SealError::Signing(e)) => {
                 error!("signing failed for a completed response: {e}");
-                ctx.exchange.seal_failed();
+                ctx.exchange.seal_failed(UnsignedReason::SigningFailed);
             }
         }
         Ok(None)
@@ -602,8 +611,9 @@ impl ProxyHttp for SignetProxy {
         let header = session.req_header();
         info!(
             target: "signet::access",
-            "request_id={} route={} method={} status={} duration_ms={:.1} upstream={} id={} signed={} reason={} response_bytes={} sent_bytes={} retries={} error={}",
+            "request_id={} client_request_id={} route={} method={} status={} duration_ms={:.1} upstream={} id={} signed={} reason={} response_bytes={} sent_bytes={} retries={} error={}",
             ctx.request_id,
+            ctx.client_request_id.as_deref().unwrap_or("-"),
             exchange.route().label(),
             header.method,
             exchange.status().map_or_else(|| "-".to_owned(), |s| s.to_string()),

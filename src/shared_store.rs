@@ -4,8 +4,10 @@
 //! lookups) and mirrors them to Redis so any replica can answer `GET /v1/signature/{id}` for a
 //! completion served by any other. Records are the receipts as served (text, signature and
 //! the signing address, so a client can tell which replica's key signed), written with the
-//! store's TTL (`SET key value EX ttl`) under a configurable key prefix, so several models or
-//! deployments can share one Redis.
+//! store's TTL (`SET key value EX ttl NX`) under a configurable key prefix, so several models
+//! or deployments can share one Redis. `NX`: a record already there (another replica's, for
+//! the same id) is never replaced; a withdrawal deletes the key only while it still holds
+//! exactly the record this replica published (compare-and-delete in one Lua call).
 //!
 //! Writes never block the response path: sealing hands the record to a bounded queue that a
 //! background writer drains, pipelining up to 256 commands per round trip. If Redis is down or
@@ -50,8 +52,13 @@ enum Write {
     },
     Delete {
         key: String,
+        value: String,
     },
 }
+
+/// Deletes KEYS[1] only while it holds ARGV[1]: a replica takes back its own record, never
+/// another's.
+const DELETE_IF_OURS: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
 /// The Redis mirror of the signature store.
 pub struct SharedStore {
@@ -115,11 +122,18 @@ impl SharedStore {
         }
     }
 
-    /// Queues the removal of a record (its response did not reach the client).
-    pub fn withdraw(&self, id: &str) {
+    /// Queues the removal of this replica's record for `id` (its response did not reach the
+    /// client); a record someone else wrote under the same id stays.
+    pub fn withdraw(&self, id: &str, receipt: &SignatureReceipt) {
+        let Ok(value) = serde_json::to_string(receipt) else {
+            return;
+        };
         if self
             .queue
-            .try_send(Write::Delete { key: self.key(id) })
+            .try_send(Write::Delete {
+                key: self.key(id),
+                value,
+            })
             .is_err()
         {
             METRICS.shared_store_dropped.inc();
@@ -220,12 +234,18 @@ impl SharedStore {
                                 .arg(value)
                                 .arg("EX")
                                 .arg(left)
+                                .arg("NX")
                                 .ignore();
                             commands += 1;
                         }
                     }
-                    Write::Delete { key } => {
-                        pipe.cmd("DEL").arg(key).ignore();
+                    Write::Delete { key, value } => {
+                        pipe.cmd("EVAL")
+                            .arg(DELETE_IF_OURS)
+                            .arg(1)
+                            .arg(key)
+                            .arg(value)
+                            .ignore();
                         commands += 1;
                     }
                 }

@@ -91,3 +91,82 @@ async fn an_upstream_cannot_supply_signet_headers() {
         "the signature is signet's"
     );
 }
+
+/// A second exchange under an id that already has a live signature (an upstream that
+/// repeats ids, or one that builds them from something a client chose) never replaces the
+/// first signature: the first client's lookup keeps answering with its own exchange.
+#[tokio::test]
+async fn a_repeated_completion_id_never_replaces_an_earlier_signature() {
+    let upstream = Upstream::start();
+    let gateway = Gateway::start(&upstream.url());
+    let address = gateway.signing_address().await;
+    let same_id = ("x-mock-id", "chatcmpl-repeated");
+    let first_body =
+        br#"{"model":"m","messages":[{"role":"user","content":"mine"}],"stream":true}"#;
+    let first = gateway
+        .post("/v1/chat/completions", &[same_id], first_body)
+        .await;
+    assert_eq!(first.status, 200);
+    let later_body =
+        br#"{"model":"m","messages":[{"role":"user","content":"attacker"}],"stream":true}"#;
+    let later = gateway
+        .post("/v1/chat/completions", &[same_id], later_body)
+        .await;
+    assert_eq!(later.status, 200, "the later client still gets its answer");
+    let receipt = gateway.signature("chatcmpl-repeated").await.json();
+    assert_receipt(&receipt, first_body, &first.body, &address);
+    gateway.wait_for_log_line(&[
+        "id=chatcmpl-repeated",
+        "signed=false",
+        "reason=duplicate_id",
+    ]);
+}
+
+/// A client that resets its connection while the upstream is still working must not make
+/// signet send the prompt upstream a second time (a second inference, billed and logged
+/// upstream): only an upstream that closed a pooled connection unanswered is retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_reset_never_sends_the_prompt_upstream_twice() {
+    use std::io::Write;
+    let upstream = Upstream::start();
+    let gateway = Gateway::start(&upstream.url());
+    // A pooled upstream connection, as under any real load.
+    let warm = gateway
+        .post("/v1/chat/completions", &[], br#"{"stream":false}"#)
+        .await;
+    assert_eq!(warm.status, 200);
+    for run in 0..3 {
+        let body = format!(r#"{{"stream":false,"run":{run}}}"#);
+        let head = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: signet\r\ncontent-type: application/json\r\n\
+             x-request-id: reset-run-{run}\r\nx-mock-head-delay-ms: 300\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.connect(&gateway.addr.into()).unwrap();
+        let mut stream: std::net::TcpStream = socket.into();
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(body.as_bytes()).unwrap();
+        // Once the upstream holds the request, the client resets (RST, not FIN).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while upstream.seen().await.len() < 2 + run {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the request never arrived"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let socket = socket2::Socket::from(stream);
+        socket.set_linger(Some(std::time::Duration::ZERO)).unwrap();
+        drop(socket);
+        let line = gateway.wait_for_log_line(&[&format!("client_request_id=reset-run-{run} ")]);
+        assert!(line.contains("signed=false"), "{line}");
+        assert!(line.contains("retries=0"), "{line}");
+    }
+    assert_eq!(
+        upstream.seen().await.len(),
+        4,
+        "every prompt reached the upstream exactly once"
+    );
+}

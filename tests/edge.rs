@@ -494,9 +494,17 @@ async fn every_response_carries_a_request_id() {
             br#"{"stream":true}"#,
         )
         .await;
-    assert_eq!(kept.headers["x-request-id"], "client-req-42");
-    assert_eq!(upstream.seen().await[0]["x_request_id"], "client-req-42");
-    gateway.wait_for_log_line(&["request_id=client-req-42", "route=chat_completions"]);
+    // signet's own id goes upstream and back, never the client's (an upstream such as vLLM
+    // makes its completion id from it); the client's stays in the access log.
+    let ours = kept.headers["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(ours.len(), 32);
+    assert_ne!(ours, "client-req-42");
+    assert_eq!(upstream.seen().await[0]["x_request_id"], ours.as_str());
+    gateway.wait_for_log_line(&[
+        &format!("request_id={ours}"),
+        "client_request_id=client-req-42",
+        "route=chat_completions",
+    ]);
 
     let replaced = gateway
         .post(

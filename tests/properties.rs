@@ -207,7 +207,8 @@ proptest! {
         let clock = Arc::new(ManualClock::default());
         let store = SignatureStore::new(Duration::from_millis(ttl_ms), max_entries, clock.clone());
         let signature = Signer::generate().sign_message(b"record").unwrap();
-        // The model: each id's latest insertion time, in insertion order.
+        // The model: each id's live insertion time, in insertion order; a live record is
+        // never replaced.
         let mut inserted_at: HashMap<u8, (u64, usize, [u8; 32])> = HashMap::new();
         let mut insertions = 0usize;
         for op in ops {
@@ -215,15 +216,23 @@ proptest! {
                 StoreOp::Insert(k) => {
                     let id = CompletionId::parse(&format!("chatcmpl-{k}")).unwrap();
                     let request_sha256: [u8; 32] = Sha256::digest([k, insertions as u8]).into();
+                    let now = clock.now().as_millis() as u64;
+                    let live = inserted_at.get(&k).is_some_and(|&(at, nth, _)| {
+                        now < at + ttl_ms && insertions - nth <= max_entries
+                    });
                     // The store keeps records as given; one signature serves them all.
-                    store.insert(&id, StoredSignature {
+                    let stored = store.insert(&id, StoredSignature {
                         request_sha256,
                         response_sha256: [0u8; 32],
                         signature,
                     });
-                    let now = clock.now().as_millis() as u64;
-                    inserted_at.insert(k, (now, insertions, request_sha256));
-                    insertions += 1;
+                    if live {
+                        prop_assert!(stored.is_err(), "a live record was replaced");
+                    } else {
+                        prop_assert!(stored.is_ok(), "a free id was refused");
+                        inserted_at.insert(k, (now, insertions, request_sha256));
+                        insertions += 1;
+                    }
                 }
                 StoreOp::Get(k) => {
                     let now = clock.now().as_millis() as u64;

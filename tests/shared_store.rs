@@ -244,3 +244,65 @@ async fn an_abandoned_stream_leaves_nothing_in_the_shared_store() {
     a.wait_for_log_line(&["id=abandoned-shared", "signed=false"]);
     assert!(redis.keys("signet:retract:*").await.is_empty());
 }
+
+async fn lookup_until(
+    store: &signet::shared_store::SharedStore,
+    id: &str,
+    wanted: Option<&signet_core::receipt::SignatureReceipt>,
+) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(found) = store.lookup(id).await
+            && found.as_ref() == wanted
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{id} never became {wanted:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Two replicas share one key space: a replica never overwrites another's record for the
+/// same id (SET NX), and withdrawing its own record never deletes another's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_never_overwrites_or_withdraws_another_replicas_record() {
+    use signet::shared_store::{RedisSettings, SharedStore};
+    use signet_core::receipt::SignatureReceipt;
+    use std::sync::Arc;
+    let redis = RedisServer::start();
+    let settings = RedisSettings {
+        url: redis.url(),
+        password: None,
+        key_prefix: "fleet:".to_owned(),
+        lookup_timeout: Duration::from_secs(2),
+        backlog: 100,
+    };
+    let a = Arc::new(SharedStore::new(settings.clone()).unwrap());
+    let b = Arc::new(SharedStore::new(settings).unwrap());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    for store in [a.clone(), b.clone()] {
+        let stopped = stopped.clone();
+        tokio::spawn(async move { store.run_writer(stopped).await });
+    }
+    let receipt = |who: &str| SignatureReceipt {
+        text: format!("{who}:text"),
+        signature: format!("0x{who}"),
+        signing_address: format!("0x{who}-address"),
+        signing_algo: "ecdsa".to_owned(),
+    };
+    let (ours, theirs) = (receipt("a"), receipt("b"));
+    let ttl = Duration::from_secs(60);
+    a.publish("chatcmpl-x", &ours, ttl);
+    lookup_until(&a, "chatcmpl-x", Some(&ours)).await;
+    // b writes the same id, then takes its own record back; its writer keeps order, so once
+    // b's marker is visible, both of those writes have been applied.
+    b.publish("chatcmpl-x", &theirs, ttl);
+    b.withdraw("chatcmpl-x", &theirs);
+    b.publish("marker", &theirs, ttl);
+    lookup_until(&b, "marker", Some(&theirs)).await;
+    assert_eq!(b.lookup("chatcmpl-x").await.unwrap(), Some(ours.clone()));
+    // a's own withdrawal does remove it.
+    a.withdraw("chatcmpl-x", &ours);
+    lookup_until(&a, "chatcmpl-x", None).await;
+    let _ = stop.send(true);
+}

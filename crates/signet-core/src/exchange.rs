@@ -582,9 +582,10 @@ impl Exchange {
             .then(|| inband::stream_trailer(signature))
     }
 
-    /// Signing failed (never expected).
-    pub fn seal_failed(&mut self) {
-        self.unsigned = Some(UnsignedReason::SigningFailed);
+    /// The exchange could not be sealed: signing failed (`SigningFailed`, never expected),
+    /// or its id already has a live signature (`DuplicateId`).
+    pub fn seal_failed(&mut self, reason: UnsignedReason) {
+        self.unsigned = Some(reason);
     }
 
     /// Records an in-band JSON outcome made outside the body filters.
@@ -834,14 +835,16 @@ mod tests {
         );
         let signer = crate::signing::Signer::generate();
         let signature = signer.sign_message(SEED_TEXT.as_bytes()).unwrap();
-        store.insert(
-            &CompletionId::parse("chat-1").unwrap(),
-            StoredSignature {
-                request_sha256: [1; 32],
-                response_sha256: [2; 32],
-                signature,
-            },
-        )
+        store
+            .insert(
+                &CompletionId::parse("chat-1").unwrap(),
+                StoredSignature {
+                    request_sha256: [1; 32],
+                    response_sha256: [2; 32],
+                    signature,
+                },
+            )
+            .unwrap()
     }
 
     #[test]
@@ -1224,7 +1227,7 @@ mod tests {
         // Signing failed.
         let mut exchange = admitted_seed();
         stream_seed_response(&mut exchange);
-        exchange.seal_failed();
+        exchange.seal_failed(UnsignedReason::SigningFailed);
         assert_eq!(
             exchange.settle(End {
                 error: None,

@@ -67,20 +67,23 @@ pub fn validate_id_bytes(bytes: &[u8]) -> Result<(), IdError> {
 /// Longest request id kept from a client's `x-request-id`.
 pub const MAX_REQUEST_ID_LEN: usize = 128;
 
-/// The request id for a request: the client's `x-request-id` when it is 1 to 128 bytes of
-/// `[A-Za-z0-9._:-]` (safe to log and to echo), else a fresh random one (32 hex chars).
-pub fn request_id(client_value: Option<&[u8]>) -> String {
-    match client_value {
-        Some(value) if value.len() <= MAX_REQUEST_ID_LEN && validate_id_bytes(value).is_ok() => {
-            String::from_utf8_lossy(value).into_owned()
-        }
-        _ => {
-            use rand_core::{OsRng, RngCore};
-            let mut bytes = [0u8; 16];
-            OsRng.fill_bytes(&mut bytes);
-            hex::encode(bytes)
-        }
-    }
+/// signet's own id for a request (32 hex chars, random): what the upstream, the response's
+/// `x-request-id` and the logs carry. Never the client's: an upstream such as vLLM builds
+/// the completion id from the request id it receives, and a client that could choose it
+/// could collide with another client's completion.
+pub fn new_request_id() -> String {
+    use rand_core::{OsRng, RngCore};
+    let mut bytes = [0u8; 16];
+    OsRng.fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// The client's `x-request-id`, kept for the access log when it is 1 to 128 bytes of
+/// `[A-Za-z0-9._:-]` (safe to log); `None` otherwise.
+pub fn client_request_id(client_value: Option<&[u8]>) -> Option<String> {
+    client_value
+        .filter(|value| value.len() <= MAX_REQUEST_ID_LEN && validate_id_bytes(value).is_ok())
+        .map(|value| String::from_utf8_lossy(value).into_owned())
 }
 
 /// Why a nonce was refused.
@@ -158,14 +161,18 @@ mod tests {
     }
 
     #[test]
-    fn request_ids_are_kept_when_well_formed_and_drawn_otherwise() {
-        assert_eq!(request_id(Some(b"req-123.a:b_c")), "req-123.a:b_c");
+    fn client_request_ids_are_kept_only_when_well_formed_and_signets_are_drawn() {
+        assert_eq!(
+            client_request_id(Some(b"req-123.a:b_c")).as_deref(),
+            Some("req-123.a:b_c")
+        );
         for hostile in [&b"a b"[..], b"a\nb", b"", &[b'x'; 129], b"\xff"] {
-            let drawn = request_id(Some(hostile));
-            assert_eq!(drawn.len(), 32, "{hostile:?}");
-            assert!(drawn.bytes().all(|b| b.is_ascii_hexdigit()));
+            assert_eq!(client_request_id(Some(hostile)), None, "{hostile:?}");
         }
-        assert_ne!(request_id(None), request_id(None));
+        let drawn = new_request_id();
+        assert_eq!(drawn.len(), 32);
+        assert!(drawn.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(new_request_id(), new_request_id());
     }
 
     #[test]

@@ -77,6 +77,11 @@ pub struct StoredSignature {
     pub signature: RecoverableSignature,
 }
 
+/// Why a record was not stored: a live record for the same id is already there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a signature for this id is already stored")]
+pub struct Occupied;
+
 /// Proof of one insertion, used to take it back if the response did not reach the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ticket {
@@ -215,12 +220,26 @@ impl SignatureStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Stores `record` under `id`, replacing any earlier record for the same id.
-    pub fn insert(&self, id: &CompletionId, record: StoredSignature) -> Ticket {
+    /// Stores `record` under `id`, unless a live record for the same id is already there:
+    /// a later exchange never replaces an earlier one's signature (the earlier client may
+    /// still come to look it up), whether the id repeats by accident or by design.
+    pub fn insert(&self, id: &CompletionId, record: StoredSignature) -> Result<Ticket, Occupied> {
         let key = self.key_of(id.as_str());
         let now = self.now_ms();
         let mut ring = self.lock();
         self.remove_expired_locked(&mut ring, now);
+        if let Some(seq) = self.index.get(&key).map(|entry| *entry) {
+            let live = seq
+                .checked_sub(ring.first_seq)
+                .and_then(|position| usize::try_from(position).ok())
+                .and_then(|position| ring.entries.get(position))
+                .is_some_and(|entry| {
+                    entry.id.as_bytes() == id.as_str().as_bytes() && entry.expires_at_ms > now
+                });
+            if live {
+                return Err(Occupied);
+            }
+        }
         while ring.entries.len() >= self.max_entries {
             self.pop_front_locked(&mut ring);
             self.removed_evicted.fetch_add(1, Ordering::Relaxed);
@@ -233,7 +252,7 @@ impl SignatureStore {
         });
         // Lock order is always ring, then index shard; lookups never hold both.
         self.index.insert(key, seq);
-        Ticket { key, seq }
+        Ok(Ticket { key, seq })
     }
 
     /// The live record for `id`, if any.
@@ -250,11 +269,14 @@ impl SignatureStore {
         Some(entry.record)
     }
 
-    /// Takes back one insertion (the response did not reach the client after all).
-    /// A later insertion under the same id is left alone.
-    pub fn retract(&self, ticket: Ticket) {
+    /// Takes back one insertion (the response did not reach the client after all) and
+    /// returns its record; a later insertion under the same id is left alone.
+    pub fn retract(&self, ticket: Ticket) -> Option<StoredSignature> {
         self.index
-            .remove_if(&ticket.key, |_, seq| *seq == ticket.seq);
+            .remove_if(&ticket.key, |_, seq| *seq == ticket.seq)?;
+        let ring = self.lock();
+        let position = usize::try_from(ticket.seq.checked_sub(ring.first_seq)?).ok()?;
+        ring.entries.get(position).map(|entry| entry.record)
     }
 
     /// Removes every expired record; returns how many went.
@@ -342,7 +364,7 @@ mod tests {
     #[test]
     fn records_are_served_until_their_ttl_and_never_after() {
         let (store, clock) = store(300, 10);
-        store.insert(&id("a"), record(1));
+        store.insert(&id("a"), record(1)).unwrap();
         assert_eq!(store.get("a"), Some(record(1)));
         clock.advance(Duration::from_millis(299_999));
         assert_eq!(store.get("a"), Some(record(1)));
@@ -357,7 +379,7 @@ mod tests {
     fn the_oldest_go_first_when_full() {
         let (store, clock) = store(300, 3);
         for (n, name) in ["a", "b", "c", "d"].iter().enumerate() {
-            store.insert(&id(name), record(n as u8));
+            store.insert(&id(name), record(n as u8)).unwrap();
             clock.advance(Duration::from_secs(1));
         }
         assert_eq!(store.get("a"), None);
@@ -370,7 +392,7 @@ mod tests {
     #[test]
     fn unknown_ids_and_lookalikes_are_not_found() {
         let (store, _clock) = store(300, 10);
-        store.insert(&id("chatcmpl-1"), record(1));
+        store.insert(&id("chatcmpl-1"), record(1)).unwrap();
         assert_eq!(store.get("chatcmpl-2"), None);
         assert_eq!(store.get("chatcmpl-1 "), None);
         assert_eq!(store.get(""), None);
@@ -379,34 +401,38 @@ mod tests {
     #[test]
     fn a_retraction_removes_only_its_own_insertion() {
         let (store, _clock) = store(300, 10);
-        let first = store.insert(&id("same"), record(1));
-        store.retract(first);
+        let first = store.insert(&id("same"), record(1)).unwrap();
+        assert_eq!(store.retract(first), Some(record(1)));
         assert_eq!(store.get("same"), None);
-        let second = store.insert(&id("same"), record(2));
-        store.retract(first);
+        let second = store.insert(&id("same"), record(2)).unwrap();
+        assert_eq!(store.retract(first), None, "not the current insertion");
         assert_eq!(store.get("same"), Some(record(2)));
-        store.retract(second);
+        assert_eq!(store.retract(second), Some(record(2)));
         assert_eq!(store.get("same"), None);
     }
 
     #[test]
-    fn reinserting_an_id_serves_the_newest_record() {
+    fn a_later_record_never_replaces_a_live_one() {
         let (store, clock) = store(10, 10);
-        store.insert(&id("dup"), record(1));
+        store.insert(&id("dup"), record(1)).unwrap();
         clock.advance(Duration::from_secs(5));
-        store.insert(&id("dup"), record(2));
-        assert_eq!(store.get("dup"), Some(record(2)));
+        assert_eq!(store.insert(&id("dup"), record(2)), Err(Occupied));
+        assert_eq!(store.get("dup"), Some(record(1)), "the first stays");
         clock.advance(Duration::from_secs(6));
-        // The first record expires and is swept; the second must survive that.
+        // Once the first has expired, the id is free again.
+        assert_eq!(store.get("dup"), None);
+        store.insert(&id("dup"), record(3)).unwrap();
+        assert_eq!(store.get("dup"), Some(record(3)));
+        clock.advance(Duration::from_secs(11));
         assert_eq!(store.sweep(), 1);
-        assert_eq!(store.get("dup"), Some(record(2)));
+        assert_eq!(store.get("dup"), None);
     }
 
     #[test]
     fn long_ids_are_stored_too() {
         let (store, _clock) = store(300, 10);
         let long = "x".repeat(256);
-        store.insert(&id(&long), record(7));
+        store.insert(&id(&long), record(7)).unwrap();
         assert_eq!(store.get(&long), Some(record(7)));
         assert_eq!(store.get(&"x".repeat(255)), None);
     }
@@ -421,7 +447,7 @@ mod tests {
                 std::thread::spawn(move || {
                     for i in 0..2_000u32 {
                         let name = format!("t{t}-{i}");
-                        store.insert(&id(&name), record((i % 200) as u8));
+                        store.insert(&id(&name), record((i % 200) as u8)).unwrap();
                         if let Some(found) = store.get(&name) {
                             assert_eq!(found, record((i % 200) as u8));
                         }

@@ -207,6 +207,9 @@ pub enum UnsignedReason {
     Rejected,
     /// Signing failed (never expected; logged as an error).
     SigningFailed,
+    /// A live signature for the same completion id is already filed (an upstream that
+    /// repeats ids): the earlier one stays, this one is not signed.
+    DuplicateId,
 }
 
 impl UnsignedReason {
@@ -221,6 +224,7 @@ impl UnsignedReason {
             UnsignedReason::InvalidId => "invalid_id",
             UnsignedReason::Rejected => "rejected",
             UnsignedReason::SigningFailed => "signing_failed",
+            UnsignedReason::DuplicateId => "duplicate_id",
         }
     }
 }

@@ -824,7 +824,9 @@ fn check_access_log(args: &SoakArgs, book: &mut SoakBook) {
             line.split_whitespace()
                 .find_map(|w| w.strip_prefix(name).and_then(|w| w.strip_prefix('=')))
         };
-        if let (Some(request_id), Some(signed)) = (field("request_id"), field("signed")) {
+        // The soak's own ids travel as the client's `x-request-id`, which signet logs as
+        // `client_request_id` (its own id is another).
+        if let (Some(request_id), Some(signed)) = (field("client_request_id"), field("signed")) {
             seen.insert(request_id, signed == "true");
         }
     }
