@@ -185,6 +185,10 @@ pub async fn serve(
         body: answer.body.clone(),
         target: Some(target),
     };
+    exchange.on_upstream_framing(
+        answer.headers.contains_key(http::header::CONTENT_LENGTH),
+        answer.headers.contains_key(http::header::TRANSFER_ENCODING),
+    );
     exchange.on_response_head(&ResponseHead {
         status: answer.status,
         content_type: answer

@@ -279,10 +279,9 @@ impl SignetProxy {
             Ok(slot) => ctx.slot = Some(slot),
             Err(refusal) => return Err(refuse(session, ctx.exchange.refuse(refusal, true))),
         }
-        // SDKs close their end as soon as they have read `data: [DONE]`, often before the
-        // upstream's end-of-body arrives; let the response finish (a real disconnect still
-        // surfaces when a write fails) so a fully delivered stream gets signed.
-        session.as_downstream_mut().set_abort_on_close(false);
+        // A client that closes before its answer is complete is abandoned (never signed),
+        // unless the exchange says it may finish: decided again once the body is known.
+        session.as_downstream_mut().set_abort_on_close(true);
         if !read_first {
             return Ok(false);
         }
@@ -293,6 +292,12 @@ impl SignetProxy {
         if let Err(refusal) = read_body_first(session, &mut ctx.exchange).await {
             return Err(refuse(session, refusal));
         }
+        // SDKs close a stream as soon as they have read `data: [DONE]`, often before the
+        // upstream's end-of-body arrives: a stream may finish (and be signed) if every byte
+        // reached the client's socket.
+        session
+            .as_downstream_mut()
+            .set_abort_on_close(!ctx.exchange.tolerates_client_close());
         if !ctx.exchange.serves_inband_json() {
             return Ok(false);
         }
@@ -474,10 +479,29 @@ impl ProxyHttp for SignetProxy {
         {
             Ok(forward) => {
                 *body = forward;
+                if end_of_stream && ctx.exchange.tolerates_client_close() {
+                    session.as_downstream_mut().set_abort_on_close(false);
+                }
                 Ok(())
             }
             Err(refusal) => Err(refuse(session, refusal)),
         }
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        // The upstream's framing as it came, before Pingora turns a close-delimited body
+        // into a chunked one for the client.
+        let headers = &upstream_response.headers;
+        ctx.exchange.on_upstream_framing(
+            headers.contains_key(http::header::CONTENT_LENGTH),
+            headers.contains_key(http::header::TRANSFER_ENCODING),
+        );
+        Ok(())
     }
 
     async fn response_filter(

@@ -170,3 +170,72 @@ async fn a_client_reset_never_sends_the_prompt_upstream_twice() {
         "every prompt reached the upstream exactly once"
     );
 }
+
+/// A non-streamed request whose client closes (FIN) before the answer is abandoned: the
+/// answer would go to nobody, so it is never signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_answer_to_a_client_that_already_left_is_not_signed() {
+    use std::io::Write;
+    let upstream = Upstream::start();
+    let gateway = Gateway::start(&upstream.url());
+    let body = br#"{"stream":false}"#;
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: signet\r\ncontent-type: application/json\r\n\
+         x-request-id: left-early\r\nx-mock-id: chatcmpl-left-early\r\nx-mock-head-delay-ms: 300\r\n\
+         content-length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut stream = std::net::TcpStream::connect(gateway.addr).unwrap();
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while upstream.seen().await.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the request never arrived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    drop(stream); // FIN: the client is gone before the answer.
+    let line = gateway.wait_for_log_line(&["client_request_id=left-early "]);
+    assert!(line.contains("signed=false"), "{line}");
+    assert_eq!(gateway.signature("chatcmpl-left-early").await.status, 404);
+}
+
+/// An upstream that ends its body by closing the connection cannot be told from one that was
+/// cut, so a stream delimited that way counts as complete only with its `data: [DONE]`.
+#[tokio::test]
+async fn a_close_delimited_stream_cut_before_done_is_not_signed() {
+    let upstream = Upstream::start();
+    let gateway = Gateway::start(&upstream.url());
+    let address = gateway.signing_address().await;
+    let body = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
+    let whole = gateway
+        .post(
+            "/v1/chat/completions",
+            &[("x-mock-framing", "close"), ("x-mock-id", "chatcmpl-whole")],
+            body,
+        )
+        .await;
+    assert_eq!(whole.status, 200);
+    assert!(whole.body.ends_with(b"data: [DONE]\n\n"));
+    let receipt = gateway.signature("chatcmpl-whole").await.json();
+    assert_receipt(&receipt, body, &whole.body, &address);
+
+    let cut_at = (whole.body.len() - 20).to_string();
+    let cut = gateway
+        .post(
+            "/v1/chat/completions",
+            &[
+                ("x-mock-framing", "close"),
+                ("x-mock-id", "chatcmpl-cut-1"),
+                ("x-mock-die-after", &cut_at),
+            ],
+            body,
+        )
+        .await;
+    assert_eq!(cut.status, 200);
+    assert!(!cut.body.ends_with(b"data: [DONE]\n\n"));
+    assert_eq!(gateway.signature("chatcmpl-cut-1").await.status, 404);
+    gateway.wait_for_log_line(&["id=chatcmpl-cut-1", "signed=false", "reason=upstream_abort"]);
+}

@@ -262,6 +262,56 @@ pub struct Exchange {
     inband: bool,
     inband_trailer: bool,
     read_body_first: bool,
+    /// The upstream delimits the response body by closing the connection: its end cannot
+    /// be told from a cut, so completeness is read from the body itself.
+    close_delimited: bool,
+    /// The response is an event stream.
+    event_stream: bool,
+    /// The last bytes of the response body (to see how it ends).
+    tail: Tail,
+}
+
+/// The last few bytes of a body.
+#[derive(Debug, Default)]
+struct Tail {
+    bytes: [u8; 32],
+    len: usize,
+}
+
+impl Tail {
+    fn push(&mut self, chunk: &[u8]) {
+        let keep = self.bytes.len();
+        if chunk.len() >= keep {
+            self.bytes.copy_from_slice(&chunk[chunk.len() - keep..]);
+            self.len = keep;
+            return;
+        }
+        let total = (self.len + chunk.len()).min(keep);
+        let old = total - chunk.len();
+        self.bytes.copy_within(self.len - old..self.len, 0);
+        self.bytes[old..total].copy_from_slice(chunk);
+        self.len = total;
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// Whether an event stream ends with the `data: [DONE]` event and the blank line after it:
+/// the only sign of a complete OpenAI stream when the connection's close ends the body.
+pub fn ends_with_done_event(tail: &[u8]) -> bool {
+    let body = tail.trim_ascii_end();
+    let blank_line = [&b"\n\n"[..], b"\r\n\r\n", b"\r\r"]
+        .iter()
+        .any(|end| tail.ends_with(end));
+    blank_line
+        && (body.ends_with(b"\ndata: [DONE]")
+            || body.ends_with(b"\ndata:[DONE]")
+            || body == b"data: [DONE]"
+            || body == b"data:[DONE]"
+            || body.ends_with(b"\rdata: [DONE]")
+            || body.ends_with(b"\rdata:[DONE]"))
 }
 
 fn body_refusal(error: RequestBodyError) -> ApiError {
@@ -310,6 +360,9 @@ impl Exchange {
             inband: false,
             inband_trailer: false,
             read_body_first: false,
+            close_delimited: false,
+            event_stream: false,
+            tail: Tail::default(),
         }
     }
 
@@ -426,6 +479,16 @@ impl Exchange {
         self.refuse(error, true)
     }
 
+    /// Whether a client that closes its connection before the response is complete may be
+    /// let finish: only a stream (OpenAI SDKs close as soon as they have read
+    /// `data: [DONE]`, sometimes before the upstream's end-of-body arrives). A non-streamed
+    /// request whose client closes before the answer is abandoned, and never signed.
+    pub fn tolerates_client_close(&self) -> bool {
+        self.request
+            .as_ref()
+            .is_some_and(|r| r.stream() == Some(true))
+    }
+
     /// Whether signet sends this request itself and answers with the signature in the
     /// response headers: in-band asked for, and the request is not a stream.
     pub fn serves_inband_json(&self) -> bool {
@@ -497,6 +560,13 @@ impl Exchange {
         }
     }
 
+    /// How the upstream frames its response body, as it arrived (before any proxy rewrote
+    /// it): with neither a length nor chunked coding, the connection's close ends the body,
+    /// and a cut looks the same as an end.
+    pub fn on_upstream_framing(&mut self, content_length: bool, transfer_encoding: bool) {
+        self.close_delimited = !content_length && !transfer_encoding;
+    }
+
     /// Decides the edits to the response head and starts capturing a 2xx body on a signed
     /// route.
     pub fn on_response_head(&mut self, head: &ResponseHead<'_>) -> ResponseEdits {
@@ -524,6 +594,7 @@ impl Exchange {
             return edits;
         }
         let kind = BodyKind::from_content_type(head.content_type);
+        self.event_stream = kind == BodyKind::EventStream;
         if self.inband && kind == BodyKind::EventStream {
             // The body grows by the signature comment: it cannot keep a fixed length.
             self.inband_trailer = true;
@@ -548,6 +619,7 @@ impl Exchange {
         };
         if let Some(bytes) = chunk {
             capture.push(bytes);
+            self.tail.push(bytes);
         }
         if !end_of_stream {
             return BodyStep::Continue;
@@ -556,6 +628,13 @@ impl Exchange {
             return BodyStep::Continue;
         };
         self.response_bytes = capture.bytes();
+        if self.close_delimited && self.event_stream && !ends_with_done_event(self.tail.as_slice())
+        {
+            // The connection closed, but the stream never said it was done: a cut.
+            self.completion_id = capture.id_so_far().cloned();
+            self.unsigned = Some(UnsignedReason::UpstreamAbort);
+            return BodyStep::Continue;
+        }
         let Some(request_sha256) = self.request_sha256() else {
             // The upstream answered before the request body was complete: what was sent
             // is not what the client sent, so there is nothing honest to sign.
@@ -1459,5 +1538,80 @@ mod tests {
         );
         assert_eq!(answer.unwrap().status, 413);
         assert_eq!(exchange.status(), Some(413));
+    }
+
+    #[test]
+    fn a_close_delimited_stream_is_complete_only_with_its_done_event() {
+        // A proxy turns a close-delimited body into a chunked one for its client: the facts
+        // come from the upstream's own head.
+        let close_delimited = response_head(200, b"text/event-stream");
+        let mut exchange = admitted_seed();
+        exchange.on_upstream_framing(false, false);
+        exchange.on_response_head(&close_delimited);
+        let cut = SEED_RESPONSE.len() - 20;
+        exchange.on_response_body(Some(&SEED_RESPONSE[..cut]), false);
+        assert_eq!(exchange.on_response_body(None, true), BodyStep::Continue);
+        assert_eq!(exchange.unsigned(), Some(UnsignedReason::UpstreamAbort));
+
+        let mut exchange = admitted_seed();
+        exchange.on_upstream_framing(false, false);
+        exchange.on_response_head(&close_delimited);
+        for piece in SEED_RESPONSE.chunks(7) {
+            exchange.on_response_body(Some(piece), false);
+        }
+        assert!(matches!(
+            exchange.on_response_body(None, true),
+            BodyStep::Seal(_)
+        ));
+
+        // Chunked framing says where the body ends by itself.
+        let mut exchange = admitted_seed();
+        exchange.on_upstream_framing(false, true);
+        exchange.on_response_head(&response_head(200, b"text/event-stream"));
+        exchange.on_response_body(Some(&SEED_RESPONSE[..cut]), false);
+        assert!(matches!(
+            exchange.on_response_body(None, true),
+            BodyStep::Seal(_)
+        ));
+    }
+
+    #[test]
+    fn the_done_event_is_recognised_in_every_line_ending() {
+        for tail in [
+            &b"data: {}\n\ndata: [DONE]\n\n"[..],
+            b"data: [DONE]\n\n",
+            b"x\r\ndata:[DONE]\r\n\r\n",
+            b"x\rdata: [DONE]\r\r",
+        ] {
+            assert!(ends_with_done_event(tail), "{tail:?}");
+        }
+        for tail in [
+            &b"data: [DONE]"[..],
+            b"data: [DONE]\n",
+            b"data: {\"x\":\"data: [DONE]\"}\n\n",
+            b"",
+        ] {
+            assert!(!ends_with_done_event(tail), "{tail:?}");
+        }
+        let mut t = Tail::default();
+        for piece in [&b"abc"[..], &[b'x'; 40], b"data: [DONE]\n\n"] {
+            t.push(piece);
+        }
+        assert!(t.as_slice().ends_with(b"xxdata: [DONE]\n\n"));
+        assert_eq!(t.as_slice().len(), 32);
+    }
+
+    #[test]
+    fn only_a_stream_may_finish_after_its_client_closed() {
+        let exchange = admitted_seed();
+        assert!(
+            exchange.tolerates_client_close(),
+            "the seed request streams"
+        );
+        let mut exchange = Exchange::new(policy());
+        exchange.on_request_head(&head("POST", "/v1/completions", Some(b"16")));
+        exchange.push_request_body(br#"{"stream":false}"#).unwrap();
+        exchange.finish_request_body().unwrap();
+        assert!(!exchange.tolerates_client_close());
     }
 }
