@@ -12,7 +12,7 @@
 use pingora_core::server::configuration::ServerConf;
 use serde::Deserialize;
 pub use signet_attest::settings::{
-    AttestationMode, AttestationSettings, GpuEvidenceMode, QuoteEncoding,
+    AttestationMode, AttestationSettings, GpuEvidenceMode, NrasClaimsVersion, QuoteEncoding,
 };
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -226,6 +226,8 @@ struct RawAttestation {
     dstack_socket: PathBuf,
     #[serde(default = "default_report_cache")]
     cache_ttl: HumanDuration,
+    #[serde(default)]
+    nras_claims_version: NrasClaimsVersion,
 }
 
 fn default_attestation_timeout() -> HumanDuration {
@@ -817,6 +819,7 @@ fn validate(raw: RawSignet) -> Result<Settings, ConfigError> {
         configfs_path: raw.attestation.configfs_path,
         dstack_socket: raw.attestation.dstack_socket,
         cache_ttl: raw.attestation.cache_ttl.0,
+        nras_claims_version: raw.attestation.nras_claims_version,
     };
     let admin_listen = raw
         .admin
@@ -1066,6 +1069,35 @@ signet:
         assert_eq!(s.limits.max_request_body, 10 << 20);
         assert_eq!(s.attestation.mode, AttestationMode::Dev);
         assert_eq!(s.attestation.quote_encoding, QuoteEncoding::Base64);
+        assert_eq!(s.attestation.nras_claims_version, NrasClaimsVersion::V2);
+    }
+
+    #[test]
+    fn the_nras_claims_version_is_checked() {
+        for (text, version) in [
+            ("2.0", NrasClaimsVersion::V2),
+            ("\"3.0\"", NrasClaimsVersion::V3),
+            ("4.0", NrasClaimsVersion::V4),
+            ("none", NrasClaimsVersion::Omit),
+        ] {
+            let yaml = MINIMAL.replace(
+                "gpu: none",
+                &format!("gpu: none\n    nras_claims_version: {text}"),
+            );
+            assert_eq!(
+                parse(&yaml)
+                    .unwrap()
+                    .settings
+                    .attestation
+                    .nras_claims_version,
+                version
+            );
+        }
+        let e = error_of(&MINIMAL.replace("gpu: none", "gpu: none\n    nras_claims_version: 5.0"));
+        assert_eq!(
+            e.to_string(),
+            "signet.attestation.nras_claims_version: must be \"2.0\", \"3.0\", \"4.0\" or none (got \"5.0\")"
+        );
     }
 
     #[test]

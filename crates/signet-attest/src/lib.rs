@@ -20,9 +20,11 @@ pub mod nvml;
 pub mod settings;
 
 pub use dev::DevQuoteProvider;
-pub use nvidia::{GpuEvidence, NoGpuEvidence, nras_payload, spdm_request_nonce};
+pub use nvidia::{GpuEvidence, NoGpuEvidence, nras_payload, nras_payload_for, spdm_request_nonce};
 
-use crate::settings::{AttestationMode, AttestationSettings, GpuEvidenceMode, QuoteEncoding};
+use crate::settings::{
+    AttestationMode, AttestationSettings, GpuEvidenceMode, NrasClaimsVersion, QuoteEncoding,
+};
 use async_trait::async_trait;
 use base64::Engine;
 use log::error;
@@ -144,6 +146,7 @@ pub struct Attestor {
     cache_ttl: Duration,
     cache: Mutex<Option<CachedReport>>,
     tls_spki_sha256: Option<[u8; 32]>,
+    nras_claims_version: NrasClaimsVersion,
 }
 
 impl std::fmt::Debug for Attestor {
@@ -172,6 +175,7 @@ impl Attestor {
             cache_ttl: settings.cache_ttl,
             cache: Mutex::new(None),
             tls_spki_sha256: None,
+            nras_claims_version: settings.nras_claims_version,
         }
     }
 
@@ -286,7 +290,7 @@ impl Attestor {
             signing_public_key: hex::encode(self.identity.public_key),
             request_nonce: nonce.to_hex(),
             intel_quote,
-            nvidia_payload: nras_payload(&nonce, &evidence),
+            nvidia_payload: nras_payload_for(&nonce, &evidence, self.nras_claims_version),
             mode: self.quotes.mode().as_str().to_owned(),
             gpu_evidence: self.gpu.mode().as_str().to_owned(),
             event_log: quote.event_log,
@@ -333,6 +337,13 @@ mod tests {
     }
 
     fn attestor(settings_encoding: QuoteEncoding) -> (Attestor, Signer) {
+        attestor_with(settings_encoding, NrasClaimsVersion::default())
+    }
+
+    fn attestor_with(
+        settings_encoding: QuoteEncoding,
+        nras_claims_version: NrasClaimsVersion,
+    ) -> (Attestor, Signer) {
         let signer = Signer::generate();
         let identity = SignerIdentity {
             address: *signer.address(),
@@ -346,6 +357,7 @@ mod tests {
             configfs_path: "/nonexistent".into(),
             dstack_socket: "/nonexistent".into(),
             cache_ttl: Duration::from_secs(60),
+            nras_claims_version,
         };
         (
             Attestor::from_settings(&settings, identity).unwrap(),
@@ -451,6 +463,7 @@ mod tests {
             configfs_path: "/nonexistent".into(),
             dstack_socket: "/nonexistent".into(),
             cache_ttl,
+            nras_claims_version: NrasClaimsVersion::default(),
         };
         let identity = SignerIdentity {
             address: *signer.address(),
@@ -533,5 +546,19 @@ mod tests {
             400
         );
         assert_eq!(status_of(&attestor.answer(Some("version=3")).await), 400);
+    }
+
+    #[tokio::test]
+    async fn the_nras_payload_carries_the_configured_claims_version() {
+        for (version, expected) in [
+            (NrasClaimsVersion::V2, serde_json::json!("2.0")),
+            (NrasClaimsVersion::V3, serde_json::json!("3.0")),
+            (NrasClaimsVersion::Omit, serde_json::Value::Null),
+        ] {
+            let (attestor, _) = attestor_with(QuoteEncoding::Hex, version);
+            let report = attestor.report(Nonce::random()).await.unwrap();
+            let payload: serde_json::Value = serde_json::from_str(&report.nvidia_payload).unwrap();
+            assert_eq!(payload["claims_version"], expected, "{version:?}");
+        }
     }
 }
