@@ -17,6 +17,7 @@ pub mod dev_gpu;
 pub mod dstack;
 pub mod nvidia;
 pub mod nvml;
+pub mod quote;
 pub mod settings;
 
 pub use dev::DevQuoteProvider;
@@ -32,8 +33,7 @@ use signet_core::error::ApiError;
 use signet_core::ids::Nonce;
 use signet_core::query::{parse_nonce_query, wants_tls_binding};
 pub use signet_core::report::{
-    AttestationReport, MIN_QUOTE_LEN, REPORT_DATA_OFFSET, SignerIdentity, report_data,
-    tls_bound_report_data,
+    AttestationReport, REPORT_DATA_OFFSET, SignerIdentity, report_data, tls_bound_report_data,
 };
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -114,17 +114,25 @@ pub trait GpuEvidenceSource: Send + Sync {
 }
 
 /// Parses a quote and checks its report_data; signet never serves a quote that fails this.
+///
+/// The quote must be a v4 or v5 TDX quote ([`quote::TdxQuote`]: header, body descriptor,
+/// TD report, signature data) whose attestation key signs its header and body, and whose
+/// signature data parses the way verifiers read it (dcap-qvl: QE report, QE authentication
+/// data, certification data). An [`AttestationError::Unparseable`] says what is wrong; a
+/// well-formed quote over other report data is a [`AttestationError::BindingMismatch`].
 pub fn check_quote_binding(quote: &[u8], expected: &[u8; 64]) -> Result<(), AttestationError> {
-    // The parser slices the signed region before checking the length: guard it here.
-    if quote.len() < MIN_QUOTE_LEN {
-        return Err(AttestationError::Unparseable(format!(
-            "{} bytes is shorter than any TDX quote",
-            quote.len()
-        )));
-    }
-    let parsed = tdx_quote::Quote::from_bytes(quote)
-        .map_err(|e| AttestationError::Unparseable(format!("{e:?}")))?;
-    if parsed.report_input_data() != *expected {
+    let parsed =
+        quote::TdxQuote::parse(quote).map_err(|e| AttestationError::Unparseable(e.to_string()))?;
+    parsed
+        .verify_signature()
+        .map_err(|e| AttestationError::Unparseable(e.to_string()))?;
+    dcap_qvl::quote::Quote::parse(quote).map_err(|e| {
+        AttestationError::Unparseable(format!(
+            "v{} quote: its signature data does not parse as verifiers read it: {e:#}",
+            parsed.version
+        ))
+    })?;
+    if parsed.report_data != *expected {
         return Err(AttestationError::BindingMismatch);
     }
     Ok(())
@@ -559,6 +567,108 @@ mod tests {
             let report = attestor.report(Nonce::random()).await.unwrap();
             let payload: serde_json::Value = serde_json::from_str(&report.nvidia_payload).unwrap();
             assert_eq!(payload["claims_version"], expected, "{version:?}");
+        }
+    }
+
+    /// Real quotes from real TDX machines (tests/fixtures/tdx/real): v4, v5, and a v5 whose
+    /// TCB level matches no collateral (which the gateway cannot know and does not judge).
+    const REAL_QUOTES: [(&str, &[u8]); 3] = [
+        (
+            "v4",
+            include_bytes!("../../../tests/fixtures/tdx/real/v4_quote.bin"),
+        ),
+        (
+            "v5",
+            include_bytes!("../../../tests/fixtures/tdx/real/v5_quote.bin"),
+        ),
+        (
+            "v5_no_tcb_level",
+            include_bytes!("../../../tests/fixtures/tdx/real/v5_no_tcb_level.bin"),
+        ),
+    ];
+
+    #[test]
+    fn real_v4_and_v5_quotes_are_refused_for_their_binding_never_their_shape() {
+        for (name, quote) in REAL_QUOTES {
+            assert_eq!(
+                check_quote_binding(quote, &[0; 64]),
+                Err(AttestationError::BindingMismatch),
+                "{name}"
+            );
+            let offset = if quote[0] == 4 {
+                REPORT_DATA_OFFSET
+            } else {
+                signet_core::report::REPORT_DATA_OFFSET_V5
+            };
+            let bound: [u8; 64] = quote[offset..offset + 64].try_into().unwrap();
+            assert_eq!(check_quote_binding(quote, &bound), Ok(()), "{name}");
+        }
+    }
+
+    #[test]
+    fn an_unparseable_quote_says_what_is_wrong_with_it() {
+        let (_, v5) = REAL_QUOTES[1];
+        let unparseable = |bytes: &[u8]| match check_quote_binding(bytes, &[0; 64]) {
+            Err(AttestationError::Unparseable(why)) => why,
+            other => panic!("{other:?}"),
+        };
+        let mut body_type = v5.to_vec();
+        body_type[48] = 9;
+        assert!(
+            unparseable(&body_type).starts_with("v5 quote: body type 9 unknown"),
+            "{}",
+            unparseable(&body_type)
+        );
+        assert_eq!(
+            unparseable(&v5[..1234]),
+            "v5 quote: 1,234 bytes is shorter than the 5,006 bytes of the signature data its length claims"
+        );
+        let mut damaged = v5.to_vec();
+        damaged[100] ^= 0x40;
+        assert_eq!(
+            unparseable(&damaged),
+            "v5 quote: the attestation key's signature over the 702 signed bytes does not verify"
+        );
+        let error = AttestationError::Unparseable(unparseable(&v5[..10]));
+        assert_eq!(
+            error.to_string(),
+            "the quote does not parse: 10 bytes is shorter than the 48-byte quote header"
+        );
+    }
+
+    #[tokio::test]
+    async fn real_quotes_from_configfs_tsm_are_refused_for_their_binding() {
+        for (name, quote) in REAL_QUOTES {
+            let dir = tempfile::tempdir().unwrap();
+            let kernel = Arc::new(configfs::fake::FakeKernel::serving(quote));
+            let tsm = configfs::ConfigfsTsm::open(dir.path(), kernel).unwrap();
+            let signer = Signer::generate();
+            let identity = SignerIdentity {
+                address: *signer.address(),
+                public_key: *signer.public_key(),
+            };
+            let settings = AttestationSettings {
+                mode: AttestationMode::Tdx,
+                gpu: GpuEvidenceMode::None,
+                quote_encoding: QuoteEncoding::Base64,
+                timeout: Duration::from_secs(5),
+                configfs_path: dir.path().to_owned(),
+                dstack_socket: "/nonexistent".into(),
+                cache_ttl: Duration::ZERO,
+                nras_claims_version: NrasClaimsVersion::default(),
+            };
+            let attestor = Attestor::new(
+                Arc::new(ConfigfsProvider(Arc::new(tsm))),
+                Arc::new(NoGpuEvidence),
+                identity,
+                &settings,
+            );
+            assert_eq!(
+                attestor.report(Nonce::random()).await,
+                Err(AttestationError::BindingMismatch),
+                "{name}"
+            );
+            assert_eq!(status_of(&attestor.answer(None).await), 503, "{name}");
         }
     }
 }
