@@ -501,6 +501,7 @@ impl Gateway {
                 let outcome = match answer.status {
                     200 => "ok",
                     400 => "bad_request",
+                    404 => "not_found",
                     _ => "unavailable",
                 };
                 METRICS

@@ -158,6 +158,59 @@ async fn bad_nonces_and_methods_get_envelopes() {
 }
 
 #[tokio::test]
+async fn the_parameters_the_fields_clients_send() {
+    let port = free_port();
+    let gateway = Gateway::start(&format!("http://127.0.0.1:{port}"));
+    let ours = gateway.signing_address().await;
+    let nonce = "0f".repeat(32);
+    let get = |query: String| {
+        let addr = gateway.addr;
+        async move {
+            request(
+                addr,
+                "GET",
+                &format!("/v1/attestation/report?{query}"),
+                &[],
+                Vec::new(),
+            )
+            .await
+        }
+    };
+
+    // NEAR AI's verifier: model, nonce, signing_algo, and the signer it looks for.
+    for address in [ours.clone(), ours.to_lowercase()] {
+        let reply = get(format!(
+            "model=deepseek-ai/DeepSeek-V3.1&nonce={nonce}&signing_algo=ecdsa&signing_address={address}"
+        ))
+        .await;
+        assert_eq!(reply.status, 200, "{address}");
+        let report = reply.json();
+        assert_eq!(report["signing_address"], ours.as_str());
+        assert_binding(&report, &nonce);
+    }
+    let other = format!("0x{}", "ab".repeat(20));
+    let reply = get(format!("nonce={nonce}&signing_address={other}")).await;
+    reply.assert_envelope(404, "signing_address_not_found");
+    assert_eq!(reply.json()["error"]["param"], "signing_address");
+    get("signing_address=0x12".to_owned())
+        .await
+        .assert_envelope(400, "invalid_signing_address");
+
+    // include_tls_fingerprint is NEAR AI's tls_binding: without TLS there is nothing to bind.
+    let reply = get(format!("nonce={nonce}&include_tls_fingerprint=true")).await;
+    reply.assert_envelope(400, "tls_binding_unavailable");
+    assert_eq!(reply.json()["error"]["param"], "include_tls_fingerprint");
+    let reply = get(format!("nonce={nonce}&include_tls_fingerprint=false")).await;
+    assert_eq!(reply.status, 200);
+    assert!(reply.json().get("tls_cert_fingerprint").is_none());
+
+    // ed25519 is not offered yet.
+    get(format!("nonce={nonce}&signing_algo=ed25519"))
+        .await
+        .assert_envelope(400, "unsupported_signing_algo");
+}
+
+#[tokio::test]
 async fn hex_encoding_and_recorded_gpu_evidence() {
     let port = free_port();
     let gateway = Gateway::start_with_attestation(

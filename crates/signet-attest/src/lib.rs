@@ -31,7 +31,9 @@ use base64::Engine;
 use log::error;
 use signet_core::error::ApiError;
 use signet_core::ids::Nonce;
-use signet_core::query::{parse_nonce_query, wants_tls_binding};
+use signet_core::query::{
+    check_model_param, parse_nonce_query, signing_address_param, tls_binding_param,
+};
 pub use signet_core::report::{
     AttestationReport, REPORT_DATA_OFFSET, SignerIdentity, report_data, tls_bound_report_data,
 };
@@ -306,12 +308,33 @@ impl Attestor {
         })
     }
 
-    /// Answers `GET /v1/attestation/report?nonce=…&signing_algo=…&tls_binding=true`.
+    /// Answers `GET /v1/attestation/report`. The parameters (docs/API.md §5):
+    /// - `nonce`: 64 hex chars, bound into the quote and the GPU evidence (else one is drawn);
+    /// - `signing_algo`: only `ecdsa`;
+    /// - `tls_binding=true`, `include_tls_fingerprint=true` or `version=2`: bind the TLS
+    ///   certificate key too (400 when signet does not terminate TLS);
+    /// - `signing_address`: the signer the client looks for; another address is a 404, so a
+    ///   client can find the replica that signed;
+    /// - `model`: accepted and ignored (one signet attests one TEE, whatever the model).
     pub async fn answer(&self, query: Option<&str>) -> Result<AttestationReport, ApiError> {
         let nonce = parse_nonce_query(query)?;
-        let bind_tls = wants_tls_binding(query)?;
+        let bind_tls = tls_binding_param(query)?;
+        check_model_param(query)?;
+        if let Some(asked) = signing_address_param(query)? {
+            if asked != self.identity.address {
+                return Err(ApiError::not_found(
+                    "signing_address_not_found",
+                    format!(
+                        "{} is not this gateway's signing address (it signs as {})",
+                        asked.to_checksum(),
+                        self.identity.address.to_checksum()
+                    ),
+                )
+                .with_param("signing_address"));
+            }
+        }
         let report = match (nonce, bind_tls) {
-            (_, true) => match self.tls_spki_sha256 {
+            (_, Some(param)) => match self.tls_spki_sha256 {
                 Some(spki) => {
                     self.report_bound(nonce.unwrap_or_else(Nonce::random), Some(spki))
                         .await
@@ -319,13 +342,13 @@ impl Attestor {
                 None => {
                     return Err(ApiError::bad_request(
                         "tls_binding_unavailable",
-                        "tls_binding needs signet to terminate TLS (signet.tls)",
+                        format!("{param} needs signet to terminate TLS (signet.tls)"),
                     )
-                    .with_param("tls_binding"));
+                    .with_param(param));
                 }
             },
-            (Some(nonce), false) => self.report(nonce).await,
-            (None, false) => self.report_without_nonce().await,
+            (Some(nonce), None) => self.report(nonce).await,
+            (None, None) => self.report_without_nonce().await,
         };
         report.map_err(|e| {
             error!("attestation failed: {e}");
@@ -670,5 +693,100 @@ mod tests {
             );
             assert_eq!(status_of(&attestor.answer(None).await), 503, "{name}");
         }
+    }
+
+    #[tokio::test]
+    async fn signing_address_finds_this_replica_or_answers_404() {
+        let (attestor, signer) = attestor(QuoteEncoding::Hex);
+        let ours = signer.address().to_checksum();
+        for asked in [
+            ours.clone(),
+            ours.to_lowercase(),
+            ours.to_uppercase().replacen("0X", "0x", 1),
+        ] {
+            let answer = attestor
+                .answer(Some(&format!(
+                    "signing_address={asked}&nonce={}",
+                    "12".repeat(32)
+                )))
+                .await;
+            assert_eq!(status_of(&answer), 200, "{asked}");
+        }
+        let other = format!("0x{}", "ab".repeat(20));
+        let refused = attestor
+            .answer(Some(&format!("signing_address={other}")))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (refused.status, refused.code),
+            (404, "signing_address_not_found")
+        );
+        assert_eq!(refused.param, Some("signing_address"));
+        assert!(refused.message.contains(&ours), "{}", refused.message);
+        let malformed = attestor.answer(Some("signing_address=0x1234")).await;
+        assert_eq!(status_of(&malformed), 400);
+    }
+
+    #[tokio::test]
+    async fn model_is_accepted_and_ed25519_is_still_refused() {
+        let (attestor, _) = attestor(QuoteEncoding::Hex);
+        let nonce = "34".repeat(32);
+        let with_model = attestor
+            .answer(Some(&format!(
+                "model=deepseek-ai/DeepSeek-V3.1&nonce={nonce}"
+            )))
+            .await
+            .unwrap();
+        assert_eq!(with_model.request_nonce, nonce);
+        let ed = attestor
+            .answer(Some(&format!("model=m&nonce={nonce}&signing_algo=ed25519")))
+            .await
+            .unwrap_err();
+        assert_eq!((ed.status, ed.code), (400, "unsupported_signing_algo"));
+        assert_eq!(
+            status_of(&attestor.answer(Some("model=a&model=b")).await),
+            400,
+            "a parameter given twice is refused"
+        );
+    }
+
+    #[tokio::test]
+    async fn include_tls_fingerprint_is_the_tls_bound_report() {
+        let (plain, _) = attestor(QuoteEncoding::Hex);
+        let refused = plain
+            .answer(Some("include_tls_fingerprint=true"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (refused.status, refused.param),
+            (400, Some("include_tls_fingerprint"))
+        );
+        assert!(
+            refused.message.starts_with("include_tls_fingerprint needs"),
+            "{}",
+            refused.message
+        );
+        let unbound = plain
+            .answer(Some("include_tls_fingerprint=false"))
+            .await
+            .unwrap();
+        assert_eq!(unbound.tls_cert_fingerprint, None);
+
+        let (attestor, signer) = attestor(QuoteEncoding::Hex);
+        let attestor = attestor.with_tls_certificate([0x55; 32]);
+        let nonce = "66".repeat(32);
+        let report = attestor
+            .answer(Some(&format!(
+                "model=x&nonce={nonce}&signing_algo=ecdsa&include_tls_fingerprint=true"
+            )))
+            .await
+            .unwrap();
+        assert_eq!(report.tls_cert_fingerprint, Some("55".repeat(32)));
+        let quote = hex::decode(&report.intel_quote).unwrap();
+        let expected = tls_bound_report_data(signer.address(), &[0x55; 32], &Nonce([0x66; 32]));
+        assert_eq!(
+            &quote[REPORT_DATA_OFFSET..REPORT_DATA_OFFSET + 64],
+            &expected[..]
+        );
     }
 }
