@@ -70,6 +70,22 @@ pub struct ProvidedQuote {
     pub bytes: Vec<u8>,
     /// The event log behind the quote's RTMRs, where the provider has one (dstack).
     pub event_log: Option<String>,
+    /// The VM configuration the provider reports with the quote (dstack).
+    pub vm_config: Option<String>,
+    /// What the provider says about the application it runs (dstack's `Info`).
+    pub info: Option<serde_json::Value>,
+}
+
+impl ProvidedQuote {
+    /// A quote with nothing alongside it (configfs-tsm, dev).
+    pub fn bare(bytes: Vec<u8>) -> Self {
+        Self {
+            bytes,
+            event_log: None,
+            vm_config: None,
+            info: None,
+        }
+    }
 }
 
 /// Obtains TDX quotes for given report data.
@@ -99,10 +115,7 @@ impl QuoteProvider for ConfigfsProvider {
             .map_err(|e| {
                 AttestationError::Provider(format!("configfs-tsm worker failed: {e}"))
             })??;
-        Ok(ProvidedQuote {
-            bytes,
-            event_log: None,
-        })
+        Ok(ProvidedQuote::bare(bytes))
     }
 }
 
@@ -304,6 +317,8 @@ impl Attestor {
             mode: self.quotes.mode().as_str().to_owned(),
             gpu_evidence: self.gpu.mode().as_str().to_owned(),
             event_log: quote.event_log,
+            vm_config: quote.vm_config,
+            info: quote.info,
             tls_cert_fingerprint: tls_spki_sha256.map(hex::encode),
         })
     }
@@ -467,10 +482,7 @@ mod tests {
             if self.wrong_binding {
                 data[63] ^= 1;
             }
-            Ok(ProvidedQuote {
-                bytes: self.inner.mock_quote(&data),
-                event_log: None,
-            })
+            Ok(ProvidedQuote::bare(self.inner.mock_quote(&data)))
         }
     }
 

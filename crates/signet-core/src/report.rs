@@ -70,9 +70,18 @@ pub struct AttestationReport {
     pub mode: String,
     /// `nvml`, `dev` or `none`.
     pub gpu_evidence: String,
-    /// The event log behind the quote's RTMRs, when the provider gives one (dstack).
+    /// The event log behind the quote's RTMRs, when the provider gives one (dstack): the
+    /// agent's JSON array as text, which verifiers replay into RTMR3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_log: Option<String>,
+    /// dstack: the VM configuration the agent reports with the quote (JSON text), which
+    /// dstack's verifier needs to recompute the boot measurements.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_config: Option<String>,
+    /// dstack: the agent's `Info` answer as it gave it (app id, `tcb_info` with the
+    /// `app_compose` whose sha256 is in MRCONFIGID, `compose_hash`, `vm_config`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<serde_json::Value>,
     /// With `?tls_binding=true`: hex sha256 of the serving certificate's DER
     /// SubjectPublicKeyInfo, bound into report_data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
