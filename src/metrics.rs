@@ -27,7 +27,7 @@ pub struct Metrics {
     pub unsigned: IntCounterVec,
     /// `GET /v1/signature/{id}` outcomes: hit, miss, invalid.
     pub signature_lookups: IntCounterVec,
-    /// Attestation requests by provider and outcome (ok, bad_request, unavailable).
+    /// Attestation requests by provider and outcome (ok, bad_request, not_found, unavailable).
     pub attestation_requests: IntCounterVec,
     /// Attestation latency by provider.
     pub attestation_seconds: HistogramVec,

@@ -122,6 +122,7 @@ pub async fn answer_local(
             let outcome = match answer.status {
                 200 => "ok",
                 400 => "bad_request",
+                404 => "not_found",
                 _ => "unavailable",
             };
             METRICS

@@ -158,6 +158,59 @@ async fn bad_nonces_and_methods_get_envelopes() {
 }
 
 #[tokio::test]
+async fn the_parameters_the_fields_clients_send() {
+    let port = free_port();
+    let gateway = Gateway::start(&format!("http://127.0.0.1:{port}"));
+    let ours = gateway.signing_address().await;
+    let nonce = "0f".repeat(32);
+    let get = |query: String| {
+        let addr = gateway.addr;
+        async move {
+            request(
+                addr,
+                "GET",
+                &format!("/v1/attestation/report?{query}"),
+                &[],
+                Vec::new(),
+            )
+            .await
+        }
+    };
+
+    // NEAR AI's verifier: model, nonce, signing_algo, and the signer it looks for.
+    for address in [ours.clone(), ours.to_lowercase()] {
+        let reply = get(format!(
+            "model=deepseek-ai/DeepSeek-V3.1&nonce={nonce}&signing_algo=ecdsa&signing_address={address}"
+        ))
+        .await;
+        assert_eq!(reply.status, 200, "{address}");
+        let report = reply.json();
+        assert_eq!(report["signing_address"], ours.as_str());
+        assert_binding(&report, &nonce);
+    }
+    let other = format!("0x{}", "ab".repeat(20));
+    let reply = get(format!("nonce={nonce}&signing_address={other}")).await;
+    reply.assert_envelope(404, "signing_address_not_found");
+    assert_eq!(reply.json()["error"]["param"], "signing_address");
+    get("signing_address=0x12".to_owned())
+        .await
+        .assert_envelope(400, "invalid_signing_address");
+
+    // include_tls_fingerprint is NEAR AI's tls_binding: without TLS there is nothing to bind.
+    let reply = get(format!("nonce={nonce}&include_tls_fingerprint=true")).await;
+    reply.assert_envelope(400, "tls_binding_unavailable");
+    assert_eq!(reply.json()["error"]["param"], "include_tls_fingerprint");
+    let reply = get(format!("nonce={nonce}&include_tls_fingerprint=false")).await;
+    assert_eq!(reply.status, 200);
+    assert!(reply.json().get("tls_cert_fingerprint").is_none());
+
+    // ed25519 is not offered yet.
+    get(format!("nonce={nonce}&signing_algo=ed25519"))
+        .await
+        .assert_envelope(400, "unsupported_signing_algo");
+}
+
+#[tokio::test]
 async fn hex_encoding_and_recorded_gpu_evidence() {
     let port = free_port();
     let gateway = Gateway::start_with_attestation(
@@ -198,19 +251,64 @@ async fn hex_encoding_and_recorded_gpu_evidence() {
     assert!(chain.starts_with(b"-----BEGIN CERTIFICATE-----"));
 }
 
-/// A dstack agent on a unix socket: `POST /GetQuote` answered with a mock quote over the
-/// requested report data (or, if `lie`, over different data).
-async fn fake_dstack_agent(dir: &Path, lie: bool) -> PathBuf {
+/// How the fake dstack agent answers `POST /GetQuote`.
+#[derive(Clone)]
+enum Agent {
+    /// A mock quote over the requested report data.
+    Honest,
+    /// A mock quote over other report data.
+    Lying,
+    /// Real quotes recorded elsewhere, in turn, whatever the report data.
+    Recorded(Arc<Vec<Vec<u8>>>),
+}
+
+/// The `app_compose` the fake agent's `Info` describes, as dstack writes it: JSON text.
+const APP_COMPOSE: &str = r#"{"docker_compose_file":"services:\n  signet:\n    image: signet@sha256:0000000000000000000000000000000000000000000000000000000000000000\n","manifest_version":2,"name":"signet"}"#;
+
+/// The agent's `POST /Info` answer: `tcb_info` is JSON text, as the agent sends it.
+fn agent_info() -> serde_json::Value {
+    use sha2::Digest;
+    let compose_hash = hex::encode(sha2::Sha256::digest(APP_COMPOSE.as_bytes()));
+    serde_json::json!({
+        "app_id": "0a".repeat(20),
+        "instance_id": "0b".repeat(20),
+        "app_cert": "",
+        "tcb_info": serde_json::json!({
+            "mrtd": "00".repeat(48),
+            "rtmr0": "00".repeat(48),
+            "rtmr1": "00".repeat(48),
+            "rtmr2": "00".repeat(48),
+            "rtmr3": "00".repeat(48),
+            "app_compose": APP_COMPOSE,
+            "event_log": [],
+        })
+        .to_string(),
+        "app_name": "signet",
+        "device_id": "0c".repeat(32),
+        "key_provider_info": "",
+        "compose_hash": compose_hash,
+        "vm_config": "{\"cpu_count\":4}",
+    })
+}
+
+/// A dstack agent on a unix socket: `POST /GetQuote` answered as `agent` says, with the
+/// event log and VM configuration beside the quote, and `POST /Info` with [`agent_info`].
+async fn fake_dstack_agent(dir: &Path, agent: Agent) -> PathBuf {
     let path = dir.join("dstack.sock");
     let listener = tokio::net::UnixListener::bind(&path).unwrap();
     let quotes = Arc::new(DevQuoteProvider::generate());
+    let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let quotes = quotes.clone();
+            let agent = agent.clone();
+            let served = served.clone();
             tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let service = hyper::service::service_fn(
+                    move |req: http::Request<hyper::body::Incoming>| {
                         let quotes = quotes.clone();
+                        let agent = agent.clone();
+                        let served = served.clone();
                         async move {
                             let path = req.uri().path().to_owned();
                             let body = req.into_body().collect().await.unwrap().to_bytes();
@@ -222,22 +320,34 @@ async fn fake_dstack_agent(dir: &Path, lie: bool) -> PathBuf {
                             ) {
                                 ("/GetQuote", Some(Ok(data))) if data.len() == 64 => {
                                     let mut data: [u8; 64] = data.try_into().unwrap();
-                                    if lie {
-                                        data[0] ^= 0xff;
-                                    }
+                                    let quote = match &agent {
+                                        Agent::Honest => quotes.mock_quote(&data),
+                                        Agent::Lying => {
+                                            data[0] ^= 0xff;
+                                            quotes.mock_quote(&data)
+                                        }
+                                        Agent::Recorded(recorded) => {
+                                            let n = served
+                                                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                            recorded[n % recorded.len()].clone()
+                                        }
+                                    };
                                     serde_json::json!({
-                                        "quote": hex::encode(quotes.mock_quote(&data)),
-                                        "event_log": "[{\"imr\":0,\"digest\":\"00\"}]",
-                                        "vm_config": "{}"
+                                        "quote": hex::encode(quote),
+                                        "event_log": "[{\"imr\":3,\"event_type\":134217729,\"digest\":\"00\",\"event\":\"compose-hash\",\"event_payload\":\"\"}]",
+                                        "report_data": hex::encode(data),
+                                        "vm_config": "{\"cpu_count\":4}"
                                     })
                                 }
+                                ("/Info", _) => agent_info(),
                                 _ => serde_json::json!({"error": "bad request"}),
                             };
                             Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
                                 Bytes::from(answer.to_string()),
                             )))
                         }
-                    });
+                    },
+                );
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
@@ -250,7 +360,7 @@ async fn fake_dstack_agent(dir: &Path, lie: bool) -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dstack_quotes_come_from_the_agent_socket() {
     let dir = tempfile::tempdir().unwrap();
-    let socket = fake_dstack_agent(dir.path(), false).await;
+    let socket = fake_dstack_agent(dir.path(), Agent::Honest).await;
     let port = free_port();
     let gateway = Gateway::start_with_attestation(
         &format!("http://127.0.0.1:{port}"),
@@ -272,14 +382,92 @@ async fn dstack_quotes_come_from_the_agent_socket() {
     .json();
     assert_eq!(report["mode"], "dstack");
     assert_binding(&report, &nonce);
-    assert!(report["event_log"].as_str().unwrap().contains("imr"));
     assert_eq!(gateway.health().await["attestation_mode"], "dstack");
+
+    // What the field's dstack checks read, as the agent gave it: the event log replayed into
+    // RTMR3 (JSON text), the VM configuration, and `info` whose
+    // sha256(tcb_info.app_compose) is the compose hash in MRCONFIGID and `info.compose_hash`.
+    let events: serde_json::Value =
+        serde_json::from_str(report["event_log"].as_str().unwrap()).unwrap();
+    assert_eq!(events[0]["imr"], 3);
+    assert_eq!(report["vm_config"], "{\"cpu_count\":4}");
+    assert_eq!(report["info"], agent_info());
+    let tcb_info: serde_json::Value =
+        serde_json::from_str(report["info"]["tcb_info"].as_str().unwrap()).unwrap();
+    let app_compose = tcb_info["app_compose"].as_str().unwrap();
+    use sha2::Digest;
+    assert_eq!(
+        report["info"]["compose_hash"],
+        hex::encode(sha2::Sha256::digest(app_compose.as_bytes()))
+    );
+    assert_eq!(report["info"]["vm_config"], report["vm_config"]);
+
+    // Reports from the other modes carry none of the three.
+    let dev = Gateway::start(&format!("http://127.0.0.1:{}", free_port()));
+    let report = request(dev.addr, "GET", "/v1/attestation/report", &[], Vec::new())
+        .await
+        .json();
+    for field in ["event_log", "vm_config", "info"] {
+        assert!(report.get(field).is_none(), "{field}: {report}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_v4_and_v5_quotes_from_the_agent_are_refused_for_their_binding() {
+    // Real quotes bind someone else's report data: the gateway must parse every one of them
+    // (v4, v5 with a TD 1.5 body, v5 whose TCB level Intel's collateral lacks) and refuse it
+    // for its binding, never because it cannot read it.
+    let real = fixtures_dir().join("tdx/real");
+    let recorded: Vec<Vec<u8>> = ["v4_quote.bin", "v5_quote.bin", "v5_no_tcb_level.bin"]
+        .iter()
+        .map(|name| std::fs::read(real.join(name)).unwrap())
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = fake_dstack_agent(dir.path(), Agent::Recorded(Arc::new(recorded))).await;
+    let port = free_port();
+    let gateway = Gateway::start_with_attestation(
+        &format!("http://127.0.0.1:{port}"),
+        &format!(
+            "    mode: dstack\n    gpu: none\n    cache_ttl: 0s\n    dstack_socket: {}\n",
+            socket.display()
+        ),
+        "",
+    );
+    for _ in 0..3 {
+        let reply = request(
+            gateway.addr,
+            "GET",
+            &format!("/v1/attestation/report?nonce={}", "5a".repeat(32)),
+            &[],
+            Vec::new(),
+        )
+        .await;
+        reply.assert_envelope(503, "attestation_unavailable");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let log = loop {
+        let log = gateway.log();
+        let refusals = log
+            .lines()
+            .filter(|l| l.contains("does not bind the signing address and nonce"))
+            .count();
+        if refusals >= 3 || std::time::Instant::now() > deadline {
+            break log;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let refusals = log
+        .lines()
+        .filter(|l| l.contains("does not bind the signing address and nonce"))
+        .count();
+    assert_eq!(refusals, 3, "{log}");
+    assert!(!log.contains("does not parse"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quote_that_binds_the_wrong_data_is_a_503_and_an_error_log() {
     let dir = tempfile::tempdir().unwrap();
-    let socket = fake_dstack_agent(dir.path(), true).await;
+    let socket = fake_dstack_agent(dir.path(), Agent::Lying).await;
     let port = free_port();
     let gateway = Gateway::start_with_attestation(
         &format!("http://127.0.0.1:{port}"),

@@ -151,33 +151,138 @@ async fn a_signature_from_another_key_fails() {
 /// A gateway that serves a real, recorded TDX quote (so its report_data binds nothing of
 /// ours), to exercise verification against Intel's roots.
 async fn gateway_with_the_recorded_quote() -> FakeHttp {
-    FakeHttp::start(|seen: Seen| async move {
-        let quote = std::fs::read(fixtures_dir().join("tdx/quote.bin")).unwrap();
-        let nonce = seen
-            .path_and_query
-            .split_once("nonce=")
-            .map(|(_, n)| n.to_owned())
-            .unwrap_or_default();
-        let signer = signet_core::signing::Signer::from_secret_bytes(&[9; 32]).unwrap();
-        if seen.path_and_query.starts_with("/v1/attestation/report") {
-            Answer::json(
-                200,
-                &serde_json::json!({
-                    "signing_address": signer.address().to_checksum(),
-                    "signing_algo": "ecdsa",
-                    "signing_public_key": hex::encode(signer.public_key()),
-                    "request_nonce": nonce,
-                    "intel_quote": base64::engine::general_purpose::STANDARD.encode(&quote),
-                    "nvidia_payload": serde_json::json!({"nonce": nonce, "evidence_list": [], "arch": "HOPPER"}).to_string(),
-                    "mode": "tdx",
-                    "gpu_evidence": "none",
-                }),
-            )
-        } else {
-            Answer::json(404, &serde_json::json!({"error": {"message": "no"}}))
+    let quote = std::fs::read(fixtures_dir().join("tdx/quote.bin")).unwrap();
+    gateway_serving(base64::engine::general_purpose::STANDARD.encode(&quote)).await
+}
+
+/// A gateway whose reports carry `intel_quote` exactly as given.
+async fn gateway_serving(intel_quote: String) -> FakeHttp {
+    let intel_quote = std::sync::Arc::new(intel_quote);
+    FakeHttp::start(move |seen: Seen| {
+        let intel_quote = intel_quote.clone();
+        async move {
+            let nonce = seen
+                .path_and_query
+                .split_once("nonce=")
+                .map(|(_, n)| n.split('&').next().unwrap_or_default().to_owned())
+                .unwrap_or_default();
+            let signer = signet_core::signing::Signer::from_secret_bytes(&[9; 32]).unwrap();
+            if seen.path_and_query.starts_with("/v1/attestation/report") {
+                Answer::json(
+                    200,
+                    &serde_json::json!({
+                        "signing_address": signer.address().to_checksum(),
+                        "signing_algo": "ecdsa",
+                        "signing_public_key": hex::encode(signer.public_key()),
+                        "request_nonce": nonce,
+                        "intel_quote": intel_quote.as_str(),
+                        "nvidia_payload": serde_json::json!({"nonce": nonce, "evidence_list": [], "arch": "HOPPER"}).to_string(),
+                        "mode": "tdx",
+                        "gpu_evidence": "none",
+                    }),
+                )
+            } else {
+                Answer::json(404, &serde_json::json!({"error": {"message": "no"}}))
+            }
         }
     })
     .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_v4_and_v5_quotes_verify_whether_served_as_base64_hex_or_0x_hex() {
+    // tests/fixtures/tdx/real/README.md: which collateral, and the instant it is valid at.
+    let real = fixtures_dir().join("tdx/real");
+    let cases = [
+        (
+            "v4_quote.bin",
+            "v4_collateral.json",
+            "2025-06-19T11:16:03Z",
+            "v4",
+        ),
+        (
+            "v5_quote.bin",
+            "v5_collateral.json",
+            "2026-02-18T11:58:51Z",
+            "v5",
+        ),
+        (
+            "v5_no_tcb_level.bin",
+            "v5_collateral.json",
+            "2026-02-18T11:58:51Z",
+            "v5",
+        ),
+    ];
+    for (quote, collateral, at, version) in cases {
+        let bytes = std::fs::read(real.join(quote)).unwrap();
+        for (encoding, text) in [
+            (
+                "base64",
+                base64::engine::general_purpose::STANDARD.encode(&bytes),
+            ),
+            ("hex", hex::encode(&bytes)),
+            ("0x-hex", format!("0x{}", hex::encode(&bytes))),
+        ] {
+            let fake = gateway_serving(text).await;
+            let (ok, checklist) = verify_json(vec![
+                "--url".into(),
+                fake.url(),
+                "--collateral".into(),
+                real.join(collateral).display().to_string(),
+                "--at".into(),
+                at.into(),
+                "--allow-no-gpu".into(),
+            ])
+            .await;
+            assert!(!ok, "these quotes bind someone else's key and nonce");
+            let detail = |name: &str| {
+                checklist["checks"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|c| c["name"] == name)
+                    .unwrap()["detail"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            };
+            let case = format!("{quote} as {encoding}: {checklist:#}");
+            assert_eq!(
+                check_status(&checklist, "quote.structure"),
+                "pass",
+                "{case}"
+            );
+            let structure = detail("quote.structure");
+            assert!(
+                structure.starts_with(&format!("TDX quote {version}, "))
+                    && structure.contains(&format!("({encoding};")),
+                "{case}"
+            );
+            if quote == "v5_no_tcb_level.bin" {
+                assert_eq!(
+                    check_status(&checklist, "quote.intel_chain"),
+                    "fail",
+                    "{case}"
+                );
+                assert!(
+                    detail("quote.intel_chain").contains("No matching TCB level"),
+                    "{case}"
+                );
+            } else {
+                assert_eq!(
+                    check_status(&checklist, "quote.intel_chain"),
+                    "pass",
+                    "{case}"
+                );
+                assert!(detail("quote.intel_chain").contains("UpToDate"), "{case}");
+            }
+            assert_eq!(
+                check_status(&checklist, "quote.report_data"),
+                "fail",
+                "{case}"
+            );
+        }
+    }
 }
 
 fn collateral_window_start() -> u64 {

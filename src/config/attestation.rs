@@ -4,7 +4,7 @@
 use super::{ConfigError, HumanDuration, positive_duration};
 use serde::Deserialize;
 use signet_attest::settings::{
-    AttestationMode, AttestationSettings, GpuEvidenceMode, QuoteEncoding,
+    AttestationMode, AttestationSettings, GpuEvidenceMode, NrasClaimsVersion, QuoteEncoding,
 };
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,6 +24,8 @@ pub(super) struct RawAttestation {
     dstack_socket: PathBuf,
     #[serde(default = "default_report_cache")]
     cache_ttl: HumanDuration,
+    #[serde(default)]
+    nras_claims_version: NrasClaimsVersion,
 }
 
 fn default_attestation_timeout() -> HumanDuration {
@@ -49,5 +51,6 @@ pub(super) fn check(raw: RawAttestation, key: &str) -> Result<AttestationSetting
         configfs_path: raw.configfs_path,
         dstack_socket: raw.dstack_socket,
         cache_ttl: raw.cache_ttl.0,
+        nras_claims_version: raw.nras_claims_version,
     })
 }

@@ -28,7 +28,7 @@ pub use upstreams::{HealthCheckSettings, UpstreamTarget, UpstreamTimeouts, parse
 use pingora_core::server::configuration::ServerConf;
 use serde::Deserialize;
 pub use signet_attest::settings::{
-    AttestationMode, AttestationSettings, GpuEvidenceMode, QuoteEncoding,
+    AttestationMode, AttestationSettings, GpuEvidenceMode, NrasClaimsVersion, QuoteEncoding,
 };
 use std::net::SocketAddr;
 use std::path::Path;
@@ -365,6 +365,35 @@ signet:
         assert_eq!(s.limits.max_request_body, 10 << 20);
         assert_eq!(s.attestation.mode, AttestationMode::Dev);
         assert_eq!(s.attestation.quote_encoding, QuoteEncoding::Base64);
+        assert_eq!(s.attestation.nras_claims_version, NrasClaimsVersion::V2);
+    }
+
+    #[test]
+    fn the_nras_claims_version_is_checked() {
+        for (text, version) in [
+            ("2.0", NrasClaimsVersion::V2),
+            ("\"3.0\"", NrasClaimsVersion::V3),
+            ("4.0", NrasClaimsVersion::V4),
+            ("none", NrasClaimsVersion::Omit),
+        ] {
+            let yaml = MINIMAL.replace(
+                "gpu: none",
+                &format!("gpu: none\n    nras_claims_version: {text}"),
+            );
+            assert_eq!(
+                parse(&yaml)
+                    .unwrap()
+                    .settings
+                    .attestation
+                    .nras_claims_version,
+                version
+            );
+        }
+        let e = error_of(&MINIMAL.replace("gpu: none", "gpu: none\n    nras_claims_version: 5.0"));
+        assert_eq!(
+            e.to_string(),
+            "signet.attestation.nras_claims_version: must be \"2.0\", \"3.0\", \"4.0\" or none (got \"5.0\")"
+        );
     }
 
     #[test]

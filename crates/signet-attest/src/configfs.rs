@@ -197,7 +197,8 @@ impl ConfigfsTsm {
 #[cfg(test)]
 pub(crate) mod fake {
     //! A stand-in for the kernel: a temp directory laid out like configfs-tsm, whose
-    //! `inblob` writes are answered with a mock quote over exactly those bytes.
+    //! `inblob` writes are answered with a mock quote over exactly those bytes (or, when
+    //! given one, always with the same recorded quote).
 
     use super::*;
     use crate::DevQuoteProvider;
@@ -209,6 +210,8 @@ pub(crate) mod fake {
         /// Simulates another process writing the same entry this many times.
         pub intruder_writes: Mutex<usize>,
         pub removed: AtomicU64,
+        /// A quote served whatever the report data (a real one, recorded elsewhere).
+        pub recorded: Option<Vec<u8>>,
     }
 
     impl FakeKernel {
@@ -218,6 +221,15 @@ pub(crate) mod fake {
                 quotes: DevQuoteProvider::generate(),
                 intruder_writes: Mutex::new(0),
                 removed: AtomicU64::new(0),
+                recorded: None,
+            }
+        }
+
+        /// A TDX guest whose quoting service always answers with `quote`.
+        pub fn serving(quote: &[u8]) -> Self {
+            Self {
+                recorded: Some(quote.to_vec()),
+                ..Self::new(TDX_PROVIDER)
             }
         }
 
@@ -260,7 +272,11 @@ pub(crate) mod fake {
                 let report_data: [u8; 64] = data.try_into().map_err(|_| {
                     io::Error::new(io::ErrorKind::InvalidInput, "inblob must be 64 bytes")
                 })?;
-                std::fs::write(dir.join("outblob"), self.quotes.mock_quote(&report_data))?;
+                let quote = match &self.recorded {
+                    Some(quote) => quote.clone(),
+                    None => self.quotes.mock_quote(&report_data),
+                };
+                std::fs::write(dir.join("outblob"), quote)?;
                 self.bump_generation(dir)?;
             }
             Ok(())

@@ -62,10 +62,7 @@ impl QuoteProvider for DevQuoteProvider {
     }
 
     async fn quote(&self, report_data: &[u8; 64]) -> Result<ProvidedQuote, AttestationError> {
-        Ok(ProvidedQuote {
-            bytes: self.mock_quote(report_data),
-            event_log: None,
-        })
+        Ok(ProvidedQuote::bare(self.mock_quote(report_data)))
     }
 }
 

@@ -1,8 +1,20 @@
-//! TDX quotes from the dstack guest agent (Phala dstack CVMs): `POST /GetQuote` with
-//! `{"report_data": "<hex>"}` on its unix socket (default `/var/run/dstack.sock`), answered
-//! with `{"quote": "<hex>", "event_log": "…", "vm_config": "…"}`. The agent serializes quote
-//! requests itself. The event log is passed on in the report, since verifiers replay it
-//! against the quote's RTMRs.
+//! TDX quotes from the dstack guest agent (Phala dstack CVMs), on its unix socket (default
+//! `/var/run/dstack.sock`), through the agent's JSON RPC (`agent_rpc.proto`, service
+//! `DstackGuest`):
+//!
+//! - `POST /GetQuote` with `{"report_data": "<hex>"}`, answered with `{"quote": "<hex>",
+//!   "event_log": "<JSON text>", "vm_config": "<JSON text>", …}`. The agent serializes quote
+//!   requests itself.
+//! - `POST /Info` with `{}`, answered with the application's description: `app_id`,
+//!   `tcb_info` (JSON text holding `app_compose`, the measurements and the boot event log),
+//!   `compose_hash`, `vm_config`, `os_image_hash`, ….
+//!
+//! All three are passed on in the report as the agent gave them: verifiers replay
+//! `event_log` into RTMR3, check sha256(`info.tcb_info.app_compose`) against the quote's
+//! MRCONFIGID and `info.compose_hash`, and hand `vm_config` to dstack's verifier. `Info`
+//! describes the deployment, not one quote, so it is asked for once and kept; if the agent
+//! cannot answer it, reports go out without `info` (the quote alone still binds the key) and
+//! the next report asks again.
 
 use super::{AttestationError, ProvidedQuote, QuoteProvider};
 use crate::settings::AttestationMode;
@@ -19,6 +31,7 @@ const MAX_ANSWER: usize = 4 << 20;
 #[derive(Debug)]
 pub struct DstackAgent {
     socket: PathBuf,
+    info: tokio::sync::OnceCell<serde_json::Value>,
 }
 
 #[derive(serde::Deserialize)]
@@ -26,6 +39,13 @@ struct GetQuoteAnswer {
     quote: String,
     #[serde(default)]
     event_log: Option<String>,
+    #[serde(default)]
+    vm_config: Option<String>,
+}
+
+/// `None` for an absent or empty text field (the agent sends `""` for what it lacks).
+fn non_empty(text: Option<String>) -> Option<String> {
+    text.filter(|t| !t.trim().is_empty())
 }
 
 impl DstackAgent {
@@ -35,6 +55,7 @@ impl DstackAgent {
         match std::fs::metadata(socket) {
             Ok(meta) if meta.file_type().is_socket() => Ok(Self {
                 socket: socket.to_owned(),
+                info: tokio::sync::OnceCell::new(),
             }),
             Ok(_) => Err(AttestationError::Unavailable(format!(
                 "{} is not a unix socket: attestation mode dstack needs the dstack agent's socket",
@@ -48,8 +69,10 @@ impl DstackAgent {
         }
     }
 
-    async fn get_quote(&self, report_data: &[u8; 64]) -> Result<ProvidedQuote, AttestationError> {
-        let failed = |what: String| AttestationError::Provider(format!("dstack agent: {what}"));
+    /// One RPC: `POST /{method}` with a JSON body; the answer's body when it is a 2xx.
+    async fn call(&self, method: &str, body: String) -> Result<Bytes, AttestationError> {
+        let failed =
+            |what: String| AttestationError::Provider(format!("dstack agent {method}: {what}"));
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
             .map_err(|e| failed(format!("connect {}: {e}", self.socket.display())))?;
@@ -57,8 +80,7 @@ impl DstackAgent {
             .await
             .map_err(|e| failed(format!("handshake: {e}")))?;
         let driver = tokio::spawn(connection);
-        let body = serde_json::json!({ "report_data": hex::encode(report_data) }).to_string();
-        let request = http::Request::post("/GetQuote")
+        let request = http::Request::post(format!("/{method}"))
             .header(http::header::HOST, "dstack")
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body)))
@@ -77,14 +99,49 @@ impl DstackAgent {
         if !status.is_success() {
             return Err(failed(format!("answered {status}")));
         }
+        Ok(bytes)
+    }
+
+    async fn get_quote(&self, report_data: &[u8; 64]) -> Result<ProvidedQuote, AttestationError> {
+        let body = serde_json::json!({ "report_data": hex::encode(report_data) }).to_string();
+        let bytes = self.call("GetQuote", body).await?;
+        let failed =
+            |what: &str| AttestationError::Provider(format!("dstack agent GetQuote: {what}"));
         let answer: GetQuoteAnswer = serde_json::from_slice(&bytes)
-            .map_err(|e| failed(format!("unexpected answer: {e}")))?;
+            .map_err(|e| failed(&format!("unexpected answer: {e}")))?;
         let quote = hex::decode(answer.quote.trim().trim_start_matches("0x"))
-            .map_err(|_| failed("the quote is not hex".to_owned()))?;
+            .map_err(|_| failed("the quote is not hex"))?;
         Ok(ProvidedQuote {
             bytes: quote,
             event_log: answer.event_log,
+            vm_config: non_empty(answer.vm_config),
+            info: None,
         })
+    }
+
+    async fn fetch_info(&self) -> Result<serde_json::Value, AttestationError> {
+        let bytes = self.call("Info", "{}".to_owned()).await?;
+        match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Ok(info @ serde_json::Value::Object(_)) => Ok(info),
+            Ok(_) => Err(AttestationError::Provider(
+                "dstack agent Info: the answer is not a JSON object".to_owned(),
+            )),
+            Err(e) => Err(AttestationError::Provider(format!(
+                "dstack agent Info: unexpected answer: {e}"
+            ))),
+        }
+    }
+
+    /// The agent's `Info`, asked for once; `None` (with a warning) while the agent cannot
+    /// give it.
+    async fn info(&self) -> Option<serde_json::Value> {
+        match self.info.get_or_try_init(|| self.fetch_info()).await {
+            Ok(info) => Some(info.clone()),
+            Err(e) => {
+                log::warn!("{e}; this report goes out without `info`");
+                None
+            }
+        }
     }
 }
 
@@ -95,7 +152,10 @@ impl QuoteProvider for DstackAgent {
     }
 
     async fn quote(&self, report_data: &[u8; 64]) -> Result<ProvidedQuote, AttestationError> {
-        self.get_quote(report_data).await
+        let (quote, info) = tokio::join!(self.get_quote(report_data), self.info());
+        let mut quote = quote?;
+        quote.info = info;
+        Ok(quote)
     }
 }
 
@@ -105,10 +165,31 @@ mod tests {
     use crate::{DevQuoteProvider, check_quote_binding};
     use hyper::service::service_fn;
     use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// How the fake agent behaves.
+    #[derive(Clone)]
+    struct Script {
+        /// Status of /GetQuote answers.
+        quote_status: u16,
+        /// Status of /Info answers.
+        info_status: u16,
+        /// How many /Info calls it received.
+        info_calls: Arc<AtomicUsize>,
+    }
+
+    fn info() -> serde_json::Value {
+        serde_json::json!({
+            "app_id": "ab".repeat(20),
+            "tcb_info": "{\"app_compose\":\"{\\\"docker_compose_file\\\":\\\"x\\\"}\"}",
+            "compose_hash": "cd".repeat(32),
+            "vm_config": "{\"cpu_count\":2}",
+        })
+    }
 
     /// A dstack agent on a unix socket: answers /GetQuote with a mock quote over exactly the
-    /// requested report data.
-    async fn fake_agent(dir: &Path, answer_status: u16) -> PathBuf {
+    /// requested report data, and /Info with [`info`].
+    async fn fake_agent(dir: &Path, script: Script) -> PathBuf {
         let path = dir.join("dstack.sock");
         let listener = tokio::net::UnixListener::bind(&path).unwrap();
         let quotes = Arc::new(DevQuoteProvider::generate());
@@ -118,25 +199,40 @@ mod tests {
                     return;
                 };
                 let quotes = quotes.clone();
+                let script = script.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                         let quotes = quotes.clone();
+                        let script = script.clone();
                         async move {
-                            assert_eq!(req.uri().path(), "/GetQuote");
+                            let path = req.uri().path().to_owned();
                             let body = req.into_body().collect().await.unwrap().to_bytes();
                             let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
-                            let data: [u8; 64] = hex::decode(json["report_data"].as_str().unwrap())
-                                .unwrap()
-                                .try_into()
-                                .unwrap();
-                            let answer = serde_json::json!({
-                                "quote": hex::encode(quotes.mock_quote(&data)),
-                                "event_log": "[{\"imr\":3,\"event\":\"app-id\"}]",
-                                "vm_config": "{}",
-                            });
+                            let (status, answer) = match path.as_str() {
+                                "/GetQuote" => {
+                                    let data: [u8; 64] =
+                                        hex::decode(json["report_data"].as_str().unwrap())
+                                            .unwrap()
+                                            .try_into()
+                                            .unwrap();
+                                    let answer = serde_json::json!({
+                                        "quote": hex::encode(quotes.mock_quote(&data)),
+                                        "event_log": "[{\"imr\":3,\"event\":\"app-id\"}]",
+                                        "report_data": hex::encode(data),
+                                        "vm_config": "{\"cpu_count\":2}",
+                                    });
+                                    (script.quote_status, answer)
+                                }
+                                "/Info" => {
+                                    assert_eq!(json, serde_json::json!({}));
+                                    script.info_calls.fetch_add(1, Ordering::SeqCst);
+                                    (script.info_status, info())
+                                }
+                                _ => (404, serde_json::json!({})),
+                            };
                             Ok::<_, std::convert::Infallible>(
                                 http::Response::builder()
-                                    .status(answer_status)
+                                    .status(status)
                                     .body(Full::new(Bytes::from(answer.to_string())))
                                     .unwrap(),
                             )
@@ -151,23 +247,59 @@ mod tests {
         path
     }
 
+    fn script(quote_status: u16, info_status: u16) -> Script {
+        Script {
+            quote_status,
+            info_status,
+            info_calls: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
     #[tokio::test]
-    async fn quotes_come_back_bound_with_their_event_log() {
+    async fn quotes_come_back_bound_with_event_log_vm_config_and_info() {
         let dir = tempfile::tempdir().unwrap();
-        let socket = fake_agent(dir.path(), 200).await;
+        let script = script(200, 200);
+        let socket = fake_agent(dir.path(), script.clone()).await;
         let agent = DstackAgent::open(&socket).unwrap();
         let quote = agent.quote(&[4; 64]).await.unwrap();
         check_quote_binding(&quote.bytes, &[4; 64]).unwrap();
         assert!(quote.event_log.unwrap().contains("app-id"));
+        assert_eq!(quote.vm_config.as_deref(), Some("{\"cpu_count\":2}"));
+        assert_eq!(quote.info, Some(info()));
+        // Info describes the deployment: asked for once.
+        agent.quote(&[5; 64]).await.unwrap();
+        assert_eq!(script.info_calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn without_info_the_quote_still_comes_and_info_is_asked_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = script(200, 500);
+        let socket = fake_agent(dir.path(), script.clone()).await;
+        let agent = DstackAgent::open(&socket).unwrap();
+        let quote = agent.quote(&[4; 64]).await.unwrap();
+        check_quote_binding(&quote.bytes, &[4; 64]).unwrap();
+        assert_eq!(quote.info, None);
+        agent.quote(&[4; 64]).await.unwrap();
+        assert_eq!(script.info_calls.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
     async fn agent_errors_are_reported() {
         let dir = tempfile::tempdir().unwrap();
-        let socket = fake_agent(dir.path(), 500).await;
+        let socket = fake_agent(dir.path(), script(500, 200)).await;
         let agent = DstackAgent::open(&socket).unwrap();
         let err = agent.quote(&[4; 64]).await.unwrap_err();
+        assert!(err.to_string().contains("GetQuote"), "{err}");
         assert!(err.to_string().contains("500"), "{err}");
+    }
+
+    #[test]
+    fn empty_text_fields_are_absent() {
+        assert_eq!(non_empty(Some(String::new())), None);
+        assert_eq!(non_empty(Some(" ".to_owned())), None);
+        assert_eq!(non_empty(None), None);
+        assert_eq!(non_empty(Some("{}".to_owned())), Some("{}".to_owned()));
     }
 
     #[test]

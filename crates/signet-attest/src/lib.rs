@@ -17,21 +17,25 @@ pub mod dev_gpu;
 pub mod dstack;
 pub mod nvidia;
 pub mod nvml;
+pub mod quote;
 pub mod settings;
 
 pub use dev::DevQuoteProvider;
-pub use nvidia::{GpuEvidence, NoGpuEvidence, nras_payload, spdm_request_nonce};
+pub use nvidia::{GpuEvidence, NoGpuEvidence, nras_payload, nras_payload_for, spdm_request_nonce};
 
-use crate::settings::{AttestationMode, AttestationSettings, GpuEvidenceMode, QuoteEncoding};
+use crate::settings::{
+    AttestationMode, AttestationSettings, GpuEvidenceMode, NrasClaimsVersion, QuoteEncoding,
+};
 use async_trait::async_trait;
 use base64::Engine;
 use log::error;
 use signet_core::error::ApiError;
 use signet_core::ids::Nonce;
-use signet_core::query::{parse_nonce_query, wants_tls_binding};
+use signet_core::query::{
+    check_model_param, parse_nonce_query, signing_address_param, tls_binding_param,
+};
 pub use signet_core::report::{
-    AttestationReport, MIN_QUOTE_LEN, REPORT_DATA_OFFSET, SignerIdentity, report_data,
-    tls_bound_report_data,
+    AttestationReport, REPORT_DATA_OFFSET, SignerIdentity, report_data, tls_bound_report_data,
 };
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -66,6 +70,22 @@ pub struct ProvidedQuote {
     pub bytes: Vec<u8>,
     /// The event log behind the quote's RTMRs, where the provider has one (dstack).
     pub event_log: Option<String>,
+    /// The VM configuration the provider reports with the quote (dstack).
+    pub vm_config: Option<String>,
+    /// What the provider says about the application it runs (dstack's `Info`).
+    pub info: Option<serde_json::Value>,
+}
+
+impl ProvidedQuote {
+    /// A quote with nothing alongside it (configfs-tsm, dev).
+    pub fn bare(bytes: Vec<u8>) -> Self {
+        Self {
+            bytes,
+            event_log: None,
+            vm_config: None,
+            info: None,
+        }
+    }
 }
 
 /// Obtains TDX quotes for given report data.
@@ -95,10 +115,7 @@ impl QuoteProvider for ConfigfsProvider {
             .map_err(|e| {
                 AttestationError::Provider(format!("configfs-tsm worker failed: {e}"))
             })??;
-        Ok(ProvidedQuote {
-            bytes,
-            event_log: None,
-        })
+        Ok(ProvidedQuote::bare(bytes))
     }
 }
 
@@ -112,17 +129,25 @@ pub trait GpuEvidenceSource: Send + Sync {
 }
 
 /// Parses a quote and checks its report_data; signet never serves a quote that fails this.
+///
+/// The quote must be a v4 or v5 TDX quote ([`quote::TdxQuote`]: header, body descriptor,
+/// TD report, signature data) whose attestation key signs its header and body, and whose
+/// signature data parses the way verifiers read it (dcap-qvl: QE report, QE authentication
+/// data, certification data). An [`AttestationError::Unparseable`] says what is wrong; a
+/// well-formed quote over other report data is a [`AttestationError::BindingMismatch`].
 pub fn check_quote_binding(quote: &[u8], expected: &[u8; 64]) -> Result<(), AttestationError> {
-    // The parser slices the signed region before checking the length: guard it here.
-    if quote.len() < MIN_QUOTE_LEN {
-        return Err(AttestationError::Unparseable(format!(
-            "{} bytes is shorter than any TDX quote",
-            quote.len()
-        )));
-    }
-    let parsed = tdx_quote::Quote::from_bytes(quote)
-        .map_err(|e| AttestationError::Unparseable(format!("{e:?}")))?;
-    if parsed.report_input_data() != *expected {
+    let parsed =
+        quote::TdxQuote::parse(quote).map_err(|e| AttestationError::Unparseable(e.to_string()))?;
+    parsed
+        .verify_signature()
+        .map_err(|e| AttestationError::Unparseable(e.to_string()))?;
+    dcap_qvl::quote::Quote::parse(quote).map_err(|e| {
+        AttestationError::Unparseable(format!(
+            "v{} quote: its signature data does not parse as verifiers read it: {e:#}",
+            parsed.version
+        ))
+    })?;
+    if parsed.report_data != *expected {
         return Err(AttestationError::BindingMismatch);
     }
     Ok(())
@@ -144,6 +169,7 @@ pub struct Attestor {
     cache_ttl: Duration,
     cache: Mutex<Option<CachedReport>>,
     tls_spki_sha256: Option<[u8; 32]>,
+    nras_claims_version: NrasClaimsVersion,
 }
 
 impl std::fmt::Debug for Attestor {
@@ -172,6 +198,7 @@ impl Attestor {
             cache_ttl: settings.cache_ttl,
             cache: Mutex::new(None),
             tls_spki_sha256: None,
+            nras_claims_version: settings.nras_claims_version,
         }
     }
 
@@ -286,20 +313,43 @@ impl Attestor {
             signing_public_key: hex::encode(self.identity.public_key),
             request_nonce: nonce.to_hex(),
             intel_quote,
-            nvidia_payload: nras_payload(&nonce, &evidence),
+            nvidia_payload: nras_payload_for(&nonce, &evidence, self.nras_claims_version),
             mode: self.quotes.mode().as_str().to_owned(),
             gpu_evidence: self.gpu.mode().as_str().to_owned(),
             event_log: quote.event_log,
+            vm_config: quote.vm_config,
+            info: quote.info,
             tls_cert_fingerprint: tls_spki_sha256.map(hex::encode),
         })
     }
 
-    /// Answers `GET /v1/attestation/report?nonce=…&signing_algo=…&tls_binding=true`.
+    /// Answers `GET /v1/attestation/report`. The parameters (docs/API.md §5):
+    /// - `nonce`: 64 hex chars, bound into the quote and the GPU evidence (else one is drawn);
+    /// - `signing_algo`: only `ecdsa`;
+    /// - `tls_binding=true`, `include_tls_fingerprint=true` or `version=2`: bind the TLS
+    ///   certificate key too (400 when signet does not terminate TLS);
+    /// - `signing_address`: the signer the client looks for; another address is a 404, so a
+    ///   client can find the replica that signed;
+    /// - `model`: accepted and ignored (one signet attests one TEE, whatever the model).
     pub async fn answer(&self, query: Option<&str>) -> Result<AttestationReport, ApiError> {
         let nonce = parse_nonce_query(query)?;
-        let bind_tls = wants_tls_binding(query)?;
+        let bind_tls = tls_binding_param(query)?;
+        check_model_param(query)?;
+        if let Some(asked) = signing_address_param(query)? {
+            if asked != self.identity.address {
+                return Err(ApiError::not_found(
+                    "signing_address_not_found",
+                    format!(
+                        "{} is not this gateway's signing address (it signs as {})",
+                        asked.to_checksum(),
+                        self.identity.address.to_checksum()
+                    ),
+                )
+                .with_param("signing_address"));
+            }
+        }
         let report = match (nonce, bind_tls) {
-            (_, true) => match self.tls_spki_sha256 {
+            (_, Some(param)) => match self.tls_spki_sha256 {
                 Some(spki) => {
                     self.report_bound(nonce.unwrap_or_else(Nonce::random), Some(spki))
                         .await
@@ -307,13 +357,13 @@ impl Attestor {
                 None => {
                     return Err(ApiError::bad_request(
                         "tls_binding_unavailable",
-                        "tls_binding needs signet to terminate TLS (signet.tls)",
+                        format!("{param} needs signet to terminate TLS (signet.tls)"),
                     )
-                    .with_param("tls_binding"));
+                    .with_param(param));
                 }
             },
-            (Some(nonce), false) => self.report(nonce).await,
-            (None, false) => self.report_without_nonce().await,
+            (Some(nonce), None) => self.report(nonce).await,
+            (None, None) => self.report_without_nonce().await,
         };
         report.map_err(|e| {
             error!("attestation failed: {e}");
@@ -333,6 +383,13 @@ mod tests {
     }
 
     fn attestor(settings_encoding: QuoteEncoding) -> (Attestor, Signer) {
+        attestor_with(settings_encoding, NrasClaimsVersion::default())
+    }
+
+    fn attestor_with(
+        settings_encoding: QuoteEncoding,
+        nras_claims_version: NrasClaimsVersion,
+    ) -> (Attestor, Signer) {
         let signer = Signer::generate();
         let identity = SignerIdentity {
             address: *signer.address(),
@@ -346,6 +403,7 @@ mod tests {
             configfs_path: "/nonexistent".into(),
             dstack_socket: "/nonexistent".into(),
             cache_ttl: Duration::from_secs(60),
+            nras_claims_version,
         };
         (
             Attestor::from_settings(&settings, identity).unwrap(),
@@ -424,10 +482,7 @@ mod tests {
             if self.wrong_binding {
                 data[63] ^= 1;
             }
-            Ok(ProvidedQuote {
-                bytes: self.inner.mock_quote(&data),
-                event_log: None,
-            })
+            Ok(ProvidedQuote::bare(self.inner.mock_quote(&data)))
         }
     }
 
@@ -451,6 +506,7 @@ mod tests {
             configfs_path: "/nonexistent".into(),
             dstack_socket: "/nonexistent".into(),
             cache_ttl,
+            nras_claims_version: NrasClaimsVersion::default(),
         };
         let identity = SignerIdentity {
             address: *signer.address(),
@@ -533,5 +589,216 @@ mod tests {
             400
         );
         assert_eq!(status_of(&attestor.answer(Some("version=3")).await), 400);
+    }
+
+    #[tokio::test]
+    async fn the_nras_payload_carries_the_configured_claims_version() {
+        for (version, expected) in [
+            (NrasClaimsVersion::V2, serde_json::json!("2.0")),
+            (NrasClaimsVersion::V3, serde_json::json!("3.0")),
+            (NrasClaimsVersion::Omit, serde_json::Value::Null),
+        ] {
+            let (attestor, _) = attestor_with(QuoteEncoding::Hex, version);
+            let report = attestor.report(Nonce::random()).await.unwrap();
+            let payload: serde_json::Value = serde_json::from_str(&report.nvidia_payload).unwrap();
+            assert_eq!(payload["claims_version"], expected, "{version:?}");
+        }
+    }
+
+    /// Real quotes from real TDX machines (tests/fixtures/tdx/real): v4, v5, and a v5 whose
+    /// TCB level matches no collateral (which the gateway cannot know and does not judge).
+    const REAL_QUOTES: [(&str, &[u8]); 3] = [
+        (
+            "v4",
+            include_bytes!("../../../tests/fixtures/tdx/real/v4_quote.bin"),
+        ),
+        (
+            "v5",
+            include_bytes!("../../../tests/fixtures/tdx/real/v5_quote.bin"),
+        ),
+        (
+            "v5_no_tcb_level",
+            include_bytes!("../../../tests/fixtures/tdx/real/v5_no_tcb_level.bin"),
+        ),
+    ];
+
+    #[test]
+    fn real_v4_and_v5_quotes_are_refused_for_their_binding_never_their_shape() {
+        for (name, quote) in REAL_QUOTES {
+            assert_eq!(
+                check_quote_binding(quote, &[0; 64]),
+                Err(AttestationError::BindingMismatch),
+                "{name}"
+            );
+            let offset = if quote[0] == 4 {
+                REPORT_DATA_OFFSET
+            } else {
+                signet_core::report::REPORT_DATA_OFFSET_V5
+            };
+            let bound: [u8; 64] = quote[offset..offset + 64].try_into().unwrap();
+            assert_eq!(check_quote_binding(quote, &bound), Ok(()), "{name}");
+        }
+    }
+
+    #[test]
+    fn an_unparseable_quote_says_what_is_wrong_with_it() {
+        let (_, v5) = REAL_QUOTES[1];
+        let unparseable = |bytes: &[u8]| match check_quote_binding(bytes, &[0; 64]) {
+            Err(AttestationError::Unparseable(why)) => why,
+            other => panic!("{other:?}"),
+        };
+        let mut body_type = v5.to_vec();
+        body_type[48] = 9;
+        assert!(
+            unparseable(&body_type).starts_with("v5 quote: body type 9 unknown"),
+            "{}",
+            unparseable(&body_type)
+        );
+        assert_eq!(
+            unparseable(&v5[..1234]),
+            "v5 quote: 1,234 bytes is shorter than the 5,006 bytes of the signature data its length claims"
+        );
+        let mut damaged = v5.to_vec();
+        damaged[100] ^= 0x40;
+        assert_eq!(
+            unparseable(&damaged),
+            "v5 quote: the attestation key's signature over the 702 signed bytes does not verify"
+        );
+        let error = AttestationError::Unparseable(unparseable(&v5[..10]));
+        assert_eq!(
+            error.to_string(),
+            "the quote does not parse: 10 bytes is shorter than the 48-byte quote header"
+        );
+    }
+
+    #[tokio::test]
+    async fn real_quotes_from_configfs_tsm_are_refused_for_their_binding() {
+        for (name, quote) in REAL_QUOTES {
+            let dir = tempfile::tempdir().unwrap();
+            let kernel = Arc::new(configfs::fake::FakeKernel::serving(quote));
+            let tsm = configfs::ConfigfsTsm::open(dir.path(), kernel).unwrap();
+            let signer = Signer::generate();
+            let identity = SignerIdentity {
+                address: *signer.address(),
+                public_key: *signer.public_key(),
+            };
+            let settings = AttestationSettings {
+                mode: AttestationMode::Tdx,
+                gpu: GpuEvidenceMode::None,
+                quote_encoding: QuoteEncoding::Base64,
+                timeout: Duration::from_secs(5),
+                configfs_path: dir.path().to_owned(),
+                dstack_socket: "/nonexistent".into(),
+                cache_ttl: Duration::ZERO,
+                nras_claims_version: NrasClaimsVersion::default(),
+            };
+            let attestor = Attestor::new(
+                Arc::new(ConfigfsProvider(Arc::new(tsm))),
+                Arc::new(NoGpuEvidence),
+                identity,
+                &settings,
+            );
+            assert_eq!(
+                attestor.report(Nonce::random()).await,
+                Err(AttestationError::BindingMismatch),
+                "{name}"
+            );
+            assert_eq!(status_of(&attestor.answer(None).await), 503, "{name}");
+        }
+    }
+
+    #[tokio::test]
+    async fn signing_address_finds_this_replica_or_answers_404() {
+        let (attestor, signer) = attestor(QuoteEncoding::Hex);
+        let ours = signer.address().to_checksum();
+        for asked in [
+            ours.clone(),
+            ours.to_lowercase(),
+            ours.to_uppercase().replacen("0X", "0x", 1),
+        ] {
+            let answer = attestor
+                .answer(Some(&format!(
+                    "signing_address={asked}&nonce={}",
+                    "12".repeat(32)
+                )))
+                .await;
+            assert_eq!(status_of(&answer), 200, "{asked}");
+        }
+        let other = format!("0x{}", "ab".repeat(20));
+        let refused = attestor
+            .answer(Some(&format!("signing_address={other}")))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (refused.status, refused.code),
+            (404, "signing_address_not_found")
+        );
+        assert_eq!(refused.param, Some("signing_address"));
+        assert!(refused.message.contains(&ours), "{}", refused.message);
+        let malformed = attestor.answer(Some("signing_address=0x1234")).await;
+        assert_eq!(status_of(&malformed), 400);
+    }
+
+    #[tokio::test]
+    async fn model_is_accepted_and_ed25519_is_still_refused() {
+        let (attestor, _) = attestor(QuoteEncoding::Hex);
+        let nonce = "34".repeat(32);
+        let with_model = attestor
+            .answer(Some(&format!(
+                "model=deepseek-ai/DeepSeek-V3.1&nonce={nonce}"
+            )))
+            .await
+            .unwrap();
+        assert_eq!(with_model.request_nonce, nonce);
+        let ed = attestor
+            .answer(Some(&format!("model=m&nonce={nonce}&signing_algo=ed25519")))
+            .await
+            .unwrap_err();
+        assert_eq!((ed.status, ed.code), (400, "unsupported_signing_algo"));
+        assert_eq!(
+            status_of(&attestor.answer(Some("model=a&model=b")).await),
+            400,
+            "a parameter given twice is refused"
+        );
+    }
+
+    #[tokio::test]
+    async fn include_tls_fingerprint_is_the_tls_bound_report() {
+        let (plain, _) = attestor(QuoteEncoding::Hex);
+        let refused = plain
+            .answer(Some("include_tls_fingerprint=true"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (refused.status, refused.param),
+            (400, Some("include_tls_fingerprint"))
+        );
+        assert!(
+            refused.message.starts_with("include_tls_fingerprint needs"),
+            "{}",
+            refused.message
+        );
+        let unbound = plain
+            .answer(Some("include_tls_fingerprint=false"))
+            .await
+            .unwrap();
+        assert_eq!(unbound.tls_cert_fingerprint, None);
+
+        let (attestor, signer) = attestor(QuoteEncoding::Hex);
+        let attestor = attestor.with_tls_certificate([0x55; 32]);
+        let nonce = "66".repeat(32);
+        let report = attestor
+            .answer(Some(&format!(
+                "model=x&nonce={nonce}&signing_algo=ecdsa&include_tls_fingerprint=true"
+            )))
+            .await
+            .unwrap();
+        assert_eq!(report.tls_cert_fingerprint, Some("55".repeat(32)));
+        let quote = hex::decode(&report.intel_quote).unwrap();
+        let expected = tls_bound_report_data(signer.address(), &[0x55; 32], &Nonce([0x66; 32]));
+        assert_eq!(
+            &quote[REPORT_DATA_OFFSET..REPORT_DATA_OFFSET + 64],
+            &expected[..]
+        );
     }
 }

@@ -1,10 +1,12 @@
 //! NVIDIA GPU evidence and the payload NVIDIA's Remote Attestation Service (NRAS v3,
 //! `POST /v3/attest/gpu`) takes: `{"nonce", "arch", "evidence_list": [{"certificate",
-//! "evidence", "arch"}…]}` with the PEM certificate chain and the raw attestation report
-//! each base64-encoded, as NVIDIA's own tools build it.
+//! "evidence", "arch"}…], "claims_version"}` with the PEM certificate chain and the raw
+//! attestation report each base64-encoded, as NVIDIA's own tools build it. `claims_version`
+//! is what NVIDIA's attestation SDK adds (`"2.0"` unless told otherwise); which one signet
+//! sends is `signet.attestation.nras_claims_version` ([`NrasClaimsVersion`]).
 
 use super::{AttestationError, GpuEvidenceSource};
-use crate::settings::GpuEvidenceMode;
+use crate::settings::{GpuEvidenceMode, NrasClaimsVersion};
 use async_trait::async_trait;
 use base64::Engine;
 use serde_json::json;
@@ -24,8 +26,18 @@ pub struct GpuEvidence {
     pub arch: String,
 }
 
-/// Serializes the NRAS request body for `nonce` and `evidence` as a JSON string.
+/// Serializes the NRAS request body for `nonce` and `evidence` as a JSON string, with the
+/// default `claims_version` (`"2.0"`, as NVIDIA's SDK sends it).
 pub fn nras_payload(nonce: &Nonce, evidence: &[GpuEvidence]) -> String {
+    nras_payload_for(nonce, evidence, NrasClaimsVersion::default())
+}
+
+/// Serializes the NRAS request body with the given `claims_version` (or none).
+pub fn nras_payload_for(
+    nonce: &Nonce,
+    evidence: &[GpuEvidence],
+    claims_version: NrasClaimsVersion,
+) -> String {
     let b64 = base64::engine::general_purpose::STANDARD;
     let arch = evidence.first().map_or(HOPPER, |e| e.arch.as_str());
     let list: Vec<serde_json::Value> = evidence
@@ -38,12 +50,17 @@ pub fn nras_payload(nonce: &Nonce, evidence: &[GpuEvidence]) -> String {
             })
         })
         .collect();
-    json!({
+    let mut payload = json!({
         "nonce": nonce.to_hex(),
         "evidence_list": list,
         "arch": arch,
-    })
-    .to_string()
+    });
+    if let (Some(version), Some(object)) =
+        (claims_version.as_payload_value(), payload.as_object_mut())
+    {
+        object.insert("claims_version".to_owned(), json!(version));
+    }
+    payload.to_string()
 }
 
 pub use signet_core::report::spdm_request_nonce;
@@ -97,7 +114,40 @@ mod tests {
             payload["evidence_list"][0]["certificate"],
             "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg=="
         );
+        assert_eq!(payload["claims_version"], "2.0");
         let empty: serde_json::Value = serde_json::from_str(&nras_payload(&nonce, &[])).unwrap();
         assert_eq!(empty["evidence_list"], json!([]));
+    }
+
+    #[test]
+    fn claims_version_is_configurable_or_absent() {
+        let nonce = Nonce([0x22; 32]);
+        let keys = |version| {
+            let payload: serde_json::Value =
+                serde_json::from_str(&nras_payload_for(&nonce, &[], version)).unwrap();
+            let mut keys: Vec<String> = payload.as_object().unwrap().keys().cloned().collect();
+            keys.sort();
+            (keys, payload["claims_version"].clone())
+        };
+        assert_eq!(
+            keys(NrasClaimsVersion::V3),
+            (
+                vec![
+                    "arch".into(),
+                    "claims_version".into(),
+                    "evidence_list".into(),
+                    "nonce".into()
+                ],
+                json!("3.0")
+            )
+        );
+        assert_eq!(keys(NrasClaimsVersion::V4).1, json!("4.0"));
+        assert_eq!(
+            keys(NrasClaimsVersion::Omit),
+            (
+                vec!["arch".into(), "evidence_list".into(), "nonce".into()],
+                serde_json::Value::Null
+            )
+        );
     }
 }

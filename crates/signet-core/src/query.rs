@@ -3,6 +3,7 @@
 
 use crate::error::ApiError;
 use crate::ids::Nonce;
+use crate::signing::Address;
 
 /// Finds `name` in a query string. A parameter given twice is refused, so two parts of a
 /// stack can never read different values from one request.
@@ -35,20 +36,35 @@ pub fn check_signing_algo(query: Option<&str>) -> Result<(), ApiError> {
     }
 }
 
-/// Whether the query asks for a report bound to the TLS certificate: `tls_binding=true` (or
-/// `1`), or `version=2` as Phala's deployments call it.
-pub fn wants_tls_binding(query: Option<&str>) -> Result<bool, ApiError> {
-    let binding = match query_param(query, "tls_binding")? {
-        None | Some("false") | Some("0") => false,
-        Some("true") | Some("1") => true,
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "invalid_tls_binding",
-                "tls_binding must be true or false",
-            )
-            .with_param("tls_binding"));
-        }
-    };
+/// A yes/no parameter: `true`/`false` in any case (Python clients send `True`), or `1`/`0`.
+fn flag(
+    query: Option<&str>,
+    name: &'static str,
+    code: &'static str,
+) -> Result<Option<bool>, ApiError> {
+    match query_param(query, name)? {
+        None => Ok(None),
+        Some("1") => Ok(Some(true)),
+        Some("0") => Ok(Some(false)),
+        Some(text) if text.eq_ignore_ascii_case("true") => Ok(Some(true)),
+        Some(text) if text.eq_ignore_ascii_case("false") => Ok(Some(false)),
+        Some(_) => Err(
+            ApiError::bad_request(code, format!("{name} must be true or false")).with_param(name),
+        ),
+    }
+}
+
+/// Which parameter, if any, asks for a report bound to the TLS certificate:
+/// `tls_binding=true` (signet's name), `include_tls_fingerprint=true` (NEAR AI's), or
+/// `version=2` (Phala's). Any one of them asking is enough; a value that is not a yes or no
+/// (or a version other than 1 and 2) is refused.
+pub fn tls_binding_param(query: Option<&str>) -> Result<Option<&'static str>, ApiError> {
+    let binding = flag(query, "tls_binding", "invalid_tls_binding")?;
+    let fingerprint = flag(
+        query,
+        "include_tls_fingerprint",
+        "invalid_include_tls_fingerprint",
+    )?;
     let version = match query_param(query, "version")? {
         None | Some("1") => false,
         Some("2") => true,
@@ -59,7 +75,45 @@ pub fn wants_tls_binding(query: Option<&str>) -> Result<bool, ApiError> {
             );
         }
     };
-    Ok(binding || version)
+    Ok(if binding == Some(true) {
+        Some("tls_binding")
+    } else if fingerprint == Some(true) {
+        Some("include_tls_fingerprint")
+    } else if version {
+        Some("version")
+    } else {
+        None
+    })
+}
+
+/// Whether the query asks for a report bound to the TLS certificate ([`tls_binding_param`]).
+pub fn wants_tls_binding(query: Option<&str>) -> Result<bool, ApiError> {
+    tls_binding_param(query).map(|asked| asked.is_some())
+}
+
+/// The optional `signing_address`: the signer a client is looking for (it learnt the address
+/// from a signature and asks each replica for the report of that key). Compared without
+/// regard to case, with or without `0x`: a mixed-case address is not refused for its EIP-55
+/// checksum, it is only compared.
+pub fn signing_address_param(query: Option<&str>) -> Result<Option<Address>, ApiError> {
+    query_param(query, "signing_address")?
+        .map(|text| {
+            Address::parse(&text.to_ascii_lowercase()).map_err(|e| {
+                ApiError::bad_request(
+                    "invalid_signing_address",
+                    format!("signing_address must be a 20-byte hex address: {e}"),
+                )
+                .with_param("signing_address")
+            })
+        })
+        .transpose()
+}
+
+/// The optional `model`: clients of multi-model gateways name the model whose attestation
+/// they want. One signet attests one TEE, whatever model it serves, so the value does not
+/// change the report; it is read only so that giving it twice is refused like any parameter.
+pub fn check_model_param(query: Option<&str>) -> Result<(), ApiError> {
+    query_param(query, "model").map(|_| ())
 }
 
 /// Reads `nonce` (optional, 64 hex chars) and checks `signing_algo`.
@@ -91,6 +145,88 @@ mod tests {
                 .status,
             400
         );
+    }
+
+    #[test]
+    fn every_name_for_a_tls_bound_report_is_understood() {
+        assert_eq!(tls_binding_param(None), Ok(None));
+        for (query, asked) in [
+            ("tls_binding=true", Some("tls_binding")),
+            ("tls_binding=1", Some("tls_binding")),
+            ("tls_binding=false", None),
+            (
+                "include_tls_fingerprint=true",
+                Some("include_tls_fingerprint"),
+            ),
+            (
+                "include_tls_fingerprint=True",
+                Some("include_tls_fingerprint"),
+            ),
+            ("include_tls_fingerprint=false", None),
+            ("include_tls_fingerprint=0&version=1", None),
+            ("version=2", Some("version")),
+            (
+                "version=2&include_tls_fingerprint=true",
+                Some("include_tls_fingerprint"),
+            ),
+            (
+                "model=x&nonce=ab&include_tls_fingerprint=true",
+                Some("include_tls_fingerprint"),
+            ),
+        ] {
+            assert_eq!(tls_binding_param(Some(query)), Ok(asked), "{query}");
+        }
+        for bad in [
+            "include_tls_fingerprint=yes",
+            "include_tls_fingerprint=",
+            "include_tls_fingerprint=true&include_tls_fingerprint=true",
+            "tls_binding=maybe",
+            "version=3",
+        ] {
+            assert_eq!(
+                tls_binding_param(Some(bad)).unwrap_err().status,
+                400,
+                "{bad}"
+            );
+        }
+        let error = tls_binding_param(Some("include_tls_fingerprint=2")).unwrap_err();
+        assert_eq!(error.param, Some("include_tls_fingerprint"));
+    }
+
+    #[test]
+    fn signing_addresses_are_compared_without_regard_to_case() {
+        let address = Address([0xab; 20]);
+        let lower = format!("0x{}", "ab".repeat(20));
+        for text in [
+            lower.clone(),
+            lower.to_uppercase().replacen("0X", "0x", 1),
+            lower.trim_start_matches("0x").to_owned(),
+            // Mixed case with a wrong EIP-55 checksum: still only compared.
+            format!("0x{}", "aB".repeat(20)),
+        ] {
+            assert_eq!(
+                signing_address_param(Some(&format!("signing_address={text}"))),
+                Ok(Some(address)),
+                "{text}"
+            );
+        }
+        assert_eq!(signing_address_param(Some("nonce=ab")), Ok(None));
+        for bad in [
+            "signing_address=0x12",
+            "signing_address=",
+            "signing_address=zz",
+        ] {
+            let error = signing_address_param(Some(bad)).unwrap_err();
+            assert_eq!(error.status, 400, "{bad}");
+            assert_eq!(error.code, "invalid_signing_address");
+        }
+    }
+
+    #[test]
+    fn model_is_accepted_once() {
+        assert!(check_model_param(None).is_ok());
+        assert!(check_model_param(Some("model=deepseek-ai/DeepSeek-V3.1")).is_ok());
+        assert!(check_model_param(Some("model=a&model=b")).is_err());
     }
 
     #[test]

@@ -46,9 +46,10 @@ pub fn spki_sha256_of_cert(der: &[u8]) -> Option<[u8; 32]> {
 /// Byte offset of report_data in a v4 TDX quote (48-byte header + 520 bytes of body).
 pub const REPORT_DATA_OFFSET: usize = 568;
 
-/// The smallest well-formed v4 quote: header, body, signature section length, ECDSA
-/// signature, attestation key, certification data type and length.
-pub const MIN_QUOTE_LEN: usize = 48 + 584 + 4 + 64 + 64 + 2 + 4;
+/// Byte offset of report_data in a v5 TDX quote: the 6-byte body descriptor (type, size)
+/// comes before the body, and report_data is at the same place in TD report 1.0 and 1.5
+/// bodies.
+pub const REPORT_DATA_OFFSET_V5: usize = REPORT_DATA_OFFSET + 6;
 
 /// The body of `GET /v1/attestation/report`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,9 +70,18 @@ pub struct AttestationReport {
     pub mode: String,
     /// `nvml`, `dev` or `none`.
     pub gpu_evidence: String,
-    /// The event log behind the quote's RTMRs, when the provider gives one (dstack).
+    /// The event log behind the quote's RTMRs, when the provider gives one (dstack): the
+    /// agent's JSON array as text, which verifiers replay into RTMR3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_log: Option<String>,
+    /// dstack: the VM configuration the agent reports with the quote (JSON text), which
+    /// dstack's verifier needs to recompute the boot measurements.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_config: Option<String>,
+    /// dstack: the agent's `Info` answer as it gave it (app id, `tcb_info` with the
+    /// `app_compose` whose sha256 is in MRCONFIGID, `compose_hash`, `vm_config`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<serde_json::Value>,
     /// With `?tls_binding=true`: hex sha256 of the serving certificate's DER
     /// SubjectPublicKeyInfo, bound into report_data.
     #[serde(default, skip_serializing_if = "Option::is_none")]

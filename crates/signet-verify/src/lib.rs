@@ -364,19 +364,17 @@ async fn check_report(
     }
 
     // The quote.
-    let quote_text = text("intel_quote");
-    let quote_bytes = base64::engine::general_purpose::STANDARD
-        .decode(quote_text.trim())
-        .or_else(|_| hex::decode(quote_text.trim().trim_start_matches("0x")));
-    let quote = match quote_bytes.map_err(|_| "intel_quote is neither base64 nor hex".to_owned()) {
-        Ok(bytes) => match quote::parse_quote(&bytes) {
+    let quote = match quote::decode_quote_text(&text("intel_quote")) {
+        Ok((bytes, encoding)) => match quote::parse_quote(&bytes) {
             Ok(facts) => {
                 list.record(
                     "quote.structure",
                     true,
                     Ok(format!(
-                        "TDX quote v{} (MRTD {}…)",
+                        "TDX quote v{}, {} ({}; MRTD {}…)",
                         facts.version,
+                        facts.body,
+                        encoding.as_str(),
                         &facts.mr_td[..16]
                     )),
                 );
