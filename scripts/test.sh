@@ -45,10 +45,13 @@ depends_on signet pingora-core || { echo "boundary check is broken: signet shows
 
 echo "== cargo build"
 cargo build --locked --workspace --bins
+bin="${CARGO_TARGET_DIR:-target}/debug"
+export SIGNET_BIN="$PWD/$bin/signet"
+[[ "$bin" = /* ]] && export SIGNET_BIN="$bin/signet"
 
 echo "== signet serve -t on every conf/*.yaml"
 for conf in conf/*.yaml; do
-  ./target/debug/signet serve -t -c "$conf"
+  "$SIGNET_BIN" serve -t -c "$conf"
 done
 
 echo "== systemd-analyze verify / security on systemd/signet.service"
