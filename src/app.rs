@@ -249,6 +249,10 @@ fn start(args: ServeArgs) -> Result<ExitCode, StartError> {
     let admin_listen = settings.admin_listen;
     let head_timeout = settings.client_timeouts.head;
     let max_connections = settings.limits.max_connections;
+    let max_connections_per_client = settings.limits.max_connections_per_client;
+    if let Some(warning) = crate::hardening::ensure_descriptors(max_connections) {
+        warn!("{warning}");
+    }
     let sweep_every = settings.signatures.sweep_interval;
     let (upstreams, health_service) = UpstreamPool::new(
         settings.upstreams.clone(),
@@ -287,6 +291,7 @@ fn start(args: ServeArgs) -> Result<ExitCode, StartError> {
         pingora_proxy::http_proxy(&pingora.configuration, SignetProxy::new(gateway.clone())),
         head_timeout,
         max_connections,
+        max_connections_per_client,
     );
     let mut proxy = pingora_core::services::listening::Service::new("signet".to_owned(), app);
     // No read buffer in front of client sockets (measured in BENCHMARKS.md): Pingora's

@@ -77,6 +77,7 @@ impl Gateway {
                 event_stream: limits.id_scan_bytes,
                 json_body: limits.json_response_bytes,
             },
+            body_deadline: self.settings.client_timeouts.body_total,
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod config;
 pub mod gateway;
 pub mod hardening;
 pub mod inband_json;
+pub mod logging;
 pub mod metrics;
 pub mod notary;
 pub mod proxy;

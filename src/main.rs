@@ -6,9 +6,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
+    signet::logging::init();
     match cli.command {
         Command::Serve(args) => signet::app::serve(args),
         Command::GpuEvidence(args) => signet::app::gpu_evidence(args),

@@ -222,10 +222,16 @@ fn apply_edits(
 async fn read_body_first(
     session: &mut Session,
     exchange: &mut Exchange,
+    started: Instant,
 ) -> std::result::Result<(), Refusal> {
     loop {
         match session.as_mut().read_request_body().await {
-            Ok(Some(chunk)) => exchange.push_request_body(&chunk)?,
+            Ok(Some(chunk)) => {
+                exchange.push_request_body(&chunk)?;
+                if let Some(refusal) = exchange.body_overdue(started.elapsed()) {
+                    return Err(refusal);
+                }
+            }
             Ok(None) => return exchange.finish_request_body(),
             Err(e) => {
                 return Err(exchange.request_body_unreadable(e.etype() == &ErrorType::ReadTimedout));
@@ -289,7 +295,7 @@ impl SignetProxy {
             // A body read here is replayed to the upstream from Pingora's retry buffer.
             session.as_mut().enable_retry_buffering();
         }
-        if let Err(refusal) = read_body_first(session, &mut ctx.exchange).await {
+        if let Err(refusal) = read_body_first(session, &mut ctx.exchange, ctx.started).await {
             return Err(refuse(session, refusal));
         }
         // SDKs close a stream as soon as they have read `data: [DONE]`, often before the
@@ -373,8 +379,13 @@ impl ProxyHttp for SignetProxy {
         let decision = ctx
             .exchange
             .on_request_head(&request_facts(header, authorized, body_empty));
-        // A client that stalls while sending its body is cut off (slow-loris).
+        // A client that stalls while sending its body is cut off (slow-loris), and so is one
+        // that stops reading what it is sent.
         let body_timeout = self.gateway.settings.client_timeouts.body;
+        let write_timeout = self.gateway.settings.client_timeouts.write;
+        session
+            .as_downstream_mut()
+            .set_write_timeout(Some(write_timeout));
         match decision {
             HeadDecision::Refuse(refusal) => Err(refuse(session, refusal)),
             HeadDecision::Local(route) => {
@@ -473,6 +484,9 @@ impl ProxyHttp for SignetProxy {
         end_of_stream: bool,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
+        if let Some(refusal) = ctx.exchange.body_overdue(ctx.started.elapsed()) {
+            return Err(refuse(session, refusal));
+        }
         match ctx
             .exchange
             .forward_request_body(body.take(), end_of_stream)

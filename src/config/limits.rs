@@ -16,6 +16,8 @@ pub(super) struct RawLimits {
     max_concurrent_streams: usize,
     #[serde(default = "default_max_connections")]
     max_connections: usize,
+    #[serde(default = "default_max_connections_per_client")]
+    max_connections_per_client: usize,
     #[serde(default = "default_id_scan_bytes")]
     id_scan_bytes: ByteSize,
     #[serde(default = "default_json_response_bytes")]
@@ -29,6 +31,7 @@ impl Default for RawLimits {
             max_header_bytes: default_max_header_bytes(),
             max_concurrent_streams: default_max_concurrent_streams(),
             max_connections: default_max_connections(),
+            max_connections_per_client: default_max_connections_per_client(),
             id_scan_bytes: default_id_scan_bytes(),
             json_response_bytes: default_json_response_bytes(),
         }
@@ -47,6 +50,9 @@ fn default_max_concurrent_streams() -> usize {
 fn default_max_connections() -> usize {
     16384
 }
+fn default_max_connections_per_client() -> usize {
+    1024
+}
 fn default_id_scan_bytes() -> ByteSize {
     ByteSize(64 << 10)
 }
@@ -61,6 +67,10 @@ pub(super) struct RawClientTimeouts {
     head: HumanDuration,
     #[serde(default = "default_client_body_timeout")]
     body: HumanDuration,
+    #[serde(default = "default_client_body_total_timeout")]
+    body_total: HumanDuration,
+    #[serde(default = "default_client_write_timeout")]
+    write: HumanDuration,
 }
 
 impl Default for RawClientTimeouts {
@@ -68,6 +78,8 @@ impl Default for RawClientTimeouts {
         Self {
             head: default_client_head_timeout(),
             body: default_client_body_timeout(),
+            body_total: default_client_body_total_timeout(),
+            write: default_client_write_timeout(),
         }
     }
 }
@@ -77,6 +89,14 @@ fn default_client_head_timeout() -> HumanDuration {
 }
 
 fn default_client_body_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+
+fn default_client_body_total_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(300))
+}
+
+fn default_client_write_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(60))
 }
 
@@ -91,6 +111,8 @@ pub struct Limits {
     pub max_concurrent_streams: usize,
     /// Most requests being read or served at once, all routes (connections beyond are closed).
     pub max_connections: usize,
+    /// Most of those from one client address (its connections beyond are closed).
+    pub max_connections_per_client: usize,
     /// Most bytes of an event stream examined for its id.
     pub id_scan_bytes: usize,
     /// Largest JSON response body kept to read its id.
@@ -104,6 +126,12 @@ pub struct ClientTimeouts {
     pub head: Duration,
     /// Longest silence while the client sends its request body (408 beyond).
     pub body: Duration,
+    /// Longest time from the request head to the end of its body, however it trickles in
+    /// (408 beyond).
+    pub body_total: Duration,
+    /// Longest wait for the client's socket to take a write: a client that stops reading is
+    /// cut off (and its response is not signed).
+    pub write: Duration,
 }
 
 /// A size of at least `min` bytes that fits in memory.
@@ -129,6 +157,10 @@ pub(super) fn check(raw: RawLimits, key: &str) -> Result<Limits, ConfigError> {
             raw.max_concurrent_streams,
         )?,
         max_connections: at_least_one(&at("max_connections"), raw.max_connections)?,
+        max_connections_per_client: at_least_one(
+            &at("max_connections_per_client"),
+            raw.max_connections_per_client,
+        )?,
         id_scan_bytes: size(at("id_scan_bytes"), raw.id_scan_bytes, 1024)?,
         json_response_bytes: size(at("json_response_bytes"), raw.json_response_bytes, 1024)?,
     })
@@ -142,5 +174,7 @@ pub(super) fn check_client_timeouts(
     Ok(ClientTimeouts {
         head: positive_duration(&format!("{key}.head"), raw.head)?,
         body: positive_duration(&format!("{key}.body"), raw.body)?,
+        body_total: positive_duration(&format!("{key}.body_total"), raw.body_total)?,
+        write: positive_duration(&format!("{key}.write"), raw.write)?,
     })
 }

@@ -148,12 +148,28 @@ impl Gateway {
     }
 
     fn spawn_quietly(dir: tempfile::TempDir, config: PathBuf, port: u16) -> Self {
+        Self::spawn_logging(dir, config, port, "info")
+    }
+
+    /// Starts signet with `RUST_LOG` set to `rust_log` and waits until it is ready.
+    pub fn start_logging(upstream_url: &str, extra: &str, rust_log: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let config = dir.path().join("signet.yaml");
+        std::fs::write(&config, config_text(port, upstream_url, dir.path(), extra))
+            .expect("write config");
+        let gateway = Self::spawn_logging(dir, config, port, rust_log);
+        gateway.wait_ready();
+        gateway
+    }
+
+    fn spawn_logging(dir: tempfile::TempDir, config: PathBuf, port: u16, rust_log: &str) -> Self {
         let log_path = dir.path().join("signet.log");
         let log = std::fs::File::create(&log_path).expect("log file");
         let child = Command::new(signet_bin())
             .args(["serve", "-c"])
             .arg(&config)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

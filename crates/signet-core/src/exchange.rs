@@ -52,6 +52,8 @@ pub struct ExchangePolicy {
     pub max_request_body: usize,
     /// How far into a response its id is looked for.
     pub scan_limits: ScanLimits,
+    /// Longest time from the request head to the end of its body on a signed route.
+    pub body_deadline: std::time::Duration,
 }
 
 /// HTTP version of the client's request.
@@ -489,6 +491,18 @@ impl Exchange {
             .is_some_and(|r| r.stream() == Some(true))
     }
 
+    /// Checks a signed request's body against its deadline: `elapsed` since the head came. A
+    /// body trickled in (a byte every few seconds never trips the per-read timeout) is cut
+    /// off with a 408 once the deadline passes, freeing its slot.
+    pub fn body_overdue(&mut self, elapsed: std::time::Duration) -> Option<Refusal> {
+        let pending = self
+            .request
+            .as_ref()
+            .is_some_and(|r| r.complete_body().is_none());
+        (pending && elapsed > self.policy.body_deadline)
+            .then(|| self.refuse(ApiError::from_status(408), true))
+    }
+
     /// Whether signet sends this request itself and answers with the signature in the
     /// response headers: in-band asked for, and the request is not a stream.
     pub fn serves_inband_json(&self) -> bool {
@@ -838,6 +852,7 @@ mod tests {
                 event_stream: 64 * 1024,
                 json_body: 64 * 1024,
             },
+            body_deadline: std::time::Duration::from_secs(10),
         }
     }
 
@@ -1613,5 +1628,31 @@ mod tests {
         exchange.push_request_body(br#"{"stream":false}"#).unwrap();
         exchange.finish_request_body().unwrap();
         assert!(!exchange.tolerates_client_close());
+    }
+
+    #[test]
+    fn a_trickled_body_is_cut_off_at_its_deadline() {
+        let mut exchange = Exchange::new(policy());
+        exchange.on_request_head(&RequestHead {
+            transfer_encoding: true,
+            ..head("POST", "/v1/chat/completions", None)
+        });
+        exchange
+            .forward_request_body(Some(Bytes::from_static(b"{")), false)
+            .unwrap();
+        assert_eq!(
+            exchange.body_overdue(std::time::Duration::from_secs(9)),
+            None
+        );
+        let refusal = exchange
+            .body_overdue(std::time::Duration::from_secs(11))
+            .unwrap();
+        assert_eq!((refusal.error.status, refusal.close), (408, true));
+        // A complete body is never overdue, nor is a route without one.
+        let mut done = admitted_seed();
+        assert_eq!(done.body_overdue(std::time::Duration::from_secs(60)), None);
+        let mut other = Exchange::new(policy());
+        other.on_request_head(&head("GET", "/v1/models", None));
+        assert_eq!(other.body_overdue(std::time::Duration::from_secs(60)), None);
     }
 }
