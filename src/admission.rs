@@ -1,19 +1,66 @@
 //! Admission: who may use the gateway and how many completions run at once. Bearer tokens
-//! (checked on every route but health and attestation) and the concurrency slots of signed
-//! routes. What is refused for its shape (head size, method, length, path) is decided by
+//! (checked on every route but health and attestation), the concurrency slots of signed
+//! routes, and how often one client address may ask for an attestation report. What is refused for its shape (head size, method, length, path) is decided by
 //! `signet_core::exchange`; this module holds the shared state those decisions cannot.
 
 use crate::auth::BearerTokens;
 use signet_core::error::ApiError;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
-/// Tokens and slots.
+/// Tokens, slots and the attestation rate.
 #[derive(Debug)]
 pub struct Admission {
     tokens: Option<BearerTokens>,
     in_flight: Arc<AtomicUsize>,
     max_concurrent: usize,
+    attestation_rate: RateLimiter,
+}
+
+/// A token bucket per client address: `per_minute` requests a minute, as a burst of up to
+/// `per_minute` after a quiet minute.
+#[derive(Debug)]
+pub struct RateLimiter {
+    per_minute: u32,
+    buckets: dashmap::DashMap<IpAddr, (f64, Instant)>,
+}
+
+/// Addresses remembered before the idle (full) buckets are forgotten.
+const RATE_LIMITER_PRUNE_AT: usize = 10_000;
+
+impl RateLimiter {
+    /// `per_minute` (at least 1) requests a minute per address.
+    pub fn new(per_minute: u32) -> Self {
+        Self {
+            per_minute: per_minute.max(1),
+            buckets: dashmap::DashMap::new(),
+        }
+    }
+
+    /// Takes one request's worth for `client` at `now`, or says how long until it may.
+    pub fn take(&self, client: IpAddr, now: Instant) -> Result<(), Duration> {
+        let capacity = f64::from(self.per_minute);
+        let per_second = capacity / 60.0;
+        if self.buckets.len() >= RATE_LIMITER_PRUNE_AT {
+            // Forget addresses whose bucket has refilled: they would start full anyway.
+            self.buckets.retain(|_, (tokens, at)| {
+                *tokens + now.saturating_duration_since(*at).as_secs_f64() * per_second < capacity
+            });
+        }
+        let mut bucket = self.buckets.entry(client).or_insert((capacity, now));
+        let (tokens, at) = *bucket;
+        let refilled =
+            (tokens + now.saturating_duration_since(at).as_secs_f64() * per_second).min(capacity);
+        if refilled >= 1.0 {
+            *bucket = (refilled - 1.0, now);
+            Ok(())
+        } else {
+            *bucket = (refilled, now);
+            Err(Duration::from_secs_f64((1.0 - refilled) / per_second))
+        }
+    }
 }
 
 /// A place among the requests in flight on signed routes; given back when dropped.
@@ -29,12 +76,33 @@ impl Drop for InFlightSlot {
 impl Admission {
     /// Admission with these tokens (none: every request is authorized) and at most
     /// `max_concurrent` signed requests in flight.
-    pub fn new(tokens: Option<BearerTokens>, max_concurrent: usize) -> Self {
+    pub fn new(
+        tokens: Option<BearerTokens>,
+        max_concurrent: usize,
+        attestation_per_minute: u32,
+    ) -> Self {
         Self {
             tokens,
             in_flight: Arc::new(AtomicUsize::new(0)),
             max_concurrent,
+            attestation_rate: RateLimiter::new(attestation_per_minute),
         }
+    }
+
+    /// Admits an attestation request from `client` (no address: not limited), or refuses
+    /// it with a 429 that says when to come back.
+    pub fn admit_attestation(&self, client: Option<IpAddr>) -> Result<(), ApiError> {
+        let Some(client) = client else {
+            return Ok(());
+        };
+        self.attestation_rate
+            .take(client, Instant::now())
+            .map_err(|wait| {
+                ApiError::too_many_requests(
+                    "too many attestation requests from this address; retry later",
+                    wait.as_secs().saturating_add(1),
+                )
+            })
     }
 
     /// Whether an `Authorization` header value is accepted: always when no tokens are
@@ -73,7 +141,7 @@ mod tests {
 
     #[test]
     fn slots_are_bounded_and_given_back_on_drop() {
-        let admission = Admission::new(None, 2);
+        let admission = Admission::new(None, 2, 60);
         let a = admission.take_slot().unwrap();
         let _b = admission.take_slot().unwrap();
         assert_eq!(admission.take_slot().unwrap_err().status, 503);
@@ -84,10 +152,36 @@ mod tests {
 
     #[test]
     fn tokens_are_required_only_when_configured() {
-        assert!(Admission::new(None, 1).authorized(None));
-        let guarded = Admission::new(Some(BearerTokens::new(&["t0k".to_owned()])), 1);
+        assert!(Admission::new(None, 1, 60).authorized(None));
+        let guarded = Admission::new(Some(BearerTokens::new(&["t0k".to_owned()])), 1, 60);
         assert!(!guarded.authorized(None));
         assert!(!guarded.authorized(Some(b"Bearer nope")));
         assert!(guarded.authorized(Some(b"Bearer t0k")));
+    }
+
+    #[test]
+    fn one_address_gets_its_rate_and_no_more_while_others_are_unaffected() {
+        let limiter = RateLimiter::new(60);
+        let t0 = Instant::now();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        for _ in 0..60 {
+            limiter.take(a, t0).unwrap();
+        }
+        let wait = limiter.take(a, t0).unwrap_err();
+        assert!(wait <= Duration::from_secs(1), "{wait:?}");
+        assert!(
+            limiter.take(b, t0).is_ok(),
+            "another address has its own bucket"
+        );
+        // One a second comes back.
+        assert!(limiter.take(a, t0 + Duration::from_millis(1100)).is_ok());
+        assert!(limiter.take(a, t0 + Duration::from_millis(1200)).is_err());
+        let refused = Admission::new(None, 1, 1);
+        refused.admit_attestation(Some(a)).unwrap();
+        let e = refused.admit_attestation(Some(a)).unwrap_err();
+        assert_eq!(e.status, 429);
+        assert!(e.headers.iter().any(|(k, _)| *k == "retry-after"));
+        assert!(refused.admit_attestation(None).is_ok());
     }
 }

@@ -56,7 +56,11 @@ impl Gateway {
             .as_ref()
             .is_some_and(|auth| !auth.forward_authorization);
         Self {
-            admission: Admission::new(tokens, settings.limits.max_concurrent_streams),
+            admission: Admission::new(
+                tokens,
+                settings.limits.max_concurrent_streams,
+                settings.attestation_per_client_per_minute,
+            ),
             upstreams: upstreams.with_header_policy(HeaderPolicy {
                 strip_authorization,
             }),

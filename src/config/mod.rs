@@ -163,6 +163,8 @@ pub struct Settings {
     pub admin_listen: Option<SocketAddr>,
     /// Attestation.
     pub attestation: AttestationSettings,
+    /// Attestation reports one client address may ask for per minute (429 beyond).
+    pub attestation_per_client_per_minute: u32,
     /// Signature store.
     pub signatures: SignatureSettings,
     /// Size limits.
@@ -323,7 +325,11 @@ fn validate(raw: RawSignet) -> Result<Settings, ConfigError> {
             raw.upstream_timeouts,
             "signet.upstream_timeouts",
         )?,
-        attestation: attestation::check(raw.attestation, "signet.attestation")?,
+        attestation_per_client_per_minute: attestation::per_client_per_minute(
+            &raw.attestation,
+            "signet.attestation",
+        )?,
+        attestation: attestation::check(&raw.attestation, "signet.attestation")?,
         admin_listen: raw
             .admin
             .map(|admin| listen::check_admin(admin, "signet.admin", listen))

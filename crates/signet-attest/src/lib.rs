@@ -15,6 +15,7 @@ pub mod configfs;
 mod dev;
 pub mod dev_gpu;
 pub mod dstack;
+mod gate;
 pub mod nvidia;
 pub mod nvml;
 pub mod quote;
@@ -28,7 +29,6 @@ use crate::settings::{
 };
 use async_trait::async_trait;
 use base64::Engine;
-use log::error;
 use signet_core::error::ApiError;
 use signet_core::ids::Nonce;
 use signet_core::query::{
@@ -61,6 +61,9 @@ pub enum AttestationError {
     /// The quote's report_data is not what was asked for.
     #[error("the quote's report_data does not bind the signing address and nonce")]
     BindingMismatch,
+    /// Every place for a fresh report is taken and the waiting line is full.
+    #[error("too many fresh reports requested at once")]
+    Busy,
 }
 
 /// A quote as a provider hands it over.
@@ -167,9 +170,12 @@ pub struct Attestor {
     encoding: QuoteEncoding,
     timeout: Duration,
     cache_ttl: Duration,
-    cache: Mutex<Option<CachedReport>>,
+    /// Reports made for nonces signet drew itself: plain (0) and TLS-bound (1).
+    cache: Mutex<[Option<CachedReport>; 2]>,
     tls_spki_sha256: Option<[u8; 32]>,
     nras_claims_version: NrasClaimsVersion,
+    gate: gate::ReportGate,
+    flood: gate::FloodLog,
 }
 
 impl std::fmt::Debug for Attestor {
@@ -196,9 +202,11 @@ impl Attestor {
             encoding: settings.quote_encoding,
             timeout: settings.timeout,
             cache_ttl: settings.cache_ttl,
-            cache: Mutex::new(None),
+            cache: Mutex::new([None, None]),
             tls_spki_sha256: None,
             nras_claims_version: settings.nras_claims_version,
+            gate: gate::ReportGate::new(settings.max_concurrent, settings.max_waiting),
+            flood: gate::FloodLog::default(),
         }
     }
 
@@ -249,15 +257,33 @@ impl Attestor {
     /// A report for a caller who gave no nonce: the cached one while it is younger than
     /// `cache_ttl`, else a fresh one for a random nonce (which is then cached).
     pub async fn report_without_nonce(&self) -> Result<AttestationReport, AttestationError> {
-        if let Some(report) = self.cached() {
-            return Ok(report);
-        }
-        self.refresh().await
+        self.unnonced(None).await
     }
 
-    fn cached(&self) -> Option<AttestationReport> {
+    /// The same for a TLS-bound or plain report (`tls_spki_sha256`): both are cached, so a
+    /// flood of nonce-less requests costs one quote per `cache_ttl` either way.
+    async fn unnonced(
+        &self,
+        tls_spki_sha256: Option<[u8; 32]>,
+    ) -> Result<AttestationReport, AttestationError> {
+        let slot = usize::from(tls_spki_sha256.is_some());
+        if let Some(report) = self.cached(slot) {
+            return Ok(report);
+        }
+        let report = self.report_bound(Nonce::random(), tls_spki_sha256).await?;
+        if !self.cache_ttl.is_zero() {
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            cache[slot] = Some(CachedReport {
+                made: Instant::now(),
+                report: report.clone(),
+            });
+        }
+        Ok(report)
+    }
+
+    fn cached(&self, slot: usize) -> Option<AttestationReport> {
         let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache
+        cache[slot]
             .as_ref()
             .filter(|c| c.made.elapsed() < self.cache_ttl)
             .map(|c| c.report.clone())
@@ -266,15 +292,11 @@ impl Attestor {
     /// Makes a report for a random nonce and caches it (the background refresher calls this
     /// so nonce-less requests rarely wait for a provider).
     pub async fn refresh(&self) -> Result<AttestationReport, AttestationError> {
-        let report = self.report(Nonce::random()).await?;
-        if !self.cache_ttl.is_zero() {
+        {
             let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            *cache = Some(CachedReport {
-                made: Instant::now(),
-                report: report.clone(),
-            });
+            cache[0] = None;
         }
-        Ok(report)
+        self.unnonced(None).await
     }
 
     /// How long a cached report stays usable (zero: no caching).
@@ -287,6 +309,8 @@ impl Attestor {
         self.report_bound(nonce, None).await
     }
 
+    /// A report for `nonce`: requests for the same report_data share one making of it, and
+    /// at most `max_concurrent` are made at once, with a bounded line waiting.
     async fn report_bound(
         &self,
         nonce: Nonce,
@@ -296,6 +320,20 @@ impl Attestor {
             None => report_data(&self.identity.address, &nonce),
             Some(spki) => tls_bound_report_data(&self.identity.address, spki, &nonce),
         };
+        self.gate
+            .coalesce(expected, async {
+                let _permit = self.gate.enter().await?;
+                self.make_report(nonce, tls_spki_sha256, expected).await
+            })
+            .await
+    }
+
+    async fn make_report(
+        &self,
+        nonce: Nonce,
+        tls_spki_sha256: Option<[u8; 32]>,
+        expected: [u8; 64],
+    ) -> Result<AttestationReport, AttestationError> {
         let gather = async { tokio::join!(self.quotes.quote(&expected), self.gpu.collect(&nonce)) };
         let (quote, evidence) = tokio::time::timeout(self.timeout, gather)
             .await
@@ -350,10 +388,10 @@ impl Attestor {
         }
         let report = match (nonce, bind_tls) {
             (_, Some(param)) => match self.tls_spki_sha256 {
-                Some(spki) => {
-                    self.report_bound(nonce.unwrap_or_else(Nonce::random), Some(spki))
-                        .await
-                }
+                Some(spki) => match nonce {
+                    Some(nonce) => self.report_bound(nonce, Some(spki)).await,
+                    None => self.unnonced(Some(spki)).await,
+                },
                 None => {
                     return Err(ApiError::bad_request(
                         "tls_binding_unavailable",
@@ -366,8 +404,14 @@ impl Attestor {
             (None, None) => self.report_without_nonce().await,
         };
         report.map_err(|e| {
-            error!("attestation failed: {e}");
-            ApiError::unavailable("attestation_unavailable", "attestation is unavailable")
+            self.flood.note(&e);
+            match e {
+                AttestationError::Busy => ApiError::unavailable(
+                    "attestation_busy",
+                    "too many fresh attestation reports are being made; retry shortly",
+                ),
+                _ => ApiError::unavailable("attestation_unavailable", "attestation is unavailable"),
+            }
         })
     }
 }
@@ -404,6 +448,8 @@ mod tests {
             dstack_socket: "/nonexistent".into(),
             cache_ttl: Duration::from_secs(60),
             nras_claims_version,
+            max_concurrent: 4,
+            max_waiting: 16,
         };
         (
             Attestor::from_settings(&settings, identity).unwrap(),
@@ -507,6 +553,8 @@ mod tests {
             dstack_socket: "/nonexistent".into(),
             cache_ttl,
             nras_claims_version: NrasClaimsVersion::default(),
+            max_concurrent: 1,
+            max_waiting: 1,
         };
         let identity = SignerIdentity {
             address: *signer.address(),
@@ -519,6 +567,77 @@ mod tests {
             &settings,
         );
         (attestor, provider)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_for_one_nonce_share_one_quote_and_a_full_line_is_turned_away() {
+        // One place, one in line (scripted): a hanging provider holds the place.
+        let (attestor, provider) = scripted(true, false, Duration::ZERO);
+        let nonce = Nonce([0x5a; 32]);
+        let same = futures_join_all((0..5).map(|_| attestor.report(nonce)).collect::<Vec<_>>());
+        tokio::pin!(same);
+        let other = attestor.report(Nonce([0x6b; 32]));
+        tokio::pin!(other);
+        tokio::select! {
+            biased;
+            _ = &mut same => panic!("the provider hangs"),
+            _ = &mut other => panic!("the provider hangs"),
+            () = tokio::task::yield_now() => {}
+        }
+        assert_eq!(
+            provider.calls.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "five requests for one nonce make one quote"
+        );
+        assert_eq!(attestor.gate.in_flight(), 2);
+        // The place is taken and the line is full: a third nonce is turned away at once.
+        assert_eq!(
+            attestor.report(Nonce([0x7c; 32])).await,
+            Err(AttestationError::Busy)
+        );
+        assert_eq!(
+            status_of(
+                &attestor
+                    .answer(Some(&format!("nonce={}", "7c".repeat(32))))
+                    .await
+            ),
+            503
+        );
+        // Everyone waiting gets the provider's timeout, and nothing stays in flight.
+        for result in same.await {
+            assert_eq!(
+                result,
+                Err(AttestationError::Timeout(Duration::from_secs(2)))
+            );
+        }
+        assert!(other.await.is_err());
+        assert_eq!(attestor.gate.in_flight(), 0);
+    }
+
+    /// Awaits every future (no extra dependency for a test).
+    async fn futures_join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+        let mut out = Vec::new();
+        let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
+        let mut done: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+        std::future::poll_fn(|cx| {
+            let mut pending = false;
+            for (future, slot) in pinned.iter_mut().zip(done.iter_mut()) {
+                if slot.is_none() {
+                    match future.as_mut().poll(cx) {
+                        std::task::Poll::Ready(v) => *slot = Some(v),
+                        std::task::Poll::Pending => pending = true,
+                    }
+                }
+            }
+            if pending {
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(())
+            }
+        })
+        .await;
+        out.extend(done.into_iter().flatten());
+        out
     }
 
     #[tokio::test(start_paused = true)]
@@ -691,6 +810,8 @@ mod tests {
                 dstack_socket: "/nonexistent".into(),
                 cache_ttl: Duration::ZERO,
                 nras_claims_version: NrasClaimsVersion::default(),
+                max_concurrent: 4,
+                max_waiting: 16,
             };
             let attestor = Attestor::new(
                 Arc::new(ConfigfsProvider(Arc::new(tsm))),

@@ -167,6 +167,10 @@ pub struct AttestationSettings {
     pub cache_ttl: Duration,
     /// `claims_version` in the NRAS payload.
     pub nras_claims_version: NrasClaimsVersion,
+    /// Most fresh reports (quote + GPU evidence) being made at once.
+    pub max_concurrent: usize,
+    /// Most requests waiting for one of those places; beyond, a 503 at once.
+    pub max_waiting: usize,
 }
 
 #[cfg(test)]

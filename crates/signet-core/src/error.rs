@@ -124,6 +124,15 @@ impl ApiError {
         error
     }
 
+    /// 429: this client asks too often; `retry_after_secs` says when it may again.
+    pub fn too_many_requests(message: impl Into<String>, retry_after_secs: u64) -> Self {
+        let mut error = Self::new(429, ErrorType::InvalidRequest, "rate_limited", message);
+        error
+            .headers
+            .push(("retry-after", retry_after_secs.max(1).to_string()));
+        error
+    }
+
     /// 500, with a generic message: the detail belongs in the log, not the response.
     pub fn internal() -> Self {
         Self::new(500, ErrorType::Server, "internal_error", "internal error")
