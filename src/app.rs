@@ -314,6 +314,13 @@ fn start(args: ServeArgs) -> Result<ExitCode, StartError> {
     }
     pingora.add_service(proxy);
     if let Some(admin) = admin_listen {
+        if !admin.ip().is_loopback() {
+            // The metrics listener has no authentication of its own.
+            warn!(
+                "the admin listener {admin} is reachable beyond this machine and has no \
+                 authentication: bind it to 127.0.0.1 or firewall it (signet.admin.listen)"
+            );
+        }
         crate::metrics::StateCollector::register(gateway.clone());
         let mut metrics = pingora_prometheus::prometheus_http_service();
         metrics.add_tcp(&admin.to_string());

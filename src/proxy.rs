@@ -546,6 +546,15 @@ impl ProxyHttp for SignetProxy {
             client_version: version_of(session.req_header().version),
         };
         let edits = ctx.exchange.on_response_head(&facts);
+        if let Some(target) = &ctx.target
+            && let Some(location) = upstream_response
+                .headers
+                .get(http::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| crate::upstreams::client_location(v, target))
+        {
+            upstream_response.insert_header(http::header::LOCATION, location)?;
+        }
         if edits.request_id
             && let Some(sent) = ctx.sent_upstream_at
         {
@@ -563,6 +572,12 @@ impl ProxyHttp for SignetProxy {
         end_of_stream: bool,
         ctx: &mut Self::CTX,
     ) -> Result<Option<Duration>> {
+        if let Some(sent) = ctx
+            .exchange
+            .rewrite_response_chunk(body.as_deref(), end_of_stream)
+        {
+            *body = Some(Bytes::from(sent));
+        }
         let BodyStep::Seal(completed) = ctx
             .exchange
             .on_response_body(body.as_deref(), end_of_stream)

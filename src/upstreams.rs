@@ -42,6 +42,33 @@ pub fn is_hop_by_hop(name: &str) -> bool {
     )
 }
 
+/// A `Location` header as the client should see it: an absolute URL that points at the
+/// upstream itself (its configured authority, or the address it was resolved to) becomes a
+/// path, so a redirect never tells the client where the model server lives; any other
+/// value is left alone (`None`).
+pub fn client_location(value: &str, target: &UpstreamTarget) -> Option<String> {
+    let uri: http::Uri = value.trim().parse().ok()?;
+    let authority = uri.authority()?;
+    let upstream = authority.as_str().eq_ignore_ascii_case(&target.authority())
+        || authority.as_str() == target.addr.to_string()
+        || (authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            == target.host
+            && authority
+                .port_u16()
+                .unwrap_or(if target.tls { 443 } else { 80 })
+                == target.port);
+    if !upstream {
+        return None;
+    }
+    Some(
+        uri.path_and_query()
+            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+    )
+}
+
 impl HeaderPolicy {
     /// Whether a client request header (lowercase name) goes upstream unchanged. On signed
     /// routes `Accept-Encoding` goes, so the upstream sends identity bytes and the hashed
@@ -222,6 +249,34 @@ impl UpstreamPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redirects_to_the_upstream_become_paths() {
+        let target = crate::config::parse_upstream("k", "http://127.0.0.1:8001").unwrap();
+        assert_eq!(
+            client_location("http://127.0.0.1:8001/v1/models", &target).as_deref(),
+            Some("/v1/models")
+        );
+        assert_eq!(
+            client_location("http://127.0.0.1:8001/v1/x?a=b", &target).as_deref(),
+            Some("/v1/x?a=b")
+        );
+        assert_eq!(client_location("https://example.com/next", &target), None);
+        assert_eq!(
+            client_location("/v1/models/", &target),
+            None,
+            "already a path"
+        );
+        let named = crate::config::parse_upstream("k", "http://localhost:8001").unwrap();
+        assert_eq!(
+            client_location("http://localhost:8001/a", &named).as_deref(),
+            Some("/a")
+        );
+        assert_eq!(
+            client_location(&format!("http://{}/a", named.addr), &named).as_deref(),
+            Some("/a")
+        );
+    }
 
     #[test]
     fn the_header_policy_keeps_what_the_upstream_may_see() {

@@ -239,3 +239,82 @@ async fn a_close_delimited_stream_cut_before_done_is_not_signed() {
     assert_eq!(gateway.signature("chatcmpl-cut-1").await.status, 404);
     gateway.wait_for_log_line(&["id=chatcmpl-cut-1", "signed=false", "reason=upstream_abort"]);
 }
+
+/// An upstream that writes lines looking like signet's in-band trailer (in the middle, and
+/// at the very end) cannot pass one off as signet's: the only `: signet-signature` line the
+/// client receives is signet's own, and it recovers to the attested address.
+#[tokio::test]
+async fn an_upstream_cannot_forge_the_inband_trailer() {
+    let upstream = Upstream::start();
+    let gateway = Gateway::start(&upstream.url());
+    let address = gateway.signing_address().await;
+    let reply = gateway
+        .post(
+            "/v1/chat/completions",
+            &[
+                ("x-mock-replay", "forged-trailer.sse"),
+                ("x-signet-signature", "in-band"),
+            ],
+            SEED_REQUEST,
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    let lines = reply
+        .body
+        .split(|&b| b == b'\n')
+        .filter(|line| line.starts_with(b": signet-signature"))
+        .count();
+    assert_eq!(lines, 1, "{}", String::from_utf8_lossy(&reply.body));
+    let (covered, trailer) = signet_core::inband::split_stream(&reply.body);
+    let trailer = trailer.expect("signet's trailer");
+    assert_eq!(trailer.signing_address, address);
+    assert_eq!(
+        trailer.text,
+        format!("{}:{}", sha256_hex(SEED_REQUEST), sha256_hex(covered))
+    );
+    assert_eq!(recover(&trailer.text, &trailer.signature), address);
+    assert!(
+        covered
+            .windows(b": upstream-said signet-signature".len())
+            .filter(|w| *w == b": upstream-said signet-signature")
+            .count()
+            == 2
+    );
+}
+
+/// A redirect from the upstream (a trailing-slash 307, say) never tells the client where
+/// the model server lives.
+#[tokio::test]
+async fn an_upstream_redirect_does_not_leak_its_address() {
+    let upstream = Upstream::start();
+    let gateway = Gateway::start(&upstream.url());
+    let location = format!("Location: http://{}/v1/models", upstream.addr);
+    let reply = request(
+        gateway.addr,
+        "GET",
+        "/v1/models/",
+        &[("x-mock-status", "307"), ("x-mock-header", &location)],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(reply.status, 307);
+    assert_eq!(reply.headers["location"], "/v1/models");
+}
+
+/// An admin (metrics) listener reachable from other machines is said out loud at start: it
+/// has no authentication of its own.
+#[tokio::test]
+async fn an_admin_listener_beyond_loopback_is_warned_about() {
+    let upstream = Upstream::start();
+    let port = free_port();
+    let gateway = Gateway::start_with(
+        &upstream.url(),
+        &format!("  admin:\n    listen: \"0.0.0.0:{port}\"\n"),
+    );
+    gateway.wait_for_log_line(&["admin listener", "no authentication"]);
+    let quiet = Gateway::start_with(
+        &upstream.url(),
+        &format!("  admin:\n    listen: \"127.0.0.1:{}\"\n", free_port()),
+    );
+    assert!(!quiet.log().contains("no authentication"));
+}

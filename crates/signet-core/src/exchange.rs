@@ -263,6 +263,8 @@ pub struct Exchange {
     fresh_connection_retries: u32,
     inband: bool,
     inband_trailer: bool,
+    /// Neutralises upstream lines that would pass for signet's trailer (in-band streams).
+    trailer_guard: Option<inband::TrailerGuard>,
     read_body_first: bool,
     /// The upstream delimits the response body by closing the connection: its end cannot
     /// be told from a cut, so completeness is read from the body itself.
@@ -361,6 +363,7 @@ impl Exchange {
             fresh_connection_retries: 0,
             inband: false,
             inband_trailer: false,
+            trailer_guard: None,
             read_body_first: false,
             close_delimited: false,
             event_stream: false,
@@ -612,6 +615,7 @@ impl Exchange {
         if self.inband && kind == BodyKind::EventStream {
             // The body grows by the signature comment: it cannot keep a fixed length.
             self.inband_trailer = true;
+            self.trailer_guard = Some(inband::TrailerGuard::default());
             edits.mark_inband = true;
             if head.content_length {
                 edits.remove_content_length = true;
@@ -624,6 +628,23 @@ impl Exchange {
         }
         self.response = Some(ResponseCapture::new(kind, self.policy.scan_limits));
         edits
+    }
+
+    /// The bytes to send in place of this piece of the response body, when they differ: on
+    /// an in-band stream, upstream lines that would pass for signet's trailer are
+    /// neutralised (and hashed as sent). Call before [`Exchange::on_response_body`] and hand
+    /// it what is sent.
+    pub fn rewrite_response_chunk(
+        &mut self,
+        chunk: Option<&[u8]>,
+        end_of_stream: bool,
+    ) -> Option<Vec<u8>> {
+        let guard = self.trailer_guard.as_mut()?;
+        let mut out = guard.filter(chunk.unwrap_or_default());
+        if end_of_stream {
+            out.extend(guard.finish());
+        }
+        (out.as_slice() != chunk.unwrap_or_default()).then_some(out)
     }
 
     /// Hashes a piece of the response body; at its end, hands over the exchange to sign.
@@ -1654,5 +1675,31 @@ mod tests {
         let mut other = Exchange::new(policy());
         other.on_request_head(&head("GET", "/v1/models", None));
         assert_eq!(other.body_overdue(std::time::Duration::from_secs(60)), None);
+    }
+
+    #[test]
+    fn an_inband_stream_never_carries_an_upstream_trailer() {
+        let mut exchange = Exchange::new(policy());
+        let length = SEED_REQUEST.len().to_string();
+        exchange.on_request_head(&RequestHead {
+            inband: Some(b"in-band"),
+            ..head("POST", "/v1/chat/completions", Some(length.as_bytes()))
+        });
+        exchange.push_request_body(SEED_REQUEST).unwrap();
+        exchange.finish_request_body().unwrap();
+        exchange.on_response_head(&response_head(200, b"text/event-stream"));
+        let forged = b": signet-signature {}\n\n";
+        let sent = exchange
+            .rewrite_response_chunk(Some(forged), false)
+            .expect("rewritten");
+        assert!(sent.starts_with(b": upstream-said signet-signature"));
+        assert_eq!(
+            exchange.rewrite_response_chunk(Some(SEED_RESPONSE), true),
+            None
+        );
+        // Without in-band, bytes pass untouched.
+        let mut plain = admitted_seed();
+        plain.on_response_head(&response_head(200, b"text/event-stream"));
+        assert_eq!(plain.rewrite_response_chunk(Some(forged), false), None);
     }
 }

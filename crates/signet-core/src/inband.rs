@@ -90,6 +90,61 @@ pub fn split_stream(body: &[u8]) -> (&[u8], Option<InbandSignature>) {
     }
 }
 
+/// Start of any comment line that speaks for signet (`: signet-signature …`).
+const SIGNET_COMMENT: &[u8] = b": signet-";
+/// What such a line from the upstream becomes: a comment that no longer speaks for signet.
+const NEUTRALISED: &[u8] = b": upstream-said signet-";
+
+/// Makes the in-band trailer impossible to forge from upstream bytes: every line of an
+/// upstream stream that starts like one of signet's comments (`: signet-`) is rewritten to
+/// `: upstream-said signet-`, so the only `: signet-signature` line a client can ever see
+/// is the one signet appends. Lines may be split across chunks anywhere: a partial match
+/// at the end of a chunk (at most 8 bytes) is held until the next one decides it.
+#[derive(Debug)]
+pub struct TrailerGuard {
+    at_line_start: bool,
+    partial: Vec<u8>,
+}
+
+impl Default for TrailerGuard {
+    fn default() -> Self {
+        Self {
+            at_line_start: true,
+            partial: Vec::new(),
+        }
+    }
+}
+
+impl TrailerGuard {
+    /// The bytes to send in place of `chunk` (held bytes from before included, a partial
+    /// match at its end held back).
+    pub fn filter(&mut self, chunk: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(chunk.len() + self.partial.len());
+        for &byte in chunk {
+            if self.at_line_start || !self.partial.is_empty() {
+                if SIGNET_COMMENT.get(self.partial.len()) == Some(&byte) {
+                    self.partial.push(byte);
+                    if self.partial.len() == SIGNET_COMMENT.len() {
+                        out.extend_from_slice(NEUTRALISED);
+                        self.partial.clear();
+                        self.at_line_start = false;
+                    }
+                    continue;
+                }
+                out.append(&mut self.partial);
+            }
+            out.push(byte);
+            self.at_line_start = byte == b'\n' || byte == b'\r';
+        }
+        out
+    }
+
+    /// The bytes still held at the end of the stream.
+    pub fn finish(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.partial)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,5 +185,32 @@ mod tests {
         assert!(requested(Some(b" In-Band ")));
         assert!(!requested(Some(b"yes")));
         assert!(!requested(None));
+    }
+
+    #[test]
+    fn upstream_lines_that_look_like_signets_comments_are_neutralised_however_split() {
+        let forged = b"data: {\"id\":\"x\"}\n\n: signet-signature {\"fake\":1}\n\ndata: a : signet-x\n\n: signet-signature {\"fake\":2}\n\n";
+        let expected = b"data: {\"id\":\"x\"}\n\n: upstream-said signet-signature {\"fake\":1}\n\ndata: a : signet-x\n\n: upstream-said signet-signature {\"fake\":2}\n\n";
+        for split in 0..=forged.len() {
+            let mut guard = TrailerGuard::default();
+            let mut out = guard.filter(&forged[..split]);
+            out.extend(guard.filter(&forged[split..]));
+            out.extend(guard.finish());
+            assert_eq!(out, expected.to_vec(), "split at {split}");
+        }
+        // Byte by byte, and a stream that starts with one; a prefix left at the end is kept.
+        let mut guard = TrailerGuard::default();
+        let mut out = Vec::new();
+        for byte in b": signet-x\r: sig" {
+            out.extend(guard.filter(&[*byte]));
+        }
+        out.extend(guard.finish());
+        assert_eq!(out, b": upstream-said signet-x\r: sig".to_vec());
+        // Nothing else changes.
+        let plain = b"data: {\"a\":\": signet-\"}\n\n: keep-alive\n\n";
+        assert_eq!(TrailerGuard::default().filter(plain), plain.to_vec());
+        // The result never holds a line a client would take for signet's trailer.
+        let (_, found) = split_stream(expected);
+        assert!(found.is_none());
     }
 }
