@@ -28,6 +28,8 @@ pub struct Gateway {
     pub attestor: Arc<Attestor>,
     /// TLS toward upstreams on the in-band JSON path.
     pub upstream_tls: Option<Arc<rustls::ClientConfig>>,
+    /// The signed routes (shared by every exchange).
+    routes: Arc<signet_core::route::RouteTable>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -67,6 +69,7 @@ impl Gateway {
             notary,
             attestor,
             upstream_tls: signet_verify::http::tls_config(None).ok(),
+            routes: Arc::new(settings.signatures.routes.clone()),
             settings,
         }
     }
@@ -82,6 +85,7 @@ impl Gateway {
                 json_body: limits.json_response_bytes,
             },
             body_deadline: self.settings.client_timeouts.body_total,
+            routes: self.routes.clone(),
         }
     }
 }

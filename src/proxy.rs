@@ -19,8 +19,8 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use signet_core::error::ApiError;
 use signet_core::exchange::{
-    AttemptError, BodyStep, End, Exchange, Failure, HeadDecision, HttpVersion, PREREAD_LIMIT,
-    Refusal, RequestHead, ResponseEdits, ResponseHead, RetryFacts, Settlement, Side,
+    AttemptError, BodyStep, ClientState, End, Exchange, Failure, HeadDecision, HttpVersion,
+    PREREAD_LIMIT, Refusal, RequestHead, ResponseEdits, ResponseHead, RetryFacts, Settlement, Side,
     is_signet_header,
 };
 use signet_core::ids::{CompletionId, client_request_id, new_request_id};
@@ -88,6 +88,7 @@ fn request_facts<'a>(
     header: &'a RequestHeader,
     authorized: bool,
     body_empty: bool,
+    request_id: &'a str,
 ) -> RequestHead<'a> {
     RequestHead {
         method: header.method.as_str(),
@@ -105,6 +106,7 @@ fn request_facts<'a>(
             .headers
             .get(inband::REQUEST_HEADER)
             .map(|v| v.as_bytes()),
+        request_id,
     }
 }
 
@@ -214,6 +216,9 @@ fn apply_edits(
     if edits.mark_inband {
         response.insert_header(inband::REQUEST_HEADER, inband::REQUEST_VALUE)?;
     }
+    if let Some(id) = edits.completion_id {
+        response.insert_header(inband::headers::COMPLETION_ID, id)?;
+    }
     Ok(())
 }
 
@@ -240,10 +245,33 @@ async fn read_body_first(
     }
 }
 
+/// Looks at the client's socket without reading from it: closed (FIN), reset, or open.
+/// HTTP/2 streams (no socket of their own) are reported open.
+#[allow(unsafe_code)]
+fn client_state(session: &Session) -> ClientState {
+    let Some(stream) = session.as_downstream().stream() else {
+        return ClientState::Open;
+    };
+    let raw = stream.id();
+    // SAFETY: `raw` is the descriptor of the session's socket, owned by `stream`, which is
+    // borrowed (and so open) for the whole of this call; it is only peeked at, never closed.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
+    let mut probe = [0u8; 1];
+    match rustix::net::recv(
+        fd,
+        &mut probe,
+        rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT,
+    ) {
+        Ok((0, _)) => ClientState::Closed,
+        Err(rustix::io::Errno::CONNRESET | rustix::io::Errno::PIPE) => ClientState::Reset,
+        _ => ClientState::Open,
+    }
+}
+
 /// Counts the finished request in the metrics.
 fn record_metrics(ctx: &RequestCtx) {
     let exchange = &ctx.exchange;
-    let route = exchange.route().label();
+    let route = exchange.route_label();
     let status = exchange
         .status()
         .map_or_else(|| "0".to_owned(), |s| s.to_string());
@@ -376,9 +404,12 @@ impl ProxyHttp for SignetProxy {
                 .get(http::header::AUTHORIZATION)
                 .map(|v| v.as_bytes()),
         );
-        let decision = ctx
-            .exchange
-            .on_request_head(&request_facts(header, authorized, body_empty));
+        let decision = ctx.exchange.on_request_head(&request_facts(
+            header,
+            authorized,
+            body_empty,
+            &ctx.request_id,
+        ));
         // A client that stalls while sending its body is cut off (slow-loris), and so is one
         // that stops reading what it is sent.
         let body_timeout = self.gateway.settings.client_timeouts.body;
@@ -567,7 +598,7 @@ impl ProxyHttp for SignetProxy {
 
     fn response_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut Self::CTX,
@@ -577,6 +608,13 @@ impl ProxyHttp for SignetProxy {
             .rewrite_response_chunk(body.as_deref(), end_of_stream)
         {
             *body = Some(Bytes::from(sent));
+        }
+        if end_of_stream && ctx.exchange.awaits_seal() {
+            // Written bytes are only accepted by the client's socket: whether the client
+            // is still there decides whether they can reach it.
+            let has_bytes = body.as_ref().is_some_and(|b| !b.is_empty());
+            ctx.exchange
+                .on_client_state(client_state(session), has_bytes);
         }
         let BodyStep::Seal(completed) = ctx
             .exchange
@@ -678,7 +716,7 @@ impl ProxyHttp for SignetProxy {
             "request_id={} client_request_id={} route={} method={} status={} duration_ms={:.1} upstream={} id={} signed={} reason={} response_bytes={} sent_bytes={} retries={} error={}",
             ctx.request_id,
             ctx.client_request_id.as_deref().unwrap_or("-"),
-            exchange.route().label(),
+            exchange.route_label(),
             header.method,
             exchange.status().map_or_else(|| "-".to_owned(), |s| s.to_string()),
             ctx.started.elapsed().as_secs_f64() * 1000.0,

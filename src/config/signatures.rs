@@ -3,6 +3,7 @@
 
 use super::{ConfigError, HumanDuration, at_least_one, positive_duration, read_secret_file};
 use serde::Deserialize;
+use signet_core::route::{BodyFormat, IdRule, RouteTable, SignedRouteSpec};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -51,6 +52,46 @@ pub(super) struct RawSignatures {
     max_entries: usize,
     #[serde(default = "default_sweep_interval")]
     sweep_interval: HumanDuration,
+    #[serde(default)]
+    routes: RawRoutes,
+}
+
+/// `signatures.routes`: changes to the built-in set of signed routes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoutes {
+    #[serde(default)]
+    add: Vec<RawRoute>,
+    #[serde(default)]
+    remove: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RawBodyFormat {
+    #[default]
+    Json,
+    Opaque,
+}
+
+/// One route an operator signs.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    path: String,
+    #[serde(default)]
+    label: Option<String>,
+    /// `generated`: the body carries no id, signet makes one.
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    id_pointer: Option<String>,
+    #[serde(default)]
+    stream_event: Option<String>,
+    #[serde(default)]
+    stream_id_pointer: Option<String>,
+    #[serde(default)]
+    body: RawBodyFormat,
 }
 
 impl Default for RawSignatures {
@@ -58,6 +99,7 @@ impl Default for RawSignatures {
         Self {
             backend: RawBackend::Memory,
             redis: None,
+            routes: RawRoutes::default(),
             ttl: default_ttl(),
             max_entries: default_max_entries(),
             sweep_interval: default_sweep_interval(),
@@ -86,6 +128,68 @@ pub struct SignatureSettings {
     pub max_entries: usize,
     /// How often expired signatures are swept.
     pub sweep_interval: Duration,
+    /// The routes whose responses are signed, and where their ids are.
+    pub routes: RouteTable,
+}
+
+/// Builds the route table: the built-in set, `remove` taken out, `add` put in.
+fn check_routes(raw: RawRoutes, key: &str) -> Result<RouteTable, ConfigError> {
+    let mut table = RouteTable::builtin();
+    for (i, path) in raw.remove.iter().enumerate() {
+        table
+            .remove(path)
+            .map_err(|e| ConfigError::new(format!("{key}.remove[{i}]"), e.to_string()))?;
+    }
+    for (i, route) in raw.add.into_iter().enumerate() {
+        let at = format!("{key}.add[{i}]");
+        let id = match route.id.as_deref() {
+            Some("generated") => {
+                if route.id_pointer.is_some()
+                    || route.stream_event.is_some()
+                    || route.stream_id_pointer.is_some()
+                {
+                    return Err(ConfigError::new(
+                        format!("{at}.id"),
+                        "`generated` takes no id_pointer, stream_event or stream_id_pointer",
+                    ));
+                }
+                IdRule::Generated
+            }
+            None | Some("in_body") => {
+                let json = route.id_pointer.unwrap_or_else(|| "/id".to_owned());
+                IdRule::InBody {
+                    stream: route.stream_id_pointer.unwrap_or_else(|| json.clone()),
+                    json,
+                    event: route.stream_event,
+                }
+            }
+            Some(other) => {
+                return Err(ConfigError::new(
+                    format!("{at}.id"),
+                    format!("must be `in_body` or `generated` (got {other:?})"),
+                ));
+            }
+        };
+        let label = route.label.unwrap_or_else(|| {
+            route
+                .path
+                .trim_start_matches('/')
+                .trim_start_matches("v1/")
+                .replace(['/', '-', '.'], "_")
+        });
+        table
+            .add(SignedRouteSpec {
+                path: route.path,
+                label,
+                id,
+                body: match route.body {
+                    RawBodyFormat::Json => BodyFormat::Json,
+                    RawBodyFormat::Opaque => BodyFormat::Opaque,
+                },
+            })
+            .map_err(|e| ConfigError::new(format!("{at}.path"), e.to_string()))?;
+    }
+    Ok(table)
 }
 
 fn redis_settings(
@@ -147,5 +251,6 @@ pub(super) fn check(raw: RawSignatures, key: &str) -> Result<SignatureSettings, 
         ttl: positive_duration(&format!("{key}.ttl"), raw.ttl)?,
         max_entries: at_least_one(&format!("{key}.max_entries"), raw.max_entries)?,
         sweep_interval: positive_duration(&format!("{key}.sweep_interval"), raw.sweep_interval)?,
+        routes: check_routes(raw.routes, &format!("{key}.routes"))?,
     })
 }

@@ -117,3 +117,48 @@ signet:
 def attested_address(signet) -> str:
     with urllib.request.urlopen(f"{signet}/v1/attestation/report") as answer:
         return json.load(answer)["signing_address"]
+
+
+@pytest.fixture(scope="session")
+def mock_signet(workdir):
+    """signet in front of signet's mock upstream, for the prompt APIs llama-server does not
+    serve as started here (embeddings need a server started for embeddings only)."""
+    mock = start(
+        [SIGNET.parent / "signet-mock-upstream", "--listen", f"127.0.0.1:{free_port()}"],
+        workdir / "mock.log",
+    )
+    line = ""
+    end = time.monotonic() + 30
+    while time.monotonic() < end and not line.startswith("LISTENING "):
+        text = (workdir / "mock.log").read_text()
+        line = text.splitlines()[0] if text else ""
+        time.sleep(0.05)
+    assert line.startswith("LISTENING "), "the mock upstream did not start"
+    upstream = line.split()[1]
+    port = free_port()
+    config = workdir / f"signet-mock-{port}.yaml"
+    config.write_text(
+        f"""version: 1
+threads: 2
+grace_period_seconds: 2
+graceful_shutdown_timeout_seconds: 1
+pid_file: {workdir}/signet-mock.pid
+upgrade_sock: {workdir}/upgrade-mock.sock
+signet:
+  listen: "127.0.0.1:{port}"
+  upstream: "http://{upstream}"
+  attestation:
+    mode: dev
+    gpu: none
+"""
+    )
+    process = start([SIGNET, "serve", "-c", config], workdir / "signet-mock.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(f"{url}/health", process)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        mock.terminate()
+        mock.wait(timeout=10)

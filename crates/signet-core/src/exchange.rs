@@ -19,7 +19,7 @@
 use crate::error::ApiError;
 use crate::ids::CompletionId;
 use crate::inband::{self, InbandSignature};
-use crate::route::Route;
+use crate::route::{BodyFormat, IdRule, Route, RouteTable};
 use crate::store::Ticket;
 use crate::transcript::{
     BodyKind, CompletedExchange, RequestBodyError, RequestCapture, ResponseCapture, ScanLimits,
@@ -44,7 +44,7 @@ pub fn is_signet_header(name: &str) -> bool {
 }
 
 /// The limits an exchange is held to.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ExchangePolicy {
     /// Largest request head, in bytes (method, target, header names and values).
     pub max_header_bytes: usize,
@@ -54,6 +54,8 @@ pub struct ExchangePolicy {
     pub scan_limits: ScanLimits,
     /// Longest time from the request head to the end of its body on a signed route.
     pub body_deadline: std::time::Duration,
+    /// Which routes are signed, and how.
+    pub routes: std::sync::Arc<RouteTable>,
 }
 
 /// HTTP version of the client's request.
@@ -88,6 +90,9 @@ pub struct RequestHead<'a> {
     pub authorized: bool,
     /// The `x-signet-signature` request header, if any.
     pub inband: Option<&'a [u8]>,
+    /// signet's own id for this request (a body without an id of its own is filed under
+    /// `signet-<request id>`).
+    pub request_id: &'a str,
 }
 
 /// A refusal: the envelope to answer with, and whether the connection must close (the body
@@ -142,7 +147,7 @@ pub struct ResponseHead<'a> {
 }
 
 /// Edits to the response head before it goes to the client.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ResponseEdits {
     /// Remove every `x-signet-*` header the upstream sent.
     pub strip_signet_headers: bool,
@@ -158,6 +163,8 @@ pub struct ResponseEdits {
     pub mark_inband: bool,
     /// Add the request id header.
     pub request_id: bool,
+    /// Add `x-signet-completion-id` with this id (a body that carries no id of its own).
+    pub completion_id: Option<String>,
 }
 
 /// What the response body filter does after a chunk.
@@ -234,6 +241,18 @@ pub struct End {
     pub client_accepted: u64,
 }
 
+/// What the client's socket says, looked at without reading from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientState {
+    /// Still open (or nothing can be told).
+    Open,
+    /// The client closed its end (FIN).
+    Closed,
+    /// The connection was reset: the client closed with bytes unread, or bytes arrived
+    /// after it had closed.
+    Reset,
+}
+
 /// What became of the exchange's signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settlement {
@@ -266,6 +285,10 @@ pub struct Exchange {
     /// Neutralises upstream lines that would pass for signet's trailer (in-band streams).
     trailer_guard: Option<inband::TrailerGuard>,
     read_body_first: bool,
+    /// Where the response's id is (signed routes).
+    id_rule: IdRule,
+    /// signet's own id for a response without one.
+    generated_id: Option<CompletionId>,
     /// The upstream delimits the response body by closing the connection: its end cannot
     /// be told from a cut, so completeness is read from the body itself.
     close_delimited: bool,
@@ -273,6 +296,8 @@ pub struct Exchange {
     event_stream: bool,
     /// The last bytes of the response body (to see how it ends).
     tail: Tail,
+    /// The client was seen gone before the whole body could reach it.
+    client_left: bool,
 }
 
 /// The last few bytes of a body.
@@ -365,9 +390,12 @@ impl Exchange {
             inband_trailer: false,
             trailer_guard: None,
             read_body_first: false,
+            id_rule: IdRule::top_level_id(),
+            generated_id: None,
             close_delimited: false,
             event_stream: false,
             tail: Tail::default(),
+            client_left: false,
         }
     }
 
@@ -380,7 +408,7 @@ impl Exchange {
 
     /// Decides what to do with a request from its head alone.
     pub fn on_request_head(&mut self, head: &RequestHead<'_>) -> HeadDecision {
-        self.route = Route::classify(head.path);
+        self.route = self.policy.routes.classify(head.path);
         if head.head_bytes > self.policy.max_header_bytes {
             return HeadDecision::Refuse(self.refuse(ApiError::from_status(431), true));
         }
@@ -407,8 +435,12 @@ impl Exchange {
         if self.route.is_local() {
             return HeadDecision::Local(self.route);
         }
-        let Route::Signed(_) = self.route else {
+        let Route::Signed(signed) = self.route else {
             return HeadDecision::Forward;
+        };
+        let (id_rule, body_format) = match self.policy.routes.spec(signed) {
+            Some(spec) => (spec.id.clone(), spec.body),
+            None => (IdRule::top_level_id(), BodyFormat::Json),
         };
         if head.method != "POST" {
             return HeadDecision::Refuse(self.refuse(ApiError::method_not_allowed("POST"), true));
@@ -444,9 +476,21 @@ impl Exchange {
         self.inband = inband::requested(head.inband);
         let fits_retry_buffer =
             !head.transfer_encoding && declared.is_some_and(|length| length <= PREREAD_LIMIT);
+        if id_rule == IdRule::Generated {
+            self.generated_id = CompletionId::parse(&format!("signet-{}", head.request_id)).ok();
+        }
+        self.id_rule = id_rule;
+        self.request = Some(match body_format {
+            BodyFormat::Json => RequestCapture::new(limit),
+            // An upload streams through; it is never held, so never read whole up front
+            // beyond what fits the retry buffer.
+            BodyFormat::Opaque => {
+                self.inband = false;
+                RequestCapture::opaque(limit)
+            }
+        });
         // The in-band JSON path sends the request itself: it needs the whole body.
         self.read_body_first = fits_retry_buffer || self.inband;
-        self.request = Some(RequestCapture::new(limit));
         HeadDecision::Admit {
             read_body_first: self.read_body_first,
         }
@@ -498,10 +542,7 @@ impl Exchange {
     /// body trickled in (a byte every few seconds never trips the per-read timeout) is cut
     /// off with a 408 once the deadline passes, freeing its slot.
     pub fn body_overdue(&mut self, elapsed: std::time::Duration) -> Option<Refusal> {
-        let pending = self
-            .request
-            .as_ref()
-            .is_some_and(|r| r.complete_body().is_none());
+        let pending = self.request.as_ref().is_some_and(|r| !r.is_complete());
         (pending && elapsed > self.policy.body_deadline)
             .then(|| self.refuse(ApiError::from_status(408), true))
     }
@@ -556,6 +597,20 @@ impl Exchange {
         let Some(capture) = self.request.as_mut() else {
             return Ok(chunk);
         };
+        if capture.is_opaque() {
+            // Hashed as it passes (once: a replayed attempt's bytes are not hashed again).
+            if !capture.is_complete() {
+                if let Some(piece) = &chunk
+                    && let Err(e) = capture.push(piece)
+                {
+                    return Err(self.refuse(body_refusal(e), true));
+                }
+                if end_of_stream {
+                    let _ = capture.finish();
+                }
+            }
+            return Ok(chunk);
+        }
         if let Some(complete) = capture.complete_body() {
             return Ok(Some(if end_of_stream {
                 complete.clone()
@@ -626,7 +681,15 @@ impl Exchange {
                 }
             }
         }
-        self.response = Some(ResponseCapture::new(kind, self.policy.scan_limits));
+        if let Some(id) = &self.generated_id {
+            edits.completion_id = Some(id.as_str().to_owned());
+        }
+        self.response = Some(ResponseCapture::with_rule(
+            kind,
+            self.policy.scan_limits,
+            &self.id_rule,
+            self.generated_id.clone(),
+        ));
         edits
     }
 
@@ -647,6 +710,26 @@ impl Exchange {
         (out.as_slice() != chunk.unwrap_or_default()).then_some(out)
     }
 
+    /// Whether the body's end is about to be signed (the hook then looks at the client's
+    /// socket and reports with [`Exchange::on_client_state`]).
+    pub fn awaits_seal(&self) -> bool {
+        self.response.is_some()
+    }
+
+    /// The client's socket as the last piece of the body goes out (`last_piece_has_bytes`:
+    /// that piece still carries body bytes). A reset means bytes already sent never reached
+    /// the client; a close before the last body bytes means they cannot. A close after
+    /// every body byte went out is an SDK that stopped reading at `data: [DONE]`: fine.
+    /// When written bytes are only accepted by the socket, this is what tells a client
+    /// that left from one that got everything.
+    pub fn on_client_state(&mut self, state: ClientState, last_piece_has_bytes: bool) {
+        self.client_left = match state {
+            ClientState::Open => false,
+            ClientState::Reset => true,
+            ClientState::Closed => last_piece_has_bytes,
+        };
+    }
+
     /// Hashes a piece of the response body; at its end, hands over the exchange to sign.
     pub fn on_response_body(&mut self, chunk: Option<&[u8]>, end_of_stream: bool) -> BodyStep {
         let Some(capture) = self.response.as_mut() else {
@@ -663,6 +746,11 @@ impl Exchange {
             return BodyStep::Continue;
         };
         self.response_bytes = capture.bytes();
+        if self.client_left {
+            self.completion_id = capture.id_so_far().cloned();
+            self.unsigned = Some(UnsignedReason::ClientAbort);
+            return BodyStep::Continue;
+        }
         if self.close_delimited && self.event_stream && !ends_with_done_event(self.tail.as_slice())
         {
             // The connection closed, but the stream never said it was done: a cut.
@@ -812,6 +900,11 @@ impl Exchange {
         self.route
     }
 
+    /// The route's label for logs and metrics.
+    pub fn route_label(&self) -> &str {
+        self.policy.routes.label(self.route)
+    }
+
     /// The status sent to the client, once known.
     pub fn status(&self) -> Option<u16> {
         self.status
@@ -874,6 +967,7 @@ mod tests {
                 json_body: 64 * 1024,
             },
             body_deadline: std::time::Duration::from_secs(10),
+            routes: std::sync::Arc::new(RouteTable::builtin()),
         }
     }
 
@@ -888,6 +982,7 @@ mod tests {
             body_empty: length == Some(b"0"),
             authorized: true,
             inband: None,
+            request_id: "0123456789abcdef0123456789abcdef",
         }
     }
 
@@ -1701,5 +1796,119 @@ mod tests {
         let mut plain = admitted_seed();
         plain.on_response_head(&response_head(200, b"text/event-stream"));
         assert_eq!(plain.rewrite_response_chunk(Some(forged), false), None);
+    }
+
+    #[test]
+    fn each_prompt_api_is_signed_under_the_id_where_that_api_puts_it() {
+        let cases: [(&str, &[u8], &[u8], &str); 3] = [
+            (
+                "/v1/responses",
+                b"text/event-stream",
+                b"event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"resp_1\"}}\n\nevent: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"id\":\"resp_1\"}}\n\n",
+                "resp_1",
+            ),
+            (
+                "/v1/messages",
+                b"application/json",
+                br#"{"id":"msg_1","type":"message","content":[]}"#,
+                "msg_1",
+            ),
+            (
+                "/v1/embeddings",
+                b"application/json",
+                br#"{"object":"list","data":[{"embedding":[0.1]}]}"#,
+                "signet-0123456789abcdef0123456789abcdef",
+            ),
+        ];
+        for (path, content_type, body, id) in cases {
+            let mut exchange = Exchange::new(policy());
+            exchange.on_request_head(&head("POST", path, Some(b"2")));
+            exchange.push_request_body(b"{}").unwrap();
+            exchange.finish_request_body().unwrap();
+            let edits = exchange.on_response_head(&response_head(200, content_type));
+            let generated = path == "/v1/embeddings";
+            assert_eq!(edits.completion_id.is_some(), generated, "{path}");
+            match exchange.on_response_body(Some(body), true) {
+                BodyStep::Seal(completed) => assert_eq!(completed.id.as_str(), id, "{path}"),
+                other => panic!("{path}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_upload_streams_through_hashed_as_it_passes() {
+        let mut exchange = Exchange::new(policy());
+        let decision = exchange.on_request_head(&RequestHead {
+            transfer_encoding: true,
+            ..head("POST", "/v1/audio/transcriptions", None)
+        });
+        assert_eq!(
+            decision,
+            HeadDecision::Admit {
+                read_body_first: false
+            }
+        );
+        let parts: [&[u8]; 2] = [
+            b"--b\r\ncontent-disposition: form-data; name=\"file\"\r\n\r\n",
+            b"\x00\xffRIFF--b--\r\n",
+        ];
+        for (i, part) in parts.iter().enumerate() {
+            let sent = exchange
+                .forward_request_body(Some(Bytes::copy_from_slice(part)), i == 1)
+                .unwrap();
+            assert_eq!(sent.as_deref(), Some(*part), "not held, not changed");
+        }
+        let whole: Vec<u8> = parts.concat();
+        use sha2::Digest;
+        let digest: [u8; 32] = sha2::Sha256::digest(&whole).into();
+        assert_eq!(exchange.request_sha256(), Some(digest));
+        exchange.on_response_head(&response_head(200, b"application/json"));
+        assert!(matches!(
+            exchange.on_response_body(Some(br#"{"text":"hi"}"#), true),
+            BodyStep::Seal(_)
+        ));
+        // Its size is still bounded.
+        let mut big = Exchange::new(policy());
+        big.on_request_head(&RequestHead {
+            transfer_encoding: true,
+            ..head("POST", "/v1/audio/translations", None)
+        });
+        let refusal = big
+            .forward_request_body(Some(Bytes::from(vec![0u8; 5000])), false)
+            .unwrap_err();
+        assert_eq!(refusal.error.status, 413);
+    }
+
+    #[test]
+    fn a_client_seen_gone_before_the_last_bytes_is_never_signed() {
+        let (most, last) = SEED_RESPONSE.split_at(SEED_RESPONSE.len() - 30);
+        let cases = [
+            (ClientState::Open, true, true),
+            (ClientState::Closed, false, true), // an SDK done at [DONE]
+            (ClientState::Closed, true, false), // left before the last bytes
+            (ClientState::Reset, false, false), // earlier bytes hit a closed socket
+            (ClientState::Reset, true, false),
+        ];
+        for (state, last_has_bytes, signed) in cases {
+            let mut exchange = admitted_seed();
+            exchange.on_response_head(&response_head(200, b"text/event-stream"));
+            let (body, end): (&[u8], &[u8]) = if last_has_bytes {
+                (most, last)
+            } else {
+                (SEED_RESPONSE, b"")
+            };
+            exchange.on_response_body(Some(body), false);
+            assert!(exchange.awaits_seal());
+            exchange.on_client_state(state, last_has_bytes);
+            let step = exchange.on_response_body(Some(end), true);
+            assert_eq!(
+                matches!(step, BodyStep::Seal(_)),
+                signed,
+                "{state:?} {last_has_bytes}"
+            );
+            if !signed {
+                assert_eq!(exchange.unsigned(), Some(UnsignedReason::ClientAbort));
+            }
+        }
     }
 }

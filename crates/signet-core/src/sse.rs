@@ -53,11 +53,25 @@ pub struct SseIdScanner {
     scanned: usize,
     /// Most bytes consumed before giving up.
     scan_limit: usize,
+    /// The `event` field of the event being assembled.
+    event_type: Vec<u8>,
+    /// Only events of this type carry the id (`None`: any event).
+    want_event: Option<String>,
+    /// Where the id is in an event's data (a JSON pointer; `/id` by default).
+    pointer: String,
 }
 
 impl SseIdScanner {
-    /// A scanner that gives up after `scan_limit` bytes without an id.
+    /// A scanner that takes the top-level `id` of the first event that has one, and gives
+    /// up after `scan_limit` bytes without one.
     pub fn new(scan_limit: usize) -> Self {
+        Self::with_rule(scan_limit, None, "/id")
+    }
+
+    /// A scanner that takes the string at JSON pointer `pointer` in the data of the first
+    /// event (of type `event`, when given: the `event:` field, as the Responses and
+    /// Anthropic Messages streams name theirs) that has one.
+    pub fn with_rule(scan_limit: usize, event: Option<&str>, pointer: &str) -> Self {
         Self {
             search: IdSearch::Searching,
             line: Vec::new(),
@@ -67,6 +81,9 @@ impl SseIdScanner {
             first_line: true,
             scanned: 0,
             scan_limit,
+            event_type: Vec::new(),
+            want_event: event.map(str::to_owned),
+            pointer: pointer.to_owned(),
         }
     }
 
@@ -173,6 +190,9 @@ impl SseIdScanner {
                 }
                 self.data.extend_from_slice(value);
                 self.has_data = true;
+            } else if field == b"event" {
+                self.event_type.clear();
+                self.event_type.extend_from_slice(value);
             }
         }
         if self.search == IdSearch::Searching {
@@ -183,11 +203,24 @@ impl SseIdScanner {
     }
 
     fn dispatch(&mut self) {
+        let event_type = std::mem::take(&mut self.event_type);
         if !self.has_data {
             return;
         }
         self.has_data = false;
-        let outcome = id_of_json_object(&self.data);
+        let wanted = self
+            .want_event
+            .as_ref()
+            .is_none_or(|want| want.as_bytes() == event_type.as_slice());
+        if !wanted {
+            self.data.clear();
+            return;
+        }
+        let outcome = if self.pointer == "/id" {
+            id_of_json_object(&self.data)
+        } else {
+            id_at_pointer(&self.data, &self.pointer)
+        };
         self.data.clear();
         match outcome {
             Err(IdFailure::NotFound) => {} // e.g. a non-JSON event: keep looking
@@ -222,6 +255,26 @@ pub fn id_of_json_object(bytes: &[u8]) -> Result<CompletionId, IdFailure> {
     let id = probe.id.ok_or(IdFailure::NotFound)?;
     validate_id_bytes(id.as_bytes()).map_err(|_| IdFailure::Invalid)?;
     CompletionId::parse(&id).map_err(|_| IdFailure::Invalid)
+}
+
+/// The id at JSON pointer `pointer` of a JSON object: a string there that breaks the id
+/// rules is `Invalid`; no string there is `NotFound`.
+pub fn id_at_pointer(bytes: &[u8], pointer: &str) -> Result<CompletionId, IdFailure> {
+    let starts_as_object = bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b == b'{');
+    if !starts_as_object {
+        return Err(IdFailure::NotFound);
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|_| IdFailure::NotFound)?;
+    let id = value
+        .pointer(pointer)
+        .and_then(serde_json::Value::as_str)
+        .ok_or(IdFailure::NotFound)?;
+    validate_id_bytes(id.as_bytes()).map_err(|_| IdFailure::Invalid)?;
+    CompletionId::parse(id).map_err(|_| IdFailure::Invalid)
 }
 
 #[cfg(test)]
@@ -393,5 +446,45 @@ mod tests {
         scanner.feed(&vec![b'y'; 10_000]);
         assert_eq!(scanner.finish(), found("first"));
         assert_eq!(scanner.line.capacity(), 0);
+    }
+
+    #[test]
+    fn typed_events_and_nested_ids_are_found_as_the_responses_and_messages_apis_send_them() {
+        let responses = b"event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"resp_123\",\"status\":\"in_progress\"}}\n\nevent: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"Hi\"}\n\n";
+        let messages = b"event: message_start\r\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_01X\",\"role\":\"assistant\"}}\r\n\r\nevent: ping\r\ndata: {\"type\": \"ping\"}\r\n\r\n";
+        for (stream, event, pointer, id) in [
+            (
+                &responses[..],
+                "response.created",
+                "/response/id",
+                "resp_123",
+            ),
+            (&messages[..], "message_start", "/message/id", "msg_01X"),
+        ] {
+            for split in 0..stream.len() {
+                let mut scanner = SseIdScanner::with_rule(1 << 16, Some(event), pointer);
+                scanner.feed(&stream[..split]);
+                scanner.feed(&stream[split..]);
+                assert_eq!(
+                    scanner.finish(),
+                    IdSearch::Found(CompletionId::parse(id).unwrap()),
+                    "split at {split}"
+                );
+            }
+        }
+        // An event of another type with the same shape is not taken.
+        let mut scanner = SseIdScanner::with_rule(1 << 16, Some("message_start"), "/message/id");
+        scanner.feed(b"event: other\ndata: {\"message\":{\"id\":\"wrong\"}}\n\n");
+        assert_eq!(scanner.finish(), IdSearch::Failed(IdFailure::NotFound));
+        // The event type does not leak into the next event.
+        let mut scanner = SseIdScanner::with_rule(1 << 16, Some("message_start"), "/message/id");
+        scanner
+            .feed(b"event: message_start\n: comment\n\ndata: {\"message\":{\"id\":\"late\"}}\n\n");
+        assert_eq!(scanner.finish(), IdSearch::Failed(IdFailure::NotFound));
+        assert_eq!(
+            id_at_pointer(br#"{"a":{"id":"bad id"}}"#, "/a/id"),
+            Err(IdFailure::Invalid)
+        );
+        assert_eq!(id_at_pointer(br#"[1]"#, "/0"), Err(IdFailure::NotFound));
     }
 }

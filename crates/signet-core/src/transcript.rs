@@ -7,7 +7,8 @@
 //! order the client sends or receives them.
 
 use crate::ids::CompletionId;
-use crate::sse::{IdFailure, IdSearch, SseIdScanner, id_of_json_object};
+use crate::route::IdRule;
+use crate::sse::{IdFailure, IdSearch, SseIdScanner, id_at_pointer, id_of_json_object};
 use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 
@@ -40,6 +41,8 @@ pub struct RequestCapture {
     complete: Option<(Bytes, [u8; 32])>,
     stream: Option<bool>,
     hashed_total: u64,
+    /// Hashed and counted as it passes, never held nor parsed (multipart uploads).
+    opaque: bool,
 }
 
 impl RequestCapture {
@@ -52,13 +55,33 @@ impl RequestCapture {
             complete: None,
             stream: None,
             hashed_total: 0,
+            opaque: false,
         }
+    }
+
+    /// A capture for a body that is not JSON (a multipart upload): hashed exactly as it
+    /// passes and held to `limit`, but never held whole nor parsed.
+    pub fn opaque(limit: usize) -> Self {
+        Self {
+            opaque: true,
+            ..Self::new(limit)
+        }
+    }
+
+    /// Whether this body streams through rather than being held until checked.
+    pub fn is_opaque(&self) -> bool {
+        self.opaque
+    }
+
+    /// Whether the whole body has been received.
+    pub fn is_complete(&self) -> bool {
+        self.complete.is_some()
     }
 
     /// Bytes of the body hashed so far (all of it once complete).
     pub fn hashed_bytes(&self) -> u64 {
         match &self.complete {
-            Some((body, _)) if !body.is_empty() => body.len() as u64,
+            Some((body, _)) if !body.is_empty() && !self.opaque => body.len() as u64,
             _ => self.hashed_total,
         }
     }
@@ -75,11 +98,23 @@ impl RequestCapture {
         if self.complete.is_none() {
             self.hasher = Sha256::new();
             self.held.clear();
+            if self.opaque {
+                self.hashed_total = 0;
+            }
         }
     }
 
     /// Hashes and holds the next piece of the body.
     pub fn push(&mut self, chunk: &[u8]) -> Result<(), RequestBodyError> {
+        if self.opaque {
+            let total = self.hashed_total.saturating_add(chunk.len() as u64);
+            if total > self.limit as u64 {
+                return Err(RequestBodyError::TooLarge { limit: self.limit });
+            }
+            self.hasher.update(chunk);
+            self.hashed_total = total;
+            return Ok(());
+        }
         if self.held.len().saturating_add(chunk.len()) > self.limit {
             self.held = BytesMut::new();
             return Err(RequestBodyError::TooLarge { limit: self.limit });
@@ -96,6 +131,11 @@ impl RequestCapture {
         if let Some((body, _)) = &self.complete {
             return Ok(body.clone());
         }
+        if self.opaque {
+            let digest: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
+            self.complete = Some((Bytes::new(), digest));
+            return Ok(Bytes::new());
+        }
         let body = std::mem::take(&mut self.held).freeze();
         self.stream = validate_json_object(&body)?;
         let digest: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
@@ -103,8 +143,11 @@ impl RequestCapture {
         Ok(body)
     }
 
-    /// The finished body, if complete.
+    /// The finished body, if complete and held (never for an opaque body).
     pub fn complete_body(&self) -> Option<&Bytes> {
+        if self.opaque {
+            return None;
+        }
         self.complete.as_ref().map(|(body, _)| body)
     }
 
@@ -177,7 +220,10 @@ enum IdFinder {
         copy: Vec<u8>,
         limit: usize,
         overflowed: bool,
+        pointer: String,
     },
+    /// The id is signet's own: nothing to look for.
+    Given(CompletionId),
 }
 
 /// The response side of a signed exchange.
@@ -269,12 +315,37 @@ pub fn signed_text(request_sha256: &[u8; 32], response_sha256: &[u8; 32]) -> Str
 impl ResponseCapture {
     /// Starts capturing a 2xx response body of the given kind.
     pub fn new(kind: BodyKind, limits: ScanLimits) -> Self {
-        let finder = match kind {
-            BodyKind::EventStream => IdFinder::EventStream(SseIdScanner::new(limits.event_stream)),
-            BodyKind::Json => IdFinder::Json {
+        Self::with_rule(kind, limits, &IdRule::top_level_id(), None)
+    }
+
+    /// Starts capturing a 2xx response body whose id is where `rule` says, or is `given`
+    /// (signet's own, for bodies that carry none).
+    pub fn with_rule(
+        kind: BodyKind,
+        limits: ScanLimits,
+        rule: &IdRule,
+        given: Option<CompletionId>,
+    ) -> Self {
+        let finder = match (rule, given, kind) {
+            (_, Some(id), _) => IdFinder::Given(id),
+            (IdRule::Generated, None, _) => IdFinder::Json {
+                copy: Vec::new(),
+                limit: 0,
+                overflowed: true,
+                pointer: String::new(),
+            },
+            (IdRule::InBody { event, stream, .. }, None, BodyKind::EventStream) => {
+                IdFinder::EventStream(SseIdScanner::with_rule(
+                    limits.event_stream,
+                    event.as_deref(),
+                    stream,
+                ))
+            }
+            (IdRule::InBody { json, .. }, None, BodyKind::Json) => IdFinder::Json {
                 copy: Vec::new(),
                 limit: limits.json_body,
                 overflowed: false,
+                pointer: json.clone(),
             },
         };
         Self {
@@ -290,10 +361,12 @@ impl ResponseCapture {
         self.bytes = self.bytes.saturating_add(chunk.len() as u64);
         match &mut self.finder {
             IdFinder::EventStream(scanner) => scanner.feed(chunk),
+            IdFinder::Given(_) => {}
             IdFinder::Json {
                 copy,
                 limit,
                 overflowed,
+                ..
             } => {
                 if *overflowed {
                 } else if copy.len().saturating_add(chunk.len()) > *limit {
@@ -319,6 +392,7 @@ impl ResponseCapture {
                 _ => None,
             },
             IdFinder::Json { .. } => None,
+            IdFinder::Given(id) => Some(id),
         }
     }
 
@@ -331,13 +405,21 @@ impl ResponseCapture {
                 IdSearch::Searching => return Err(UnsignedReason::NoId),
             },
             IdFinder::Json {
-                copy, overflowed, ..
+                copy,
+                overflowed,
+                pointer,
+                ..
             } => {
                 if overflowed {
                     return Err(UnsignedReason::TooLarge);
                 }
-                id_of_json_object(&copy)?
+                if pointer == "/id" {
+                    id_of_json_object(&copy)?
+                } else {
+                    id_at_pointer(&copy, &pointer)?
+                }
             }
+            IdFinder::Given(id) => id,
         };
         Ok(CompletedExchange {
             id,

@@ -424,6 +424,119 @@ fn now_secs() -> u64 {
 }
 
 /// Builds the body of a completion (stream or JSON) the way vLLM shapes it.
+/// The id a mock answer carries: `x-mock-id`, else one of `prefix`.
+fn mock_id(request: &Request, state: &State, prefix: &str) -> String {
+    let n = state.counter.fetch_add(1, Ordering::Relaxed);
+    request
+        .header("x-mock-id")
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("{prefix}mock{}-{n}", std::process::id()))
+}
+
+fn wants_stream(request: &Request) -> Result<bool, (u16, &'static str, Vec<u8>)> {
+    let parsed: serde_json::Value = serde_json::from_slice(&request.body).map_err(|e| {
+        json_response(
+            400,
+            &serde_json::json!({"object":"error","message":format!("bad json: {e}"),"type":"BadRequestError","param":null,"code":400}),
+        )
+    })?;
+    Ok(parsed.get("stream").and_then(serde_json::Value::as_bool) == Some(true))
+}
+
+/// Writes one SSE event with an `event:` line, as the Responses and Messages APIs do.
+fn typed_event(body: &mut Vec<u8>, event: &str, data: &serde_json::Value) {
+    body.extend_from_slice(format!("event: {event}\ndata: {data}\n\n").as_bytes());
+}
+
+/// OpenAI's Responses API: a `response` object, or a stream whose `response.created` event
+/// carries the id.
+fn responses_body(request: &Request, state: &State) -> (u16, &'static str, Vec<u8>) {
+    let stream = match wants_stream(request) {
+        Ok(stream) => stream,
+        Err(answer) => return answer,
+    };
+    let id = mock_id(request, state, "resp_");
+    let response = |status: &str, text: &str| {
+        serde_json::json!({"id": id, "object": "response", "created_at": now_secs(), "status": status, "model": "mock-model",
+            "output": [{"type":"message","id":"msg_mock","status":"completed","role":"assistant","content":[{"type":"output_text","text":text,"annotations":[]}]}]})
+    };
+    if !stream {
+        return json_response(200, &response("completed", "Hello from the mock"));
+    }
+    let mut body = Vec::new();
+    typed_event(
+        &mut body,
+        "response.created",
+        &serde_json::json!({"type":"response.created","sequence_number":0,"response":response("in_progress", "")}),
+    );
+    for (i, word) in ["Hello", " from", " the", " mock"].iter().enumerate() {
+        typed_event(
+            &mut body,
+            "response.output_text.delta",
+            &serde_json::json!({"type":"response.output_text.delta","sequence_number":i + 1,"item_id":"msg_mock","output_index":0,"content_index":0,"delta":word}),
+        );
+    }
+    typed_event(
+        &mut body,
+        "response.completed",
+        &serde_json::json!({"type":"response.completed","sequence_number":5,"response":response("completed", "Hello from the mock")}),
+    );
+    (200, "text/event-stream", body)
+}
+
+/// Anthropic's Messages API: a `message` object, or a stream whose `message_start` event
+/// carries the id.
+fn messages_body(request: &Request, state: &State) -> (u16, &'static str, Vec<u8>) {
+    let stream = match wants_stream(request) {
+        Ok(stream) => stream,
+        Err(answer) => return answer,
+    };
+    let id = mock_id(request, state, "msg_");
+    let usage = serde_json::json!({"input_tokens": 3, "output_tokens": 4});
+    if !stream {
+        return json_response(
+            200,
+            &serde_json::json!({"id": id, "type": "message", "role": "assistant", "model": "mock-model",
+                "content": [{"type":"text","text":"Hello from the mock"}], "stop_reason": "end_turn", "stop_sequence": null, "usage": usage}),
+        );
+    }
+    let mut body = Vec::new();
+    typed_event(
+        &mut body,
+        "message_start",
+        &serde_json::json!({"type":"message_start","message":{"id": id, "type":"message","role":"assistant","model":"mock-model","content":[],"stop_reason":null,"stop_sequence":null,"usage":usage}}),
+    );
+    typed_event(
+        &mut body,
+        "content_block_start",
+        &serde_json::json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
+    );
+    typed_event(&mut body, "ping", &serde_json::json!({"type":"ping"}));
+    for word in ["Hello", " from", " the", " mock"] {
+        typed_event(
+            &mut body,
+            "content_block_delta",
+            &serde_json::json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":word}}),
+        );
+    }
+    typed_event(
+        &mut body,
+        "content_block_stop",
+        &serde_json::json!({"type":"content_block_stop","index":0}),
+    );
+    typed_event(
+        &mut body,
+        "message_delta",
+        &serde_json::json!({"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":4}}),
+    );
+    typed_event(
+        &mut body,
+        "message_stop",
+        &serde_json::json!({"type":"message_stop"}),
+    );
+    (200, "text/event-stream", body)
+}
+
 fn completion_body(request: &Request, state: &State, chat: bool) -> (u16, &'static str, Vec<u8>) {
     let parsed: serde_json::Value = match serde_json::from_slice(&request.body) {
         Ok(v) => v,
@@ -599,6 +712,23 @@ async fn respond(
         match (request.method.as_str(), path) {
             ("POST", "/v1/chat/completions") => completion_body(request, state, true),
             ("POST", "/v1/completions") => completion_body(request, state, false),
+            ("POST", "/v1/responses") => responses_body(request, state),
+            ("POST", "/v1/messages") => messages_body(request, state),
+            ("POST", "/v1/embeddings") => json_response(
+                200,
+                &serde_json::json!({"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.25,-0.5,0.125]}],"model":"mock-model","usage":{"prompt_tokens":3,"total_tokens":3}}),
+            ),
+            ("POST", "/v1/rerank") | ("POST", "/v1/score") => json_response(
+                200,
+                &serde_json::json!({"model":"mock-model","results":[{"index":0,"relevance_score":0.9}],"usage":{"total_tokens":7}}),
+            ),
+            ("POST", "/v1/audio/transcriptions") | ("POST", "/v1/audio/translations") => {
+                // A multipart upload: answer with how many bytes came, as a transcript.
+                json_response(
+                    200,
+                    &serde_json::json!({"text": format!("heard {} bytes", request.body.len())}),
+                )
+            }
             ("GET", "/v1/models") => json_response(
                 200,
                 &serde_json::json!({"object":"list","data":[{"id":"mock-model","object":"model","created":0,"owned_by":"signet"}]}),
