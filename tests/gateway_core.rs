@@ -81,39 +81,59 @@ async fn legacy_completions_stream_is_signed() {
 
 /// A stream is forwarded as it is produced: the first event arrives while the upstream is
 /// still holding the rest back, and the signature exists only once the stream has ended.
+/// Whether the upstream frames it chunked or with a Content-Length, and whether the
+/// signature is looked up or comes in-band. (HTTP/2 over TLS: `tests/edge.rs`.)
 #[tokio::test]
 async fn streams_are_not_buffered() {
     let upstream = Upstream::start();
     let gateway = Gateway::start(&upstream.url());
+    let address = gateway.signing_address().await;
     let body = br#"{"stream":true}"#.to_vec();
-    let mut open = open(
-        gateway.addr,
-        "POST",
-        "/v1/chat/completions",
-        &[("x-mock-gate", "unbuffered-1"), ("x-mock-id", "gated-1")],
-        body.clone(),
-    )
-    .await;
-    assert_eq!(open.status, 200);
-    let mut got = open.read_until(b"\n\n").await;
-    assert!(
-        got.starts_with(b"data: {"),
-        "{}",
-        String::from_utf8_lossy(&got)
-    );
-    // The upstream is blocked on the gate: the stream is not complete, so nothing is signed.
-    assert_eq!(gateway.signature("gated-1").await.status, 404);
-    upstream.release("unbuffered-1").await;
-    got.extend(open.read_to_end().await.unwrap());
-    assert!(got.ends_with(b"data: [DONE]\n\n"));
-    let receipt = gateway.signature("gated-1").await;
-    assert_eq!(receipt.status, 200);
-    assert_receipt(
-        &receipt.json(),
-        &body,
-        &got,
-        &gateway.signing_address().await,
-    );
+    for framing in ["chunked", "length"] {
+        for inband in [false, true] {
+            let id = format!("gated-{framing}-{inband}");
+            let mut headers = vec![
+                ("x-mock-gate", id.as_str()),
+                ("x-mock-id", id.as_str()),
+                ("x-mock-framing", framing),
+            ];
+            if inband {
+                headers.push(("x-signet-signature", "in-band"));
+            }
+            let mut open = open(
+                gateway.addr,
+                "POST",
+                "/v1/chat/completions",
+                &headers,
+                body.clone(),
+            )
+            .await;
+            assert_eq!(open.status, 200);
+            let mut got = open.read_until(b"\n\n").await;
+            assert!(
+                got.starts_with(b"data: {"),
+                "{id}: {}",
+                String::from_utf8_lossy(&got)
+            );
+            // The upstream is blocked on the gate: the stream is not complete, so nothing is
+            // signed.
+            assert_eq!(gateway.signature(&id).await.status, 404, "{id}");
+            upstream.release(&id).await;
+            got.extend(open.read_to_end().await.unwrap());
+            let covered = if inband {
+                let (covered, trailer) = signet_core::inband::split_stream(&got);
+                let trailer = trailer.expect("the in-band signature follows the stream");
+                assert_eq!(trailer.signing_address, address);
+                covered.to_vec()
+            } else {
+                got
+            };
+            assert!(covered.ends_with(b"data: [DONE]\n\n"), "{id}");
+            let receipt = gateway.signature(&id).await;
+            assert_eq!(receipt.status, 200, "{id}");
+            assert_receipt(&receipt.json(), &body, &covered, &address);
+        }
+    }
 }
 
 #[tokio::test]
@@ -339,6 +359,77 @@ async fn malformed_requests_get_envelopes_and_never_reach_the_upstream() {
         stats["incomplete"], 0,
         "not even a request head was sent: {stats}"
     );
+}
+
+/// Bodies on the streaming path (chunked, or over the 64 KiB read before the upstream is
+/// contacted) are checked once complete, after the request head has gone upstream: the
+/// upstream sees that head and then its connection closed before a single body byte, never a
+/// complete request, and nothing is signed (docs/API.md §3.1).
+#[tokio::test]
+async fn bad_bodies_on_the_streaming_path_never_reach_the_upstream_complete() {
+    let upstream = Upstream::start();
+    let gateway = Gateway::start(&upstream.url());
+    let pad = "x".repeat(100 * 1024);
+    let mut invalid_utf8 = format!(r#"{{"pad":"{pad}"#).into_bytes();
+    invalid_utf8.extend_from_slice(b"\xff\xfe\"}");
+    let bodies = [
+        (
+            "malformed",
+            format!(r#"{{"pad":"{pad}","stream":"#).into_bytes(),
+        ),
+        ("array", format!(r#"[{{"pad":"{pad}"}}]"#).into_bytes()),
+        ("utf8", invalid_utf8),
+        // Small, but chunked: no length to decide on before the upstream is contacted.
+        ("small", b"[1,2,3]".to_vec()),
+    ];
+    let mut refused = 0;
+    for (name, body) in bodies {
+        for chunked in [false, true] {
+            if body.len() <= 64 * 1024 && !chunked {
+                continue; // read before the upstream is contacted: the test above
+            }
+            let request_id = format!("bad-{name}-{}", if chunked { "chunked" } else { "length" });
+            let mut headers = vec![
+                ("x-request-id", request_id.as_str()),
+                ("x-mock-id", "bad-body"),
+            ];
+            if chunked {
+                headers.push(("transfer-encoding", "chunked"));
+            }
+            gateway
+                .post("/v1/chat/completions", &headers, &body)
+                .await
+                .assert_envelope(400, "invalid_request_body");
+            refused += 1;
+            let line = gateway.access_line(&request_id);
+            assert_eq!(line["status"], "400", "{line:?}");
+            assert_eq!(line["signed"], "false", "{line:?}");
+            assert_eq!(line["reason"], "rejected", "{line:?}");
+            // The upstream notices the closed connection a moment after the client's answer.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let stats = loop {
+                let stats = upstream.stats().await;
+                if stats["incomplete"] == refused {
+                    break stats;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{request_id}: the upstream never saw the head end unanswered: {stats}"
+                );
+                tokio::task::yield_now().await;
+            };
+            assert_eq!(
+                stats["requests"],
+                serde_json::json!([]),
+                "{request_id}: {stats}"
+            );
+            assert_eq!(
+                stats["incomplete_body_bytes"], 0,
+                "{request_id}: not one body byte went upstream: {stats}"
+            );
+        }
+    }
+    assert_eq!(gateway.signature("bad-body").await.status, 404);
 }
 
 #[tokio::test]

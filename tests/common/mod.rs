@@ -757,3 +757,116 @@ impl Gateway {
         Gateway::spawn_listening(dir, config, port)
     }
 }
+
+// --- Checks from outside signet ------------------------------------------------------------
+
+/// Runs a Python script (python3 with eth-account, installed by `scripts/setup.sh`) with
+/// `input` on its standard input; returns its standard output.
+fn python(script: &str, input: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 must be installed (scripts/setup.sh)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Recovers the EIP-191 signers of `(text, signature)` pairs with Python's eth-account, an
+/// implementation that is not signet's (one process for all of them).
+pub fn recover_independently_many(pairs: &[(String, String)]) -> Vec<String> {
+    let script = "import json, sys\nfrom eth_account import Account\nfrom eth_account.messages import encode_defunct\nfor text, signature in json.load(sys.stdin):\n    print(Account.recover_message(encode_defunct(text=text), signature=signature))";
+    let out = python(script, &serde_json::to_string(pairs).unwrap());
+    let addresses: Vec<String> = out.lines().map(str::to_owned).collect();
+    assert_eq!(addresses.len(), pairs.len(), "{out}");
+    addresses
+}
+
+/// Recovers the EIP-191 signer of one signature with Python's eth-account.
+pub fn recover_independently(text: &str, signature: &str) -> String {
+    recover_independently_many(&[(text.to_owned(), signature.to_owned())])
+        .pop()
+        .unwrap()
+}
+
+/// The EIP-55 address of an uncompressed secp256k1 public key (128 hex chars, no `04`),
+/// computed by Python's eth-keys.
+pub fn address_of_public_key_independently(public_key_hex: &str) -> String {
+    let script = "import sys\nfrom eth_keys import keys\nprint(keys.PublicKey(bytes.fromhex(sys.stdin.read().strip())).to_checksum_address())";
+    python(script, public_key_hex).trim().to_owned()
+}
+
+/// [`assert_receipt`], with the signature also recovered by eth-account.
+pub fn assert_receipt_independently(
+    receipt: &serde_json::Value,
+    request: &[u8],
+    response: &[u8],
+    address: &str,
+) {
+    assert_receipt(receipt, request, response, address);
+    assert_eq!(
+        recover_independently(
+            receipt["text"].as_str().unwrap(),
+            receipt["signature"].as_str().unwrap()
+        ),
+        address,
+        "eth-account recovers another signer: {receipt}"
+    );
+}
+
+impl Gateway {
+    /// The access line of the request sent with `x-request-id: request_id`, as its
+    /// `name=value` fields; waits for it. Pick lines by request id, then assert their fields:
+    /// a line picked by the value under test proves nothing about that value.
+    pub fn access_line(&self, request_id: &str) -> std::collections::HashMap<String, String> {
+        let needle = format!("request_id={request_id} ");
+        let line = self.wait_for_log_line(&["signet::access", &needle]);
+        line.split_whitespace()
+            .filter_map(|field| field.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+}
+
+/// The response body decoded from raw HTTP/1.1 bytes read so far (head included): chunked or
+/// length-delimited, possibly incomplete. `None` until the head is complete.
+pub fn body_so_far(raw: &[u8]) -> Option<Vec<u8>> {
+    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&raw[..head_end]).to_ascii_lowercase();
+    let rest = &raw[head_end..];
+    if !head.contains("transfer-encoding: chunked") {
+        return Some(rest.to_vec());
+    }
+    let mut body = Vec::new();
+    let mut at = 0;
+    while let Some(line_len) = rest[at..].windows(2).position(|w| w == b"\r\n") {
+        let size_text = String::from_utf8_lossy(&rest[at..at + line_len]).into_owned();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16)
+            .unwrap_or_else(|_| panic!("bad chunk size {size_text:?}"));
+        let start = at + line_len + 2;
+        if size == 0 {
+            break;
+        }
+        let end = (start + size).min(rest.len());
+        body.extend_from_slice(&rest[start..end]);
+        if start + size + 2 > rest.len() {
+            break;
+        }
+        at = start + size + 2;
+    }
+    Some(body)
+}
