@@ -202,6 +202,10 @@ fn start(args: ServeArgs) -> Result<ExitCode, StartError> {
     for failure in crate::hardening::protect_key_material() {
         warn!("could not harden the process: {failure}");
     }
+    info!(
+        "before generating the signing key: {}",
+        crate::hardening::key_material_protection()
+    );
     let signer = Signer::generate();
     let identity = SignerIdentity {
         address: *signer.address(),

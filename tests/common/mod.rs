@@ -148,16 +148,38 @@ impl Gateway {
     }
 
     fn spawn_quietly(dir: tempfile::TempDir, config: PathBuf, port: u16) -> Self {
+        Self::spawn_command(dir, config, port, |_| {})
+    }
+
+    /// [`Gateway::spawn`], with the command adjusted by `configure` first (another user, say).
+    pub fn spawn_configured(
+        dir: tempfile::TempDir,
+        config: PathBuf,
+        port: u16,
+        configure: impl FnOnce(&mut Command),
+    ) -> Self {
+        let gateway = Self::spawn_command(dir, config, port, configure);
+        gateway.wait_ready();
+        gateway
+    }
+
+    fn spawn_command(
+        dir: tempfile::TempDir,
+        config: PathBuf,
+        port: u16,
+        configure: impl FnOnce(&mut Command),
+    ) -> Self {
         let log_path = dir.path().join("signet.log");
         let log = std::fs::File::create(&log_path).expect("log file");
-        let child = Command::new(signet_bin())
+        let mut command = Command::new(signet_bin());
+        command
             .args(["serve", "-c"])
             .arg(&config)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn signet");
+            .stderr(log);
+        configure(&mut command);
+        let child = command.spawn().expect("spawn signet");
         Gateway {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
