@@ -504,6 +504,89 @@ async fn responses_without_an_id_are_not_signed() {
     gateway.wait_for_log_line(&["route=chat_completions", "reason=no_id"]);
 }
 
+/// An id that breaks the id rules, or one that lies past what signet examines (a stream
+/// whose id comes after `id_scan_bytes`, a JSON body over `json_response_bytes`): the response
+/// is delivered unchanged and not signed, and the access line says why. The same responses
+/// under the default limits are signed, so it is the limit that decides.
+#[tokio::test]
+async fn invalid_ids_and_responses_too_large_to_search_are_delivered_unsigned() {
+    let upstream = Upstream::start();
+    let limited = Gateway::start_with(
+        &upstream.url(),
+        "  limits:\n    id_scan_bytes: 1KiB\n    json_response_bytes: 1KiB\n",
+    );
+    let roomy = Gateway::start(&upstream.url());
+    let stream = br#"{"stream":true}"#;
+    let json = br#"{"stream":false}"#;
+
+    for (body, kind) in [(&stream[..], "stream"), (&json[..], "json")] {
+        let request_id = format!("invalid-id-{kind}");
+        let reply = limited
+            .post(
+                "/v1/chat/completions",
+                &[("x-mock-id", "bad id!"), ("x-request-id", &request_id)],
+                body,
+            )
+            .await;
+        assert_eq!(reply.status, 200);
+        assert!(String::from_utf8_lossy(&reply.body).contains(r#""id":"bad id!""#));
+        let line = limited.access_line(&request_id);
+        assert_eq!(line["signed"], "false", "{line:?}");
+        assert_eq!(line["reason"], "invalid_id", "{line:?}");
+    }
+
+    let late = [("x-mock-replay", "late-id.sse")];
+    let big_json = [("x-mock-id", "json-too-large"), ("x-mock-events", "200")];
+    for (headers, body, id) in [
+        (&late[..], &stream[..], "chatcmpl-late-id"),
+        (&big_json[..], &json[..], "json-too-large"),
+    ] {
+        let request_id = format!("too-large-{id}");
+        let mut with_request_id = headers.to_vec();
+        with_request_id.push(("x-request-id", &request_id));
+        let reply = limited
+            .post("/v1/chat/completions", &with_request_id, body)
+            .await;
+        assert_eq!(reply.status, 200);
+        assert!(
+            reply.body.len() > 1024,
+            "past the limit: {}",
+            reply.body.len()
+        );
+        let direct = request(
+            upstream.addr,
+            "POST",
+            "/v1/chat/completions",
+            headers,
+            body.to_vec(),
+        )
+        .await;
+        if id == "chatcmpl-late-id" {
+            assert_eq!(reply.body, direct.body, "delivered unchanged");
+        } else {
+            assert_eq!(reply.body.len(), direct.body.len(), "delivered whole");
+        }
+        let line = limited.access_line(&request_id);
+        assert_eq!(line["signed"], "false", "{line:?}");
+        assert_eq!(line["reason"], "too_large", "{line:?}");
+        limited
+            .signature(id)
+            .await
+            .assert_envelope(404, "signature_not_found");
+
+        // Under the default limits the same response is signed.
+        let reply = roomy.post("/v1/chat/completions", headers, body).await;
+        let receipt = roomy.signature(id).await;
+        assert_eq!(receipt.status, 200, "{id}");
+        assert_receipt(
+            &receipt.json(),
+            body,
+            &reply.body,
+            &roomy.signing_address().await,
+        );
+    }
+}
+
 #[tokio::test]
 async fn health_is_answered_locally() {
     let port = free_port();
