@@ -892,3 +892,76 @@ pub fn body_so_far(raw: &[u8]) -> Option<Vec<u8>> {
     }
     Some(body)
 }
+
+/// A TLS client trusting `cert_pem`, offering `alpn`.
+pub fn tls_client(cert_pem: &str, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut cert_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
+/// GET `path` over HTTP/1.1 and TLS (trusting `cert`, as `localhost`): the reply and the DER
+/// certificate the server presented.
+pub async fn https_get(addr: SocketAddr, cert: &TestCert, path: &str) -> (Reply, Vec<u8>) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tls_client(&cert.cert_pem, &[b"http/1.1"])
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let presented = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let request = http::Request::get(path)
+        .header("host", "localhost")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        Reply {
+            status,
+            headers,
+            body,
+        },
+        presented,
+    )
+}
+
+/// sha256 of the DER SubjectPublicKeyInfo of a DER certificate, computed by the openssl
+/// command line (not by signet's code), as lowercase hex.
+pub fn spki_sha256_by_openssl(cert_der: &[u8]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cert.der");
+    std::fs::write(&path, cert_der).unwrap();
+    let output = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -o pipefail; openssl x509 -inform DER -in '{}' -pubkey -noout | openssl pkey -pubin -outform DER | sha256sum",
+            path.display()
+        ))
+        .output()
+        .expect("bash and openssl");
+    assert!(
+        output.status.success(),
+        "openssl failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).unwrap();
+    let hash = text.split_whitespace().next().unwrap().to_owned();
+    assert_eq!(hash.len(), 64, "{text}");
+    hash
+}
