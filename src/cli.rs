@@ -15,6 +15,8 @@ pub struct Cli {
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
+// Parsed once per run: the size of the largest variant costs nothing worth boxing for.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the gateway from a configuration file.
     Serve(ServeArgs),
