@@ -65,14 +65,98 @@ fn capture<'a>(pieces: impl Iterator<Item = &'a [u8]>, limit: usize) -> (String,
     }
 }
 
-/// The configuration loader on hostile YAML: an error naming a key, never a panic.
+/// The configuration loader on hostile YAML: never a panic, and every refusal names where
+/// the problem is. A configuration that loads has a `signet:` mapping; a refusal's message
+/// shows its key, and that key is a place in the input: each part of its dotted path but the
+/// last is a key of the input there, and the last is too unless the message says it is
+/// missing. Only a file that is not a YAML mapping is refused as a whole.
 pub fn config(data: &[u8]) {
-    if let Ok(text) = std::str::from_utf8(data) {
-        if let Err(e) = signet::config::parse(text) {
-            // Every refusal explains itself.
-            assert!(!e.to_string().is_empty());
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let document = serde_yaml::from_str::<serde_yaml::Value>(text);
+    match signet::config::parse(text) {
+        Ok(_) => {
+            let document = document.expect("a configuration that loads is YAML");
+            assert!(
+                document
+                    .get("signet")
+                    .is_some_and(serde_yaml::Value::is_mapping),
+                "loaded without a signet: mapping"
+            );
+        }
+        Err(e) => {
+            assert!(
+                e.to_string().contains(&e.key),
+                "the message {e} does not show its key {}",
+                e.key
+            );
+            match (e.key.as_str(), document) {
+                ("(file)", document) => assert!(
+                    !matches!(document, Ok(serde_yaml::Value::Mapping(_))),
+                    "a YAML mapping refused as a whole: {e}"
+                ),
+                ("(pingora)" | "(top level)", _) => {}
+                (_, Err(_)) => panic!("{e}: a key named in a file that is not YAML"),
+                (key, Ok(document)) => {
+                    let missing = e.message.contains("missing");
+                    assert!(
+                        names_a_place(&document, key, missing),
+                        "{key} is not a place in the input: {e}"
+                    );
+                }
+            }
         }
     }
+}
+
+/// Whether the dotted key `path` (`signet.upstreams[0]`, or `a.b` for a key that contains a
+/// dot) leads through `value`: at each mapping some key of it starts the rest of the path,
+/// at each sequence an index `[i]` does. The last part may be absent if `missing_allowed`.
+pub fn names_a_place(value: &serde_yaml::Value, path: &str, missing_allowed: bool) -> bool {
+    if path.is_empty() {
+        return true;
+    }
+    if path == "(non-text key)" {
+        return value
+            .as_mapping()
+            .is_some_and(|m| m.keys().any(|k| !k.is_string()));
+    }
+    let last_part = !path.chars().skip(1).any(|c| c == '.' || c == '[');
+    if let Some(rest) = path.strip_prefix('[') {
+        let Some((index, after)) = rest.split_once(']') else {
+            return false;
+        };
+        let child = index
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| value.as_sequence().and_then(|s| s.get(i)));
+        return match child {
+            Some(child) => names_a_place(
+                child,
+                after.strip_prefix('.').unwrap_or(after),
+                missing_allowed,
+            ),
+            None => missing_allowed && after.is_empty(),
+        };
+    }
+    let Some(mapping) = value.as_mapping() else {
+        return false;
+    };
+    let found = mapping.iter().any(|(key, child)| {
+        let Some(key) = key.as_str() else {
+            return false;
+        };
+        match path.strip_prefix(key) {
+            Some("") => true,
+            Some(rest) if rest.starts_with('[') => names_a_place(child, rest, missing_allowed),
+            Some(rest) => rest
+                .strip_prefix('.')
+                .is_some_and(|rest| names_a_place(child, rest, missing_allowed)),
+            None => false,
+        }
+    });
+    found || (missing_allowed && last_part)
 }
 
 /// Everything that parses identifiers off the wire: completion ids (the signature route's

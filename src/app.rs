@@ -119,6 +119,12 @@ fn verify_options(args: VerifyArgs) -> Result<signet_verify::VerifyOptions, Stri
         .as_ref()
         .map(|p| std::fs::read(p).map_err(|e| format!("--ca-cert {}: {e}", p.display())))
         .transpose()?;
+    let nras_jwks = match &args.nras_jwks {
+        None => signet_verify::nras::JwksSource::FromNras,
+        Some(p) => signet_verify::nras::JwksSource::Saved(
+            std::fs::read(p).map_err(|e| format!("--nras-jwks {}: {e}", p.display()))?,
+        ),
+    };
     let timeout =
         humantime::parse_duration(&args.timeout).map_err(|e| format!("--timeout: {e}"))?;
     let https = args
@@ -138,6 +144,7 @@ fn verify_options(args: VerifyArgs) -> Result<signet_verify::VerifyOptions, Stri
         accept_tcb: args.accept_tcb,
         at,
         nras_url: args.nras_url,
+        nras_jwks,
         ca_pem,
         timeout,
     })
@@ -202,6 +209,10 @@ fn start(args: ServeArgs) -> Result<ExitCode, StartError> {
     for failure in crate::hardening::protect_key_material() {
         warn!("could not harden the process: {failure}");
     }
+    info!(
+        "before generating the signing key: {}",
+        crate::hardening::key_material_protection()
+    );
     let signer = Signer::generate();
     let identity = SignerIdentity {
         address: *signer.address(),

@@ -15,6 +15,8 @@ pub struct Cli {
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
+// Parsed once per run: the size of the largest variant costs nothing worth boxing for.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the gateway from a configuration file.
     Serve(ServeArgs),
@@ -65,6 +67,11 @@ pub struct VerifyArgs {
     /// https://nras.attestation.nvidia.com/v3/attest/gpu
     #[arg(long)]
     pub nras_url: Option<String>,
+    /// NVIDIA's NRAS signing keys (a JWK set saved from the NRAS host's
+    /// /.well-known/jwks.json) to check its tokens offline [default: fetched from the
+    /// --nras-url host].
+    #[arg(long, value_name = "FILE", requires = "nras_url")]
+    pub nras_jwks: Option<std::path::PathBuf>,
     /// Extra CA certificate(s), PEM, to trust for https.
     #[arg(long)]
     pub ca_cert: Option<std::path::PathBuf>,

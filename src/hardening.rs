@@ -110,6 +110,25 @@ pub fn ensure_descriptors(max_connections: usize) -> Option<String> {
 
 /// The proxy, with a head-read timeout and caps on requests in progress, overall and per
 /// client address.
+/// What the kernel now says about core dumps of this process, read back after
+/// [`protect_key_material`]: `RLIMIT_CORE=<soft>/<hard> dumpable=<0|1>` (for the log).
+pub fn key_material_protection() -> String {
+    use rustix::process::{DumpableBehavior, Resource, dumpable_behavior, getrlimit};
+    let limit = getrlimit(Resource::Core);
+    let show = |v: Option<u64>| v.map_or_else(|| "unlimited".to_owned(), |v| v.to_string());
+    let dumpable = match dumpable_behavior() {
+        Ok(DumpableBehavior::NotDumpable) => "0",
+        Ok(_) => "1",
+        Err(_) => "unknown",
+    };
+    format!(
+        "RLIMIT_CORE={}/{} dumpable={dumpable}",
+        show(limit.current),
+        show(limit.maximum)
+    )
+}
+
+/// The proxy, with a head-read timeout and a cap on requests in progress.
 pub struct GuardedApp<A> {
     inner: Arc<A>,
     head_timeout: Duration,
@@ -260,6 +279,7 @@ mod tests {
     #[test]
     fn key_material_is_kept_out_of_core_dumps() {
         assert!(protect_key_material().is_empty());
+        assert_eq!(key_material_protection(), "RLIMIT_CORE=0/0 dumpable=0");
         let limit = rustix::process::getrlimit(rustix::process::Resource::Core);
         assert_eq!(limit.current, Some(0));
         assert_eq!(

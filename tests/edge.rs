@@ -10,25 +10,9 @@ use bytes::Bytes;
 use common::*;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 // --- TLS ---------------------------------------------------------------------------------
-
-fn tls_client(cert_pem: &str, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut cert_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_serves_http1_and_http2_through_alpn_with_a_certificate_the_client_checks() {
@@ -98,6 +82,82 @@ async fn tls_serves_http1_and_http2_through_alpn_with_a_certificate_the_client_c
             .await
             .is_err()
     );
+}
+
+/// Over HTTP/2 and TLS too, a stream is forwarded as it is produced: the first event arrives
+/// while the upstream holds the rest, and the signature exists only once the stream has ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_over_http2_and_tls_are_not_buffered() {
+    let cert = TestCert::localhost();
+    let upstream = Upstream::start();
+    let gateway = Gateway::start_tls(&upstream.url(), &cert);
+    let address = FakeHealth::address(&gateway, &cert).await;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tcp = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    let tls = tls_client(&cert.cert_pem, &[b"h2"])
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let body = br#"{"stream":true}"#;
+    for inband in [false, true] {
+        let id = format!("h2-gated-{inband}");
+        let mut request = http::Request::post("https://localhost/v1/chat/completions")
+            .header("content-type", "application/json")
+            .header("x-mock-id", &id)
+            .header("x-mock-gate", &id);
+        if inband {
+            request = request.header("x-signet-signature", "in-band");
+        }
+        let request = request.body(Full::new(Bytes::from_static(body))).unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.version(), http::Version::HTTP_2);
+        let mut stream = response.into_body();
+        let mut got = Vec::new();
+        while !got.windows(2).any(|w| w == b"\n\n") {
+            let frame = stream.frame().await.expect("more frames").unwrap();
+            if let Ok(data) = frame.into_data() {
+                got.extend_from_slice(&data);
+            }
+        }
+        assert!(
+            got.starts_with(b"data: {"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+        // Another stream on the same connection, while the upstream holds the first back.
+        let lookup = http::Request::get(format!("https://localhost/v1/signature/{id}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        assert_eq!(sender.send_request(lookup).await.unwrap().status(), 404);
+        upstream.release(&id).await;
+        got.extend_from_slice(&stream.collect().await.unwrap().to_bytes());
+        let covered = if inband {
+            let (covered, trailer) = signet_core::inband::split_stream(&got);
+            assert_eq!(
+                trailer.expect("an in-band signature").signing_address,
+                address
+            );
+            covered.to_vec()
+        } else {
+            got
+        };
+        assert!(covered.ends_with(b"data: [DONE]\n\n"));
+        let lookup = http::Request::get(format!("https://localhost/v1/signature/{id}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let receipt = sender.send_request(lookup).await.unwrap();
+        assert_eq!(receipt.status(), 200);
+        let receipt: serde_json::Value =
+            serde_json::from_slice(&receipt.into_body().collect().await.unwrap().to_bytes())
+                .unwrap();
+        assert_receipt(&receipt, body, &covered, &address);
+    }
 }
 
 /// Reads the signing address from /health over TLS.

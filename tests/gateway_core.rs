@@ -14,6 +14,7 @@ async fn seed_vector_yields_the_seed_text_however_the_stream_is_cut() {
     let upstream = Upstream::start();
     let gateway = Gateway::start(&upstream.url());
     let address = gateway.signing_address().await;
+    let mut signed = Vec::new();
     for chunks in ["", "1", "7,3,1", "2,311", "4096", "100,1,1,1,500"] {
         let mut headers = vec![("x-mock-replay", "seed-response.sse")];
         if !chunks.is_empty() {
@@ -33,6 +34,14 @@ async fn seed_vector_yields_the_seed_text_however_the_stream_is_cut() {
         let receipt = receipt.json();
         assert_eq!(receipt["text"], SEED_TEXT, "chunks {chunks:?}");
         assert_receipt(&receipt, SEED_REQUEST, SEED_RESPONSE, &address);
+        signed.push((
+            SEED_TEXT.to_owned(),
+            receipt["signature"].as_str().unwrap().to_owned(),
+        ));
+    }
+    // And by an implementation that is not signet's.
+    for recovered in recover_independently_many(&signed) {
+        assert_eq!(recovered, address);
     }
 }
 
@@ -81,39 +90,59 @@ async fn legacy_completions_stream_is_signed() {
 
 /// A stream is forwarded as it is produced: the first event arrives while the upstream is
 /// still holding the rest back, and the signature exists only once the stream has ended.
+/// Whether the upstream frames it chunked or with a Content-Length, and whether the
+/// signature is looked up or comes in-band. (HTTP/2 over TLS: `tests/edge.rs`.)
 #[tokio::test]
 async fn streams_are_not_buffered() {
     let upstream = Upstream::start();
     let gateway = Gateway::start(&upstream.url());
+    let address = gateway.signing_address().await;
     let body = br#"{"stream":true}"#.to_vec();
-    let mut open = open(
-        gateway.addr,
-        "POST",
-        "/v1/chat/completions",
-        &[("x-mock-gate", "unbuffered-1"), ("x-mock-id", "gated-1")],
-        body.clone(),
-    )
-    .await;
-    assert_eq!(open.status, 200);
-    let mut got = open.read_until(b"\n\n").await;
-    assert!(
-        got.starts_with(b"data: {"),
-        "{}",
-        String::from_utf8_lossy(&got)
-    );
-    // The upstream is blocked on the gate: the stream is not complete, so nothing is signed.
-    assert_eq!(gateway.signature("gated-1").await.status, 404);
-    upstream.release("unbuffered-1").await;
-    got.extend(open.read_to_end().await.unwrap());
-    assert!(got.ends_with(b"data: [DONE]\n\n"));
-    let receipt = gateway.signature("gated-1").await;
-    assert_eq!(receipt.status, 200);
-    assert_receipt(
-        &receipt.json(),
-        &body,
-        &got,
-        &gateway.signing_address().await,
-    );
+    for framing in ["chunked", "length"] {
+        for inband in [false, true] {
+            let id = format!("gated-{framing}-{inband}");
+            let mut headers = vec![
+                ("x-mock-gate", id.as_str()),
+                ("x-mock-id", id.as_str()),
+                ("x-mock-framing", framing),
+            ];
+            if inband {
+                headers.push(("x-signet-signature", "in-band"));
+            }
+            let mut open = open(
+                gateway.addr,
+                "POST",
+                "/v1/chat/completions",
+                &headers,
+                body.clone(),
+            )
+            .await;
+            assert_eq!(open.status, 200);
+            let mut got = open.read_until(b"\n\n").await;
+            assert!(
+                got.starts_with(b"data: {"),
+                "{id}: {}",
+                String::from_utf8_lossy(&got)
+            );
+            // The upstream is blocked on the gate: the stream is not complete, so nothing is
+            // signed.
+            assert_eq!(gateway.signature(&id).await.status, 404, "{id}");
+            upstream.release(&id).await;
+            got.extend(open.read_to_end().await.unwrap());
+            let covered = if inband {
+                let (covered, trailer) = signet_core::inband::split_stream(&got);
+                let trailer = trailer.expect("the in-band signature follows the stream");
+                assert_eq!(trailer.signing_address, address);
+                covered.to_vec()
+            } else {
+                got
+            };
+            assert!(covered.ends_with(b"data: [DONE]\n\n"), "{id}");
+            let receipt = gateway.signature(&id).await;
+            assert_eq!(receipt.status, 200, "{id}");
+            assert_receipt(&receipt.json(), &body, &covered, &address);
+        }
+    }
 }
 
 #[tokio::test]
@@ -255,6 +284,7 @@ async fn a_stream_the_client_abandons_is_never_signed() {
         &[
             ("x-mock-gate", "abandon-1"),
             ("x-mock-id", "abandoned-1"),
+            ("x-request-id", "abandoned-1"),
             ("x-mock-events", "2000"),
         ],
         br#"{"stream":true}"#.to_vec(),
@@ -263,12 +293,11 @@ async fn a_stream_the_client_abandons_is_never_signed() {
     open.read_until(b"\n\n").await;
     drop(open);
     upstream.release("abandon-1").await;
-    let line = gateway.wait_for_log_line(&[
-        "route=chat_completions",
-        "signed=false",
-        "reason=client_abort",
-    ]);
-    assert!(!line.contains("signed=true"));
+    // The line is picked by request id, then its verdict is read.
+    let line = gateway.access_line("abandoned-1");
+    assert_eq!(line["route"], "chat_completions", "{line:?}");
+    assert_eq!(line["signed"], "false", "{line:?}");
+    assert_eq!(line["reason"], "client_abort", "{line:?}");
     assert_eq!(gateway.signature("abandoned-1").await.status, 404);
 }
 
@@ -280,11 +309,11 @@ async fn a_client_that_leaves_right_after_done_still_gets_its_signature() {
     let gateway = Gateway::start(&upstream.url());
     let body = br#"{"stream":true}"#;
     let addr = gateway.addr;
-    tokio::task::spawn_blocking(move || {
+    let received = tokio::task::spawn_blocking(move || {
         use std::io::{Read, Write};
         let mut stream = std::net::TcpStream::connect(addr).unwrap();
         let head = format!(
-            "POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\nx-mock-id: early-close-1\r\nx-mock-end-delay-ms: 300\r\n\r\n",
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\nx-mock-id: early-close-1\r\nx-request-id: early-close-1\r\nx-mock-end-delay-ms: 300\r\n\r\n",
             body.len()
         );
         stream.write_all(head.as_bytes()).unwrap();
@@ -297,17 +326,16 @@ async fn a_client_that_leaves_right_after_done_still_gets_its_signature() {
             raw.extend_from_slice(&buf[..n]);
         }
         // Gone before the chunked body's terminator, as SDK clients do.
+        body_so_far(&raw).unwrap()
     })
     .await
     .unwrap();
-    gateway.wait_for_log_line(&["id=early-close-1", "signed=true"]);
+    assert!(received.ends_with(b"data: [DONE]\n\n"));
+    let line = gateway.access_line("early-close-1");
+    assert_eq!(line["signed"], "true", "{line:?}");
     let receipt = gateway.signature("early-close-1").await.json();
-    let text = receipt["text"].as_str().unwrap();
-    assert!(text.starts_with(&format!("{}:", sha256_hex(body))));
-    assert_eq!(
-        recover(text, receipt["signature"].as_str().unwrap()),
-        gateway.signing_address().await
-    );
+    // Both halves: the request sent and exactly the bytes received.
+    assert_receipt_independently(&receipt, body, &received, &gateway.signing_address().await);
 }
 
 #[tokio::test]
@@ -339,6 +367,77 @@ async fn malformed_requests_get_envelopes_and_never_reach_the_upstream() {
         stats["incomplete"], 0,
         "not even a request head was sent: {stats}"
     );
+}
+
+/// Bodies on the streaming path (chunked, or over the 64 KiB read before the upstream is
+/// contacted) are checked once complete, after the request head has gone upstream: the
+/// upstream sees that head and then its connection closed before a single body byte, never a
+/// complete request, and nothing is signed (docs/API.md §3.1).
+#[tokio::test]
+async fn bad_bodies_on_the_streaming_path_never_reach_the_upstream_complete() {
+    let upstream = Upstream::start();
+    let gateway = Gateway::start(&upstream.url());
+    let pad = "x".repeat(100 * 1024);
+    let mut invalid_utf8 = format!(r#"{{"pad":"{pad}"#).into_bytes();
+    invalid_utf8.extend_from_slice(b"\xff\xfe\"}");
+    let bodies = [
+        (
+            "malformed",
+            format!(r#"{{"pad":"{pad}","stream":"#).into_bytes(),
+        ),
+        ("array", format!(r#"[{{"pad":"{pad}"}}]"#).into_bytes()),
+        ("utf8", invalid_utf8),
+        // Small, but chunked: no length to decide on before the upstream is contacted.
+        ("small", b"[1,2,3]".to_vec()),
+    ];
+    let mut refused = 0;
+    for (name, body) in bodies {
+        for chunked in [false, true] {
+            if body.len() <= 64 * 1024 && !chunked {
+                continue; // read before the upstream is contacted: the test above
+            }
+            let request_id = format!("bad-{name}-{}", if chunked { "chunked" } else { "length" });
+            let mut headers = vec![
+                ("x-request-id", request_id.as_str()),
+                ("x-mock-id", "bad-body"),
+            ];
+            if chunked {
+                headers.push(("transfer-encoding", "chunked"));
+            }
+            gateway
+                .post("/v1/chat/completions", &headers, &body)
+                .await
+                .assert_envelope(400, "invalid_request_body");
+            refused += 1;
+            let line = gateway.access_line(&request_id);
+            assert_eq!(line["status"], "400", "{line:?}");
+            assert_eq!(line["signed"], "false", "{line:?}");
+            assert_eq!(line["reason"], "rejected", "{line:?}");
+            // The upstream notices the closed connection a moment after the client's answer.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let stats = loop {
+                let stats = upstream.stats().await;
+                if stats["incomplete"] == refused {
+                    break stats;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{request_id}: the upstream never saw the head end unanswered: {stats}"
+                );
+                tokio::task::yield_now().await;
+            };
+            assert_eq!(
+                stats["requests"],
+                serde_json::json!([]),
+                "{request_id}: {stats}"
+            );
+            assert_eq!(
+                stats["incomplete_body_bytes"], 0,
+                "{request_id}: not one body byte went upstream: {stats}"
+            );
+        }
+    }
+    assert_eq!(gateway.signature("bad-body").await.status, 404);
 }
 
 #[tokio::test]
@@ -413,6 +512,89 @@ async fn responses_without_an_id_are_not_signed() {
     gateway.wait_for_log_line(&["route=chat_completions", "reason=no_id"]);
 }
 
+/// An id that breaks the id rules, or one that lies past what signet examines (a stream
+/// whose id comes after `id_scan_bytes`, a JSON body over `json_response_bytes`): the response
+/// is delivered unchanged and not signed, and the access line says why. The same responses
+/// under the default limits are signed, so it is the limit that decides.
+#[tokio::test]
+async fn invalid_ids_and_responses_too_large_to_search_are_delivered_unsigned() {
+    let upstream = Upstream::start();
+    let limited = Gateway::start_with(
+        &upstream.url(),
+        "  limits:\n    id_scan_bytes: 1KiB\n    json_response_bytes: 1KiB\n",
+    );
+    let roomy = Gateway::start(&upstream.url());
+    let stream = br#"{"stream":true}"#;
+    let json = br#"{"stream":false}"#;
+
+    for (body, kind) in [(&stream[..], "stream"), (&json[..], "json")] {
+        let request_id = format!("invalid-id-{kind}");
+        let reply = limited
+            .post(
+                "/v1/chat/completions",
+                &[("x-mock-id", "bad id!"), ("x-request-id", &request_id)],
+                body,
+            )
+            .await;
+        assert_eq!(reply.status, 200);
+        assert!(String::from_utf8_lossy(&reply.body).contains(r#""id":"bad id!""#));
+        let line = limited.access_line(&request_id);
+        assert_eq!(line["signed"], "false", "{line:?}");
+        assert_eq!(line["reason"], "invalid_id", "{line:?}");
+    }
+
+    let late = [("x-mock-replay", "late-id.sse")];
+    let big_json = [("x-mock-id", "json-too-large"), ("x-mock-events", "200")];
+    for (headers, body, id) in [
+        (&late[..], &stream[..], "chatcmpl-late-id"),
+        (&big_json[..], &json[..], "json-too-large"),
+    ] {
+        let request_id = format!("too-large-{id}");
+        let mut with_request_id = headers.to_vec();
+        with_request_id.push(("x-request-id", &request_id));
+        let reply = limited
+            .post("/v1/chat/completions", &with_request_id, body)
+            .await;
+        assert_eq!(reply.status, 200);
+        assert!(
+            reply.body.len() > 1024,
+            "past the limit: {}",
+            reply.body.len()
+        );
+        let direct = request(
+            upstream.addr,
+            "POST",
+            "/v1/chat/completions",
+            headers,
+            body.to_vec(),
+        )
+        .await;
+        if id == "chatcmpl-late-id" {
+            assert_eq!(reply.body, direct.body, "delivered unchanged");
+        } else {
+            assert_eq!(reply.body.len(), direct.body.len(), "delivered whole");
+        }
+        let line = limited.access_line(&request_id);
+        assert_eq!(line["signed"], "false", "{line:?}");
+        assert_eq!(line["reason"], "too_large", "{line:?}");
+        limited
+            .signature(id)
+            .await
+            .assert_envelope(404, "signature_not_found");
+
+        // Under the default limits the same response is signed.
+        let reply = roomy.post("/v1/chat/completions", headers, body).await;
+        let receipt = roomy.signature(id).await;
+        assert_eq!(receipt.status, 200, "{id}");
+        assert_receipt(
+            &receipt.json(),
+            body,
+            &reply.body,
+            &roomy.signing_address().await,
+        );
+    }
+}
+
 #[tokio::test]
 async fn health_is_answered_locally() {
     let port = free_port();
@@ -429,7 +611,7 @@ async fn health_is_answered_locally() {
 }
 
 /// The signature is checked by an implementation that is not signet's: Python's
-/// eth-account (installed by `.ci/run`).
+/// eth-account (`recover_independently`, installed by `scripts/setup.sh`).
 #[tokio::test]
 async fn eth_account_recovers_the_attested_address() {
     let upstream = Upstream::start();
@@ -444,22 +626,16 @@ async fn eth_account_recovers_the_attested_address() {
         .await;
     assert_eq!(reply.status, 200);
     let receipt = gateway.signature(SEED_ID).await.json();
-    let script = "import sys\nfrom eth_account import Account\nfrom eth_account.messages import encode_defunct\nprint(Account.recover_message(encode_defunct(text=sys.argv[1]), signature=sys.argv[2]))";
-    let output = std::process::Command::new("python3")
-        .args([
-            "-c",
-            script,
-            receipt["text"].as_str().unwrap(),
-            receipt["signature"].as_str().unwrap(),
-        ])
-        .output()
-        .expect("python3 must be installed (see .ci/run)");
-    assert!(
-        output.status.success(),
-        "eth-account failed: {}",
-        String::from_utf8_lossy(&output.stderr)
+    assert_receipt_independently(&receipt, SEED_REQUEST, SEED_RESPONSE, &address);
+    let bare = receipt["signature"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("0x");
+    assert_eq!(
+        recover_independently(SEED_TEXT, bare),
+        address,
+        "eth-account takes the seed's form too"
     );
-    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), address);
     // The seed's own signature form (no 0x) is accepted by signet's parser too.
     let bare = receipt["signature"]
         .as_str()

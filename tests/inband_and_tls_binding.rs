@@ -187,6 +187,42 @@ async fn tls_relay(
     addr
 }
 
+/// The TLS-bound report_data computed without signet's code: openssl hashes the SPKI of the
+/// certificate the connection was served, and sha256(address ‖ that hash) ‖ nonce must be
+/// the quote's bytes 568..632; `tls_cert_fingerprint` must be that hash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tls_bound_report_data_matches_an_independent_computation() {
+    use base64::Engine;
+    use sha2::Digest;
+    let upstream = Upstream::start();
+    let serving = TestCert::localhost();
+    let gateway = Gateway::start_tls(&upstream.url(), &serving);
+    let nonce = "5a17".repeat(16);
+    let (reply, presented) = https_get(
+        gateway.addr,
+        &serving,
+        &format!("/v1/attestation/report?tls_binding=true&nonce={nonce}"),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    let report = reply.json();
+    let spki_sha256 = spki_sha256_by_openssl(&presented);
+    assert_eq!(report["tls_cert_fingerprint"], spki_sha256.as_str());
+    let address = report["signing_address"].as_str().unwrap();
+    let address_bytes = hex::decode(address.strip_prefix("0x").unwrap()).unwrap();
+    assert_eq!(address_bytes.len(), 20);
+    let mut bound = sha2::Sha256::new();
+    bound.update(&address_bytes);
+    bound.update(hex::decode(&spki_sha256).unwrap());
+    let mut expected = bound.finalize().to_vec();
+    expected.extend(hex::decode(&nonce).unwrap());
+    let quote = base64::engine::general_purpose::STANDARD
+        .decode(report["intel_quote"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(hex::encode(&quote[568..632]), hex::encode(&expected));
+    assert_eq!(report["request_nonce"], nonce.as_str());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_passes_over_tls_with_the_report_bound_to_the_certificate() {
     let upstream = Upstream::start();

@@ -222,29 +222,179 @@ fn send_signal(pid: u32, signal: &str) {
     assert!(status.success());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_lets_a_stream_in_flight_finish_and_be_signed() {
+/// The owner of a process's /proc files: root's for a process that is not dumpable.
+fn proc_owner(pid: u32) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/status"))
+        .unwrap()
+        .uid()
+}
+
+/// The signing key lives only in the memory of the running gateway, which may not dump core
+/// (RLIMIT_CORE 0/0) and is not dumpable (PR_SET_DUMPABLE 0: the kernel then gives its /proc
+/// files to root, and no debugger of its own user may attach), and was so before the key was
+/// made. The binary is checked from outside, not the hardening function in this process.
+#[tokio::test]
+async fn the_running_gateway_is_not_dumpable_and_was_hardened_before_its_key_existed() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
     let upstream = Upstream::start();
-    let mut gateway = Gateway::start(&upstream.url());
+    // Root's processes have root's /proc files anyway: when the tests run as root, the
+    // gateway runs as nobody, whose /proc files are its own unless it is not dumpable.
+    let me = rustix::process::geteuid().as_raw();
+    let runs_as = if me == 0 { 65534 } else { me };
+    let as_user = |command: &mut std::process::Command| {
+        if me == 0 {
+            command.uid(runs_as).gid(runs_as);
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let port = free_port();
+    let config = dir.path().join("signet.yaml");
+    std::fs::write(&config, config_text(port, &upstream.url(), dir.path(), "")).unwrap();
+    let gateway = Gateway::spawn_configured(dir, config, port, as_user);
+    let pid = gateway.pid();
+
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap();
+    assert_eq!(uid, runs_as.to_string(), "{status}");
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let core: Vec<&str> = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max core file size"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(core, ["0", "0", "bytes"], "{limits}");
+    assert_eq!(
+        proc_owner(pid),
+        0,
+        "not dumpable: its /proc files are root's"
+    );
+
+    // The same look at a dumpable process of the same user sees the difference.
+    let mut control = std::process::Command::new("sleep");
+    control.arg("60");
+    as_user(&mut control);
+    let control = KillOnDrop(control.spawn().unwrap());
+    assert_eq!(proc_owner(control.0.id()), runs_as, "a dumpable process");
+    drop(control);
+
+    // Hardened before the key existed: the read-back comes before the address is first known.
+    let address = gateway.signing_address().await;
+    let log = gateway.log();
+    let hardened = log
+        .find("before generating the signing key: RLIMIT_CORE=0/0 dumpable=0")
+        .unwrap_or_else(|| panic!("no hardening line:\n{log}"));
+    let first_address = log.find(&address).expect("the address is logged at start");
+    assert!(hardened < first_address, "{log}");
+}
+
+/// A streamed completion with its signature in-band (a process that is shutting down or
+/// handing over may no longer answer lookups): the bytes covered and the signature.
+struct Delivered {
+    request: Vec<u8>,
+    covered: Vec<u8>,
+    signature: signet_core::inband::InbandSignature,
+}
+
+impl Delivered {
+    /// Checks that the signed text is the hashes of the bytes sent and received.
+    fn assert_text(&self) {
+        assert_eq!(
+            self.signature.text,
+            format!(
+                "{}:{}",
+                sha256_hex(&self.request),
+                sha256_hex(&self.covered)
+            ),
+            "{}",
+            self.signature.id
+        );
+    }
+}
+
+/// Reads an opened in-band stream to its end.
+async fn finish_inband(mut open: OpenReply, request: Vec<u8>, got: Vec<u8>) -> Delivered {
+    let mut all = got;
+    all.extend(open.read_to_end().await.expect("the stream completes"));
+    let (covered, signature) = signet_core::inband::split_stream(&all);
+    let signature = signature.expect("an in-band signature after the stream");
+    assert!(covered.ends_with(b"data: [DONE]\n\n"));
+    Delivered {
+        request,
+        covered: covered.to_vec(),
+        signature,
+    }
+}
+
+/// Starts an in-band stream that the upstream holds after its first event (`gate`).
+async fn open_gated_inband(addr: std::net::SocketAddr, gate: &str) -> (OpenReply, Vec<u8>) {
     let mut open = open(
-        gateway.addr,
+        addr,
         "POST",
         "/v1/chat/completions",
         &[
-            ("x-mock-gate", "term-1"),
-            ("x-mock-id", "in-flight-term"),
+            ("x-mock-gate", gate),
+            ("x-mock-id", gate),
+            ("x-request-id", gate),
+            ("x-signet-signature", "in-band"),
             ("content-type", "application/json"),
         ],
-        br#"{"stream":true}"#.to_vec(),
+        format!(r#"{{"stream":true,"n":"{gate}"}}"#).into_bytes(),
     )
     .await;
-    open.read_until(b"\n\n").await;
+    assert_eq!(open.status, 200);
+    let got = open.read_until(b"\n\n").await;
+    (open, got)
+}
+
+/// Recovers every signature with eth-account and checks it is `expected`'s.
+fn assert_signers(delivered: &[&Delivered], expected: &[&str]) {
+    let pairs: Vec<(String, String)> = delivered
+        .iter()
+        .map(|d| (d.signature.text.clone(), d.signature.signature.clone()))
+        .collect();
+    let recovered = recover_independently_many(&pairs);
+    for ((d, recovered), expected) in delivered.iter().zip(recovered).zip(expected) {
+        assert_eq!(recovered, *expected, "{}", d.signature.id);
+        assert_eq!(d.signature.signing_address, *expected, "{}", d.signature.id);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_streams_in_flight_finish_and_be_signed() {
+    let upstream = Upstream::start();
+    let mut gateway = Gateway::start(&upstream.url());
+    let address = gateway.signing_address().await;
+    let gates = ["term-1", "term-2", "term-3"];
+    let mut in_flight = Vec::new();
+    for gate in gates {
+        in_flight.push(open_gated_inband(gateway.addr, gate).await);
+    }
     send_signal(gateway.pid(), "TERM");
     gateway.wait_for_log_line(&["SIGTERM received"]);
-    upstream.release("term-1").await;
-    let rest = open.read_to_end().await.unwrap();
-    assert!(rest.ends_with(b"data: [DONE]\n\n"));
-    gateway.wait_for_log_line(&["id=in-flight-term", "signed=true"]);
+    let mut delivered = Vec::new();
+    for (gate, (open, got)) in gates.iter().zip(in_flight) {
+        upstream.release(gate).await;
+        let request = format!(r#"{{"stream":true,"n":"{gate}"}}"#).into_bytes();
+        let d = finish_inband(open, request, got).await;
+        d.assert_text();
+        assert_eq!(d.signature.id, *gate);
+        delivered.push(d);
+    }
+    let all: Vec<&Delivered> = delivered.iter().collect();
+    assert_signers(&all, &[address.as_str(); 3]);
+    for gate in gates {
+        let line = gateway.access_line(gate);
+        assert_eq!(line["signed"], "true", "{line:?}");
+        assert_eq!(line["id"], gate, "{line:?}");
+    }
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(status) = gateway.child_mut().try_wait().unwrap() {
@@ -260,44 +410,47 @@ async fn sigterm_lets_a_stream_in_flight_finish_and_be_signed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_upgrade_hands_over_without_failing_a_request_and_signs_the_stream_in_flight() {
+async fn an_upgrade_hands_over_without_failing_a_stream_and_signs_the_stream_in_flight() {
     let upstream = Upstream::start();
     let old = Gateway::start(&upstream.url());
     let old_address = old.signing_address().await;
-    let mut in_flight = open(
-        old.addr,
-        "POST",
-        "/v1/chat/completions",
-        &[
-            ("x-mock-gate", "upgrade-1"),
-            ("x-mock-id", "in-flight-upgrade"),
-            ("content-type", "application/json"),
-        ],
-        br#"{"stream":true}"#.to_vec(),
-    )
-    .await;
-    in_flight.read_until(b"\n\n").await;
+    let (held, held_got) = open_gated_inband(old.addr, "upgrade-1").await;
 
-    // Keep requests flowing throughout the handover, until the new process answers: none may
-    // fail. (After the handover both processes accept on the shared socket for a while.)
+    // Keep streamed completions flowing throughout the handover, until the new process has
+    // signed a few: none may fail, and each carries its signature. (After the handover both
+    // processes accept on the shared socket for a while.)
     let addr = old.addr;
     let old_for_traffic = old_address.clone();
     let traffic = tokio::spawn(async move {
-        let mut served = Vec::new();
+        let mut delivered: Vec<Delivered> = Vec::new();
+        let mut by_new = 0;
         let deadline = Instant::now() + Duration::from_secs(30);
-        while served.last().is_none_or(|a| *a == old_for_traffic) {
+        while by_new < 3 {
             assert!(Instant::now() < deadline, "the new process never answered");
-            let reply = request(addr, "GET", "/health", &[], Vec::new()).await;
-            assert_eq!(
-                reply.status,
-                200,
-                "request {} failed during the upgrade",
-                served.len()
-            );
-            served.push(reply.json()["signing_address"].as_str().unwrap().to_owned());
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            let n = delivered.len();
+            let request = format!(r#"{{"stream":true,"n":{n}}}"#).into_bytes();
+            let mut open = open(
+                addr,
+                "POST",
+                "/v1/chat/completions",
+                &[
+                    ("x-signet-signature", "in-band"),
+                    ("x-mock-id", &format!("handover-{n}")),
+                    ("content-type", "application/json"),
+                ],
+                request.clone(),
+            )
+            .await;
+            assert_eq!(open.status, 200, "stream {n} failed during the upgrade");
+            let got = open.read_until(b"\n\n").await;
+            let d = finish_inband(open, request, got).await;
+            d.assert_text();
+            if d.signature.signing_address != old_for_traffic {
+                by_new += 1;
+            }
+            delivered.push(d);
         }
-        served
+        delivered
     });
 
     // The new process takes the listening socket over the upgrade socket (-u)...
@@ -323,20 +476,44 @@ async fn an_upgrade_hands_over_without_failing_a_request_and_signs_the_stream_in
     }
     send_signal(old.pid(), "QUIT");
 
-    let served = traffic.await.unwrap();
-    let new_address = served.last().unwrap().clone();
+    let delivered = traffic.await.unwrap();
+    let new_address = delivered.last().unwrap().signature.signing_address.clone();
     assert_ne!(new_address, old_address, "the new process has its own key");
-    assert!(
-        served
-            .iter()
-            .all(|a| *a == old_address || *a == new_address)
-    );
+    let signers: Vec<&str> = delivered
+        .iter()
+        .map(|d| {
+            let signer = d.signature.signing_address.as_str();
+            assert!(
+                signer == old_address || signer == new_address,
+                "{signer} is neither process"
+            );
+            signer
+        })
+        .collect();
+    let all: Vec<&Delivered> = delivered.iter().collect();
+    assert_signers(&all, &signers);
+    // The new process answers lookups for what it signed (a lookup that lands on the old
+    // one, still draining, is a 404 there).
+    let last = delivered.last().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let receipt = loop {
+        let receipt = old.signature(&last.signature.id).await;
+        if receipt.status == 200 {
+            break receipt.json();
+        }
+        receipt.assert_envelope(404, "signature_not_found");
+        assert!(Instant::now() < deadline, "the new process never answered");
+    };
+    assert_receipt_independently(&receipt, &last.request, &last.covered, &new_address);
 
     // The stream that was in flight completes on the old process and is signed there.
     upstream.release("upgrade-1").await;
-    let rest = in_flight.read_to_end().await.unwrap();
-    assert!(rest.ends_with(b"data: [DONE]\n\n"));
-    old.wait_for_log_line(&["id=in-flight-upgrade", "signed=true"]);
+    let request = br#"{"stream":true,"n":"upgrade-1"}"#.to_vec();
+    let d = finish_inband(held, request, held_got).await;
+    d.assert_text();
+    assert_signers(&[&d], &[old_address.as_str()]);
+    let line = old.access_line("upgrade-1");
+    assert_eq!(line["signed"], "true", "{line:?}");
     drop(new);
 }
 

@@ -306,3 +306,110 @@ async fn a_replica_never_overwrites_or_withdraws_another_replicas_record() {
     lookup_until(&a, "chatcmpl-x", None).await;
     let _ = stop.send(true);
 }
+
+/// A client that reads all but the last bytes of a stream and resets: the signature made when
+/// the upstream's last bytes arrived is taken back because they could not be written to the
+/// client. The lookup is a 404, the access line says unsigned, and the record that went to
+/// Redis is deleted again: once the writer is done, Redis holds nothing.
+///
+/// The client half-closes before it resets, as an SDK that is done sending does: signet reads
+/// that end of the request and keeps going (the response may still be wanted), so the reset
+/// can only surface when it writes the last bytes, after signing. (A reset alone may be
+/// noticed while signet waits for the upstream, before anything is signed.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signature_whose_last_bytes_never_reach_the_client_is_taken_back_everywhere() {
+    let redis = RedisServer::start();
+    let upstream = Upstream::start();
+    let admin = free_port();
+    let gateway = Gateway::start_with(
+        &upstream.url(),
+        &format!(
+            "  admin:\n    listen: \"127.0.0.1:{admin}\"\n  signatures:\n    ttl: 120s\n    backend: redis\n    redis:\n      url: \"{}\"\n      key_prefix: \"signet:last-bytes:\"\n      lookup_timeout: 300ms\n",
+            redis.url()
+        ),
+    );
+    let body = br#"{"stream":true}"#;
+    for attempt in 0..3 {
+        let id = format!("last-bytes-{attempt}");
+        let writes_before = metric(
+            &scrape(admin).await,
+            "signet_shared_store_writes_total{result=\"ok\"}",
+        );
+        // The stream's length, asked of the upstream directly (the same id, the same bytes).
+        let shape = [("x-mock-id", id.as_str()), ("x-mock-framing", "length")];
+        let total = request(
+            upstream.addr,
+            "POST",
+            "/v1/chat/completions",
+            &shape,
+            body.to_vec(),
+        )
+        .await
+        .body
+        .len();
+        let keep = total - 20;
+        // The upstream sends all but the last 20 bytes, waits for the gate, then sends them.
+        let head = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\nx-request-id: {id}\r\nx-mock-id: {id}\r\nx-mock-framing: length\r\nx-mock-chunks: {keep},{total}\r\nx-mock-gate: {id}\r\n\r\n",
+            body.len()
+        );
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut client = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+        client.write_all(head.as_bytes()).await.unwrap();
+        client.write_all(body).await.unwrap();
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 8192];
+        while body_so_far(&raw).map_or(0, |b| b.len()) < keep {
+            let n = client.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the stream ended early");
+            raw.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(body_so_far(&raw).unwrap().len(), keep);
+        // Done sending, then gone with a reset: the last bytes can no longer be delivered.
+        client.shutdown().await.unwrap();
+        client.set_zero_linger().unwrap();
+        drop(client);
+        upstream.release(&id).await;
+
+        let line = gateway.access_line(&id);
+        assert_eq!(line["signed"], "false", "{line:?}");
+        assert_eq!(line["reason"], "client_abort", "{line:?}");
+        assert_eq!(
+            line["error"], "WriteError",
+            "noticed when writing the last bytes: {line:?}"
+        );
+        assert_eq!(
+            line["response_bytes"],
+            total.to_string(),
+            "the whole body came from the upstream: {line:?}"
+        );
+        // Either the reset was seen before the last bytes went out (never signed: nothing
+        // written to Redis), or only after (signed, then taken back: a put and a delete).
+        // Either way nothing stays, once nothing waits to be written.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = scrape(admin).await;
+            let writes = metric(&text, "signet_shared_store_writes_total{result=\"ok\"}");
+            let idle = metric(&text, "signet_shared_store_backlog") == 0.0;
+            if idle && (writes == writes_before || writes == writes_before + 2.0) {
+                break;
+            }
+            assert!(
+                writes <= writes_before + 2.0,
+                "more than a put and a delete: {text}"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "the writer never finished: {text}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(redis.keys("signet:last-bytes:*").await.is_empty());
+        gateway
+            .signature(&id)
+            .await
+            .assert_envelope(404, "signature_not_found");
+    }
+    let text = scrape(admin).await;
+    assert_eq!(metric(&text, "signet_shared_store_dropped_total"), 0.0);
+}

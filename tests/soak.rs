@@ -62,4 +62,22 @@ fn a_short_soak_with_aborts_and_faults_keeps_the_books_exact() {
         report["completed_and_verified"].as_u64().unwrap(),
         completed
     );
+    // signet-load recovers signatures with signet's own code: a sample is recovered by
+    // eth-account too.
+    let address = report["signing_address"].as_str().unwrap();
+    let sample: Vec<(String, String)> = report["receipt_sample"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["text"].as_str().unwrap().to_owned(),
+                r["signature"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(sample.len(), 25, "{report}");
+    for recovered in recover_independently_many(&sample) {
+        assert_eq!(recovered, address);
+    }
 }

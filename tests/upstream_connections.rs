@@ -11,12 +11,15 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
 /// Sends `count` streamed completions one after another on ONE keep-alive connection to
-/// signet, like an SDK client does, and returns how many got a complete 200 stream.
+/// signet, like an SDK client does, and returns how many got a complete 200 stream. Each
+/// complete stream's receipt must be the hashes of the bytes sent and received, signed by the
+/// gateway's key.
 async fn sequential_on_one_connection(
     gateway: &Gateway,
     count: usize,
     headers: &[(&str, &str)],
 ) -> usize {
+    let address = gateway.signing_address().await;
     let stream = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -33,16 +36,32 @@ async fn sequential_on_one_connection(
         }
         let body = format!(r#"{{"stream":true,"messages":[{{"role":"user","content":"n{i}"}}]}}"#);
         let response = sender
-            .send_request(builder.body(Full::new(bytes::Bytes::from(body))).unwrap())
+            .send_request(
+                builder
+                    .body(Full::new(bytes::Bytes::from(body.clone())))
+                    .unwrap(),
+            )
             .await
             .unwrap();
         let status = response.status();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         if status == 200 && bytes.ends_with(b"data: [DONE]\n\n") {
             complete += 1;
+            assert_stream_receipt(gateway, body.as_bytes(), &bytes, &address).await;
         }
     }
     complete
+}
+
+/// Looks up the receipt of a complete stream (its id is the first event's) and checks it.
+async fn assert_stream_receipt(gateway: &Gateway, request: &[u8], stream: &[u8], address: &str) {
+    let first = stream.split(|&b| b == b'\n').next().unwrap();
+    let event: serde_json::Value =
+        serde_json::from_slice(first.strip_prefix(b"data: ").unwrap()).unwrap();
+    let id = event["id"].as_str().unwrap();
+    let receipt = gateway.signature(id).await;
+    assert_eq!(receipt.status, 200, "{id}");
+    assert_receipt(&receipt.json(), request, stream, address);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,12 +111,14 @@ async fn a_connection_reset_unread_is_retried_on_a_fresh_connection_once() {
 async fn a_hang_up_after_reading_is_retried_at_most_once_on_a_fresh_connection() {
     let upstream = Upstream::start();
     let gateway = Gateway::start(&upstream.url());
+    let address = gateway.signing_address().await;
     for round in 0..10 {
         // A normal exchange first, so that signet holds a pooled upstream connection.
         let ok = gateway
             .post("/v1/chat/completions", &[], br#"{"stream":true}"#)
             .await;
         assert_eq!(ok.status, 200);
+        assert_stream_receipt(&gateway, br#"{"stream":true}"#, &ok.body, &address).await;
         let body = format!(r#"{{"stream":false,"round":{round}}}"#);
         let reply = gateway
             .post(

@@ -463,45 +463,313 @@ async fn a_dev_quote_never_chains_to_intel() {
     );
 }
 
-fn nras_token(overall: bool, nonce: &str) -> String {
-    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let claims = serde_json::json!({"x-nvidia-overall-att-result": overall, "eat_nonce": nonce});
-    format!(
-        "{}.{}.c2ln",
-        b64.encode(br#"{"alg":"ES384"}"#),
-        b64.encode(claims.to_string())
-    )
+/// An ES384 signing key in the role of NVIDIA's (or of a forger's), published as a JWK
+/// whose `x5c` holds its certificate, as NVIDIA's set does.
+struct Es384Key {
+    pair: ring::signature::EcdsaKeyPair,
+    cert_der: Vec<u8>,
 }
 
+impl Es384Key {
+    fn new() -> Self {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["nras.test".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let pair = ring::signature::EcdsaKeyPair::from_pkcs8(
+            &ring::signature::ECDSA_P384_SHA384_FIXED_SIGNING,
+            &key.serialize_der(),
+            &ring::rand::SystemRandom::new(),
+        )
+        .unwrap();
+        Es384Key {
+            pair,
+            cert_der: cert.der().to_vec(),
+        }
+    }
+
+    fn jwks(&self, kid: &str) -> serde_json::Value {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        serde_json::json!({"keys": [{"kty": "EC", "crv": "P-384", "alg": "ES384", "kid": kid,
+            "x5c": [b64.encode(&self.cert_der)]}]})
+    }
+
+    fn token(&self, kid: &str, claims: &serde_json::Value) -> String {
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header = serde_json::json!({"alg": "ES384", "kid": kid, "typ": "JWT"});
+        let input = format!(
+            "{}.{}",
+            b64.encode(header.to_string()),
+            b64.encode(claims.to_string())
+        );
+        let signature = self
+            .pair
+            .sign(&ring::rand::SystemRandom::new(), input.as_bytes())
+            .unwrap();
+        format!("{input}.{}", b64.encode(signature.as_ref()))
+    }
+}
+
+/// What the fake NRAS was asked: (method, path, the nonce of a posted payload).
+type NrasLog = std::sync::Arc<std::sync::Mutex<Vec<(String, String, Option<String>)>>>;
+
+/// A fake NRAS whose tokens are signed by `signer` under `kid` and which publishes
+/// `published` (if any) at /.well-known/jwks.json. `claims` makes the overall token's claims
+/// from the posted nonce. It only records what it was asked; the test asserts on that.
+async fn fake_nras(
+    signer: std::sync::Arc<Es384Key>,
+    published: Option<serde_json::Value>,
+    claims: fn(&str) -> serde_json::Value,
+) -> (FakeHttp, NrasLog) {
+    let log = NrasLog::default();
+    let seen_log = log.clone();
+    let server = FakeHttp::start(move |seen: Seen| {
+        let (signer, published, log) = (signer.clone(), published.clone(), seen_log.clone());
+        async move {
+            let payload: Option<serde_json::Value> = serde_json::from_slice(&seen.body).ok();
+            let nonce = payload
+                .as_ref()
+                .and_then(|p| p["nonce"].as_str())
+                .map(str::to_owned);
+            log.lock().unwrap().push((
+                seen.method.clone(),
+                seen.path_and_query.clone(),
+                nonce.clone(),
+            ));
+            match (seen.method.as_str(), seen.path_and_query.as_str(), published) {
+                ("GET", "/.well-known/jwks.json", Some(set)) => Answer::json(200, &set),
+                ("POST", "/v3/attest/gpu", _) => {
+                    let nonce = nonce.unwrap_or_default();
+                    let gpu = serde_json::json!({"x-nvidia-gpu-attestation-report-nonce-match": true, "eat_nonce": nonce});
+                    Answer::json(
+                        200,
+                        &serde_json::json!([
+                            ["JWT", signer.token("nv-key-1", &claims(&nonce))],
+                            {"GPU-0": signer.token("nv-key-1", &gpu)}
+                        ]),
+                    )
+                }
+                _ => Answer::json(404, &serde_json::json!({"error": "not found"})),
+            }
+        }
+    })
+    .await;
+    (server, log)
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn overall(result: bool, nonce: &str) -> serde_json::Value {
+    serde_json::json!({"x-nvidia-overall-att-result": result, "eat_nonce": nonce,
+        "iss": "https://nras.attestation.nvidia.com", "iat": now_secs(), "nbf": now_secs(),
+        "exp": now_secs() + 3600})
+}
+
+/// `signet verify --nras-url`: NRAS's tokens count only if NVIDIA's published keys verify
+/// them and the overall token's `eat_nonce` is the nonce sent. A forged token (good claims,
+/// the right key id, another key) fails; `--nras-jwks FILE` checks offline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nras_judges_the_gpu_evidence() {
+async fn nras_tokens_are_checked_against_nvidias_published_keys() {
     let upstream = Upstream::start();
     let gateway = dev_gateway(&upstream);
-    for (overall, expected) in [(true, "pass"), (false, "fail")] {
-        let nras = FakeHttp::start(move |seen: Seen| async move {
-            assert_eq!(seen.method, "POST");
-            assert_eq!(seen.path_and_query, "/v3/attest/gpu");
-            let payload: serde_json::Value = serde_json::from_slice(&seen.body).unwrap();
-            let nonce = payload["nonce"].as_str().unwrap().to_owned();
-            assert_eq!(payload["arch"], "HOPPER");
-            assert!(!payload["evidence_list"].as_array().unwrap().is_empty());
-            Answer::json(200, &serde_json::json!([["JWT", nras_token(overall, &nonce)], {"GPU-0": nras_token(overall, &nonce)}]))
-        })
-        .await;
-        let (_, checklist) = verify_json(vec![
-            "--url".into(),
-            format!("http://{}", gateway.addr),
-            "--allow-dev".into(),
-            "--nras-url".into(),
-            format!("{}/v3/attest/gpu", nras.url()),
-        ])
-        .await;
-        assert_eq!(
-            check_status(&checklist, "gpu.nras"),
-            expected,
-            "{checklist:#}"
-        );
+    let nvidia = std::sync::Arc::new(Es384Key::new());
+    let forger = std::sync::Arc::new(Es384Key::new());
+    let published = nvidia.jwks("nv-key-1");
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("jwks.json");
+    std::fs::write(&saved, published.to_string()).unwrap();
+
+    struct Case {
+        name: &'static str,
+        signer: std::sync::Arc<Es384Key>,
+        publish: bool,
+        offline: bool,
+        claims: fn(&str) -> serde_json::Value,
+        expected: &'static str,
+        detail: &'static str,
     }
+    let cases = [
+        Case {
+            name: "signed by NVIDIA",
+            signer: nvidia.clone(),
+            publish: true,
+            offline: false,
+            claims: |n| overall(true, n),
+            expected: "pass",
+            detail: "signed by NVIDIA's keys",
+        },
+        Case {
+            name: "NVIDIA says no",
+            signer: nvidia.clone(),
+            publish: true,
+            offline: false,
+            claims: |n| overall(false, n),
+            expected: "fail",
+            detail: "result false",
+        },
+        Case {
+            name: "forged",
+            signer: forger.clone(),
+            publish: true,
+            offline: false,
+            claims: |n| overall(true, n),
+            expected: "fail",
+            detail: "does not verify",
+        },
+        Case {
+            name: "another nonce",
+            signer: nvidia.clone(),
+            publish: true,
+            offline: false,
+            claims: |_| overall(true, &"00".repeat(32)),
+            expected: "fail",
+            detail: "not this one",
+        },
+        Case {
+            name: "no nonce",
+            signer: nvidia.clone(),
+            publish: true,
+            offline: false,
+            claims: |_| serde_json::json!({"x-nvidia-overall-att-result": true}),
+            expected: "fail",
+            detail: "no eat_nonce",
+        },
+        Case {
+            name: "offline keys",
+            signer: nvidia.clone(),
+            publish: false,
+            offline: true,
+            claims: |n| overall(true, n),
+            expected: "pass",
+            detail: "signed by NVIDIA's keys",
+        },
+        Case {
+            name: "forged, offline",
+            signer: forger.clone(),
+            publish: false,
+            offline: true,
+            claims: |n| overall(true, n),
+            expected: "fail",
+            detail: "does not verify",
+        },
+        Case {
+            name: "no keys to check with",
+            signer: nvidia.clone(),
+            publish: false,
+            offline: false,
+            claims: |n| overall(true, n),
+            expected: "fail",
+            detail: "jwks.json",
+        },
+    ];
+    for case in cases {
+        let (nras, log) = fake_nras(
+            case.signer.clone(),
+            case.publish.then(|| published.clone()),
+            case.claims,
+        )
+        .await;
+        let mut args = vec![
+            "--url".to_owned(),
+            format!("http://{}", gateway.addr),
+            "--allow-dev".to_owned(),
+            "--nras-url".to_owned(),
+            format!("{}/v3/attest/gpu", nras.url()),
+        ];
+        if case.offline {
+            args.extend(["--nras-jwks".to_owned(), saved.display().to_string()]);
+        }
+        let (ok, checklist) = verify_json(args).await;
+        let check = checklist["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "gpu.nras")
+            .unwrap()
+            .clone();
+        assert_eq!(check["status"], case.expected, "{}: {check}", case.name);
+        assert!(
+            check["detail"].as_str().unwrap().contains(case.detail),
+            "{}: {check}",
+            case.name
+        );
+        assert_eq!(ok, case.expected == "pass", "{}: {checklist:#}", case.name);
+
+        // What NRAS was asked, checked here rather than inside the fake (where a failed
+        // assertion would only break the connection).
+        let asked = log.lock().unwrap().clone();
+        let posts: Vec<_> = asked.iter().filter(|(m, _, _)| m == "POST").collect();
+        assert_eq!(posts.len(), 1, "{}: {asked:?}", case.name);
+        assert_eq!(posts[0].1, "/v3/attest/gpu");
+        let nonce = posts[0].2.as_deref().expect("a payload with a nonce");
+        assert_eq!(nonce.len(), 64, "{}", case.name);
+        let fetched_keys = asked
+            .iter()
+            .any(|(m, p, _)| m == "GET" && p == "/.well-known/jwks.json");
+        assert_eq!(fetched_keys, !case.offline, "{}: {asked:?}", case.name);
+    }
+}
+
+/// The payload posted to NRAS is the gateway's `nvidia_payload`, unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nras_gets_the_gateways_payload_unchanged() {
+    let upstream = Upstream::start();
+    let gateway = dev_gateway(&upstream);
+    let nvidia = std::sync::Arc::new(Es384Key::new());
+    let bodies: std::sync::Arc<std::sync::Mutex<Vec<Bytes>>> = Default::default();
+    let kept = bodies.clone();
+    let published = nvidia.jwks("nv-key-1");
+    let signer = nvidia.clone();
+    let nras = FakeHttp::start(move |seen: Seen| {
+        let (kept, published, signer) = (kept.clone(), published.clone(), signer.clone());
+        async move {
+            if seen.method == "GET" {
+                return Answer::json(200, &published);
+            }
+            kept.lock().unwrap().push(seen.body.clone());
+            let payload: serde_json::Value = serde_json::from_slice(&seen.body).unwrap_or_default();
+            let nonce = payload["nonce"].as_str().unwrap_or_default();
+            Answer::json(
+                200,
+                &serde_json::json!([["JWT", signer.token("nv-key-1", &overall(true, nonce))]]),
+            )
+        }
+    })
+    .await;
+    let (ok, checklist) = verify_json(vec![
+        "--url".into(),
+        format!("http://{}", gateway.addr),
+        "--allow-dev".into(),
+        "--nras-url".into(),
+        format!("{}/v3/attest/gpu", nras.url()),
+    ])
+    .await;
+    assert!(ok, "{checklist:#}");
+    let posted = bodies.lock().unwrap().clone();
+    assert_eq!(posted.len(), 1);
+    let payload: serde_json::Value = serde_json::from_slice(&posted[0]).unwrap();
+    assert_eq!(payload["arch"], "HOPPER");
+    assert!(!payload["evidence_list"].as_array().unwrap().is_empty());
+    let nonce = payload["nonce"].as_str().unwrap();
+    // The same payload the gateway serves for that nonce.
+    let report = request(
+        gateway.addr,
+        "GET",
+        &format!("/v1/attestation/report?nonce={nonce}"),
+        &[],
+        Vec::new(),
+    )
+    .await
+    .json();
+    let served: serde_json::Value =
+        serde_json::from_str(report["nvidia_payload"].as_str().unwrap()).unwrap();
+    assert_eq!(served["evidence_list"], payload["evidence_list"]);
 }
 
 #[test]

@@ -148,7 +148,7 @@ impl Gateway {
     }
 
     fn spawn_quietly(dir: tempfile::TempDir, config: PathBuf, port: u16) -> Self {
-        Self::spawn_logging(dir, config, port, "info")
+        Self::spawn_command(dir, config, port, |_| {})
     }
 
     /// Starts signet with `RUST_LOG` set to `rust_log` and waits until it is ready.
@@ -158,22 +158,43 @@ impl Gateway {
         let config = dir.path().join("signet.yaml");
         std::fs::write(&config, config_text(port, upstream_url, dir.path(), extra))
             .expect("write config");
-        let gateway = Self::spawn_logging(dir, config, port, rust_log);
+        let rust_log = rust_log.to_owned();
+        let gateway = Self::spawn_command(dir, config, port, move |command| {
+            command.env("RUST_LOG", rust_log);
+        });
         gateway.wait_ready();
         gateway
     }
 
-    fn spawn_logging(dir: tempfile::TempDir, config: PathBuf, port: u16, rust_log: &str) -> Self {
+    /// [`Gateway::spawn`], with the command adjusted by `configure` first (another user, say).
+    pub fn spawn_configured(
+        dir: tempfile::TempDir,
+        config: PathBuf,
+        port: u16,
+        configure: impl FnOnce(&mut Command),
+    ) -> Self {
+        let gateway = Self::spawn_command(dir, config, port, configure);
+        gateway.wait_ready();
+        gateway
+    }
+
+    fn spawn_command(
+        dir: tempfile::TempDir,
+        config: PathBuf,
+        port: u16,
+        configure: impl FnOnce(&mut Command),
+    ) -> Self {
         let log_path = dir.path().join("signet.log");
         let log = std::fs::File::create(&log_path).expect("log file");
-        let child = Command::new(signet_bin())
+        let mut command = Command::new(signet_bin());
+        command
             .args(["serve", "-c"])
             .arg(&config)
-            .env("RUST_LOG", rust_log)
+            .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn signet");
+            .stderr(log);
+        configure(&mut command);
+        let child = command.spawn().expect("spawn signet");
         Gateway {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
@@ -772,4 +793,190 @@ impl Gateway {
         std::fs::write(&config, config_text(port, upstream_url, dir.path(), &tls)).unwrap();
         Gateway::spawn_listening(dir, config, port)
     }
+}
+
+// --- Checks from outside signet ------------------------------------------------------------
+
+/// Runs a Python script (python3 with eth-account, installed by `scripts/setup.sh`) with
+/// `input` on its standard input; returns its standard output.
+fn python(script: &str, input: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 must be installed (scripts/setup.sh)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Recovers the EIP-191 signers of `(text, signature)` pairs with Python's eth-account, an
+/// implementation that is not signet's (one process for all of them).
+pub fn recover_independently_many(pairs: &[(String, String)]) -> Vec<String> {
+    let script = "import json, sys\nfrom eth_account import Account\nfrom eth_account.messages import encode_defunct\nfor text, signature in json.load(sys.stdin):\n    print(Account.recover_message(encode_defunct(text=text), signature=signature))";
+    let out = python(script, &serde_json::to_string(pairs).unwrap());
+    let addresses: Vec<String> = out.lines().map(str::to_owned).collect();
+    assert_eq!(addresses.len(), pairs.len(), "{out}");
+    addresses
+}
+
+/// Recovers the EIP-191 signer of one signature with Python's eth-account.
+pub fn recover_independently(text: &str, signature: &str) -> String {
+    recover_independently_many(&[(text.to_owned(), signature.to_owned())])
+        .pop()
+        .unwrap()
+}
+
+/// The EIP-55 address of an uncompressed secp256k1 public key (128 hex chars, no `04`),
+/// computed by Python's eth-keys.
+pub fn address_of_public_key_independently(public_key_hex: &str) -> String {
+    let script = "import sys\nfrom eth_keys import keys\nprint(keys.PublicKey(bytes.fromhex(sys.stdin.read().strip())).to_checksum_address())";
+    python(script, public_key_hex).trim().to_owned()
+}
+
+/// [`assert_receipt`], with the signature also recovered by eth-account.
+pub fn assert_receipt_independently(
+    receipt: &serde_json::Value,
+    request: &[u8],
+    response: &[u8],
+    address: &str,
+) {
+    assert_receipt(receipt, request, response, address);
+    assert_eq!(
+        recover_independently(
+            receipt["text"].as_str().unwrap(),
+            receipt["signature"].as_str().unwrap()
+        ),
+        address,
+        "eth-account recovers another signer: {receipt}"
+    );
+}
+
+impl Gateway {
+    /// The access line of the request sent with `x-request-id: request_id`, as its
+    /// `name=value` fields; waits for it. Pick lines by request id, then assert their fields:
+    /// a line picked by the value under test proves nothing about that value.
+    pub fn access_line(&self, request_id: &str) -> std::collections::HashMap<String, String> {
+        let needle = format!("request_id={request_id} ");
+        let line = self.wait_for_log_line(&["signet::access", &needle]);
+        line.split_whitespace()
+            .filter_map(|field| field.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+}
+
+/// The response body decoded from raw HTTP/1.1 bytes read so far (head included): chunked or
+/// length-delimited, possibly incomplete. `None` until the head is complete.
+pub fn body_so_far(raw: &[u8]) -> Option<Vec<u8>> {
+    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&raw[..head_end]).to_ascii_lowercase();
+    let rest = &raw[head_end..];
+    if !head.contains("transfer-encoding: chunked") {
+        return Some(rest.to_vec());
+    }
+    let mut body = Vec::new();
+    let mut at = 0;
+    while let Some(line_len) = rest[at..].windows(2).position(|w| w == b"\r\n") {
+        let size_text = String::from_utf8_lossy(&rest[at..at + line_len]).into_owned();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16)
+            .unwrap_or_else(|_| panic!("bad chunk size {size_text:?}"));
+        let start = at + line_len + 2;
+        if size == 0 {
+            break;
+        }
+        let end = (start + size).min(rest.len());
+        body.extend_from_slice(&rest[start..end]);
+        if start + size + 2 > rest.len() {
+            break;
+        }
+        at = start + size + 2;
+    }
+    Some(body)
+}
+
+/// A TLS client trusting `cert_pem`, offering `alpn`.
+pub fn tls_client(cert_pem: &str, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut cert_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
+/// GET `path` over HTTP/1.1 and TLS (trusting `cert`, as `localhost`): the reply and the DER
+/// certificate the server presented.
+pub async fn https_get(addr: SocketAddr, cert: &TestCert, path: &str) -> (Reply, Vec<u8>) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tls_client(&cert.cert_pem, &[b"http/1.1"])
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let presented = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let request = http::Request::get(path)
+        .header("host", "localhost")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        Reply {
+            status,
+            headers,
+            body,
+        },
+        presented,
+    )
+}
+
+/// sha256 of the DER SubjectPublicKeyInfo of a DER certificate, computed by the openssl
+/// command line (not by signet's code), as lowercase hex.
+pub fn spki_sha256_by_openssl(cert_der: &[u8]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cert.der");
+    std::fs::write(&path, cert_der).unwrap();
+    let output = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -o pipefail; openssl x509 -inform DER -in '{}' -pubkey -noout | openssl pkey -pubin -outform DER | sha256sum",
+            path.display()
+        ))
+        .output()
+        .expect("bash and openssl");
+    assert!(
+        output.status.success(),
+        "openssl failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).unwrap();
+    let hash = text.split_whitespace().next().unwrap().to_owned();
+    assert_eq!(hash.len(), 64, "{text}");
+    hash
 }

@@ -667,11 +667,15 @@ impl Exchange {
         }
         let kind = BodyKind::from_content_type(head.content_type);
         self.event_stream = kind == BodyKind::EventStream;
-        if self.inband && kind == BodyKind::EventStream {
-            // The body grows by the signature comment: it cannot keep a fixed length.
-            self.inband_trailer = true;
-            self.trailer_guard = Some(inband::TrailerGuard::default());
-            edits.mark_inband = true;
+        if kind == BodyKind::EventStream {
+            if self.inband {
+                self.inband_trailer = true;
+                self.trailer_guard = Some(inband::TrailerGuard::default());
+                edits.mark_inband = true;
+            }
+            // Not with a fixed length: Pingora holds back a body of known length until its
+            // end (it buffers such writes), and a stream must reach the client event by event;
+            // in-band, the body also grows by the signature comment.
             if head.content_length {
                 edits.remove_content_length = true;
                 match head.client_version {
@@ -1485,6 +1489,32 @@ mod tests {
             ..response_head(200, b"text/event-stream")
         });
         assert!(edits.close && !edits.add_chunked && edits.remove_content_length);
+    }
+
+    #[test]
+    fn streams_lose_a_fixed_length_so_that_nothing_holds_them_back() {
+        let length = SEED_REQUEST.len().to_string();
+        for (stream, framed) in [
+            (&b"text/event-stream"[..], true),
+            (b"application/json", false),
+        ] {
+            let mut exchange = Exchange::new(policy());
+            exchange.on_request_head(&head(
+                "POST",
+                "/v1/chat/completions",
+                Some(length.as_bytes()),
+            ));
+            exchange.push_request_body(SEED_REQUEST).unwrap();
+            exchange.finish_request_body().unwrap();
+            let edits = exchange.on_response_head(&ResponseHead {
+                content_length: true,
+                transfer_encoding: false,
+                ..response_head(200, stream)
+            });
+            assert_eq!(edits.remove_content_length, framed);
+            assert_eq!(edits.add_chunked, framed);
+            assert!(!edits.mark_inband);
+        }
     }
 
     #[test]

@@ -408,12 +408,18 @@ fn plan_request(index: usize, run: &str, rates: Rates, mix: &mut Mix) -> Planned
     }
 }
 
+/// How many verified receipts a soak report carries for checks by other implementations.
+const SAMPLE: usize = 25;
+
 #[derive(Default)]
 struct SoakBook {
     /// Per plan: requests sent.
     sent: HashMap<&'static str, usize>,
     /// Completed responses whose signature verified.
     verified: usize,
+    /// The first verified receipts, `(text, signature)`, for a check by another
+    /// implementation than signet's.
+    sample: Vec<(String, String)>,
     /// Ids that must have no signature, checked at the end.
     must_be_unsigned: Vec<String>,
     /// Request ids expected in the access log with their expected `signed=` value.
@@ -439,30 +445,30 @@ fn hex_sha256(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Checks a completed exchange's receipt; returns a violation, if any.
+/// Checks a completed exchange's receipt: its `(text, signature)`, or the violation.
 async fn check_receipt(
     target: SocketAddr,
     id: &str,
     request: &[u8],
     received: &[u8],
     address: &str,
-) -> Option<String> {
+) -> Result<(String, String), String> {
     let (status, body) = match get(target, &format!("/v1/signature/{id}")).await {
         Ok(r) => r,
-        Err(e) => return Some(format!("{id}: signature lookup failed: {e}")),
+        Err(e) => return Err(format!("{id}: signature lookup failed: {e}")),
     };
     if status != 200 {
-        return Some(format!(
+        return Err(format!(
             "{id}: completed but no signature (status {status})"
         ));
     }
     let receipt: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
-        Err(e) => return Some(format!("{id}: receipt is not JSON: {e}")),
+        Err(e) => return Err(format!("{id}: receipt is not JSON: {e}")),
     };
     let expected = format!("{}:{}", hex_sha256(request), hex_sha256(received));
     if receipt["text"] != expected.as_str() {
-        return Some(format!(
+        return Err(format!(
             "{id}: signed text {} is not over the bytes received ({expected})",
             receipt["text"]
         ));
@@ -473,11 +479,11 @@ async fn check_receipt(
         .and_then(|sig| signet_core::signing::recover_address(expected.as_bytes(), &sig).ok())
         .map(|a| a.to_checksum());
     if recovered.as_deref() != Some(address) {
-        return Some(format!(
+        return Err(format!(
             "{id}: signature recovers to {recovered:?}, not {address}"
         ));
     }
-    None
+    Ok((expected, signature.to_owned()))
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
@@ -651,10 +657,13 @@ async fn soak_report(args: SoakArgs) -> Result<Value, String> {
         }));
     }
     for checker in checkers {
-        if let Ok(found) = checker.await {
-            for f in found {
-                book.violation(f);
+        match checker.await {
+            Ok(found) => {
+                for f in found {
+                    book.violation(f);
+                }
             }
+            Err(e) => book.violation(format!("an unsigned-outcome checker failed: {e}")),
         }
     }
 
@@ -686,6 +695,12 @@ async fn soak_report(args: SoakArgs) -> Result<Value, String> {
         "sent_by_plan": book.sent,
         "outcomes": book.outcomes,
         "completed_and_verified": book.verified,
+        "signing_address": address,
+        "receipt_sample": book
+            .sample
+            .iter()
+            .map(|(text, signature)| json!({"text": text, "signature": signature}))
+            .collect::<Vec<_>>(),
         "checked_unsigned": unsigned.len(),
         "wrongly_signed": wrongly_signed.load(Ordering::Relaxed),
         "hung": book.hung,
@@ -757,12 +772,12 @@ async fn run_phase(
                         (Err(_), _) => ("cut_mid_body", false),
                     },
                 };
-                let violation = if should_verify {
+                let checked = if should_verify {
                     let received = match &outcome {
                         Ok(Ok(e)) => e.body.as_deref().unwrap_or_default(),
                         _ => &[],
                     };
-                    check_receipt(target, &id, &p.body, received, &address).await
+                    Some(check_receipt(target, &id, &p.body, received, &address).await)
                 } else {
                     None
                 };
@@ -788,10 +803,15 @@ async fn run_phase(
                         p.plan.name()
                     ));
                 }
-                if should_verify {
-                    match violation {
-                        None => book.verified += 1,
-                        Some(v) => book.violation(v),
+                if let Some(checked) = checked {
+                    match checked {
+                        Ok(receipt) => {
+                            book.verified += 1;
+                            if book.sample.len() < SAMPLE {
+                                book.sample.push(receipt);
+                            }
+                        }
+                        Err(v) => book.violation(v),
                     }
                     book.expected_log.insert(request_id, true);
                 } else {
@@ -801,12 +821,30 @@ async fn run_phase(
             }
         }));
     }
+    // A worker that panicked took the request it held out of the books: that is a
+    // violation, never a silent loss.
+    let mut panicked = Vec::new();
     for worker in workers {
-        let _ = worker.await;
+        if let Err(e) = worker.await {
+            panicked.push(format!("a soak worker failed: {e}"));
+        }
     }
-    Arc::try_unwrap(book)
-        .map(Mutex::into_inner)
-        .unwrap_or_default()
+    let mut book = match Arc::try_unwrap(book) {
+        Ok(book) => book.into_inner(),
+        Err(_) => {
+            let mut book = SoakBook::default();
+            book.violation("the books are still shared after every worker ended".to_owned());
+            return book;
+        }
+    };
+    for p in panicked {
+        book.violation(p);
+    }
+    let booked: usize = book.sent.values().sum();
+    if booked != count {
+        book.violation(format!("{count} requests planned, {booked} in the books"));
+    }
+    book
 }
 
 /// Every request must have exactly the access line its outcome calls for.

@@ -31,7 +31,9 @@
 //! | `x-mock-header: Name: value` | add this header to the response head |
 //!
 //! `GET /_mock/stats` reports every request seen (path, body sha256, a few headers) so tests
-//! can check what reached the upstream; `POST /_mock/reset` clears it.
+//! can check what reached the upstream, plus `incomplete` (requests whose connection closed
+//! after the head but before the body's end) and `incomplete_body_bytes` (what came after
+//! the heads of those); `POST /_mock/reset` clears it.
 
 use bytes::{Buf, BytesMut};
 use sha2::{Digest, Sha256};
@@ -71,6 +73,8 @@ struct State {
     defaults: Defaults,
     seen: Mutex<VecDeque<SeenRequest>>,
     incomplete: AtomicU64,
+    /// Bytes that came after the head of those incomplete requests (body and framing).
+    incomplete_body_bytes: AtomicU64,
     counter: AtomicU64,
     gates: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
@@ -291,7 +295,13 @@ async fn fill(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<boo
     if buf.capacity() - buf.len() < 4096 {
         buf.reserve(8192);
     }
-    Ok(stream.read_buf(buf).await? > 0)
+    match stream.read_buf(buf).await {
+        Ok(n) => Ok(n > 0),
+        // A peer that resets has ended the connection all the same (and a request cut off
+        // by it counts as incomplete).
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 async fn read_request(
@@ -343,9 +353,12 @@ async fn read_request(
         .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
     let body = if chunked {
         match read_chunked(stream, buf).await? {
-            Some(body) => body,
-            None => {
+            Ok(body) => body,
+            Err(received) => {
                 state.incomplete.fetch_add(1, Ordering::Relaxed);
+                state
+                    .incomplete_body_bytes
+                    .fetch_add(received as u64, Ordering::Relaxed);
                 return Ok(None);
             }
         }
@@ -357,6 +370,9 @@ async fn read_request(
         while buf.len() < length {
             if !fill(stream, buf).await? {
                 state.incomplete.fetch_add(1, Ordering::Relaxed);
+                state
+                    .incomplete_body_bytes
+                    .fetch_add(buf.len() as u64, Ordering::Relaxed);
                 return Ok(None);
             }
         }
@@ -371,44 +387,50 @@ async fn read_request(
     }))
 }
 
+/// The body, or (`Err`) how many bytes came after the head before the connection closed.
 async fn read_chunked(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
-) -> std::io::Result<Option<Vec<u8>>> {
+) -> std::io::Result<Result<Vec<u8>, usize>> {
     let mut body = Vec::new();
+    // Framing bytes consumed so far (the body's own bytes are counted by `body`).
+    let mut framing = 0usize;
     loop {
         let line_end = loop {
             if let Some(pos) = buf.windows(2).position(|w| w == b"\r\n") {
                 break pos;
             }
             if !fill(stream, buf).await? {
-                return Ok(None);
+                return Ok(Err(body.len() + framing + buf.len()));
             }
         };
         let size_text = String::from_utf8_lossy(&buf[..line_end]).into_owned();
         let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "bad chunk size"))?;
         buf.advance(line_end + 2);
+        framing += line_end + 2;
         if size == 0 {
             // Trailers (none expected) end with an empty line.
             loop {
                 if let Some(pos) = buf.windows(2).position(|w| w == b"\r\n") {
                     buf.advance(pos + 2);
+                    framing += pos + 2;
                     if pos == 0 {
-                        return Ok(Some(body));
+                        return Ok(Ok(body));
                     }
                 } else if !fill(stream, buf).await? {
-                    return Ok(None);
+                    return Ok(Err(body.len() + framing + buf.len()));
                 }
             }
         }
         while buf.len() < size + 2 {
             if !fill(stream, buf).await? {
-                return Ok(None);
+                return Ok(Err(body.len() + framing + buf.len()));
             }
         }
         body.extend_from_slice(&buf[..size]);
         buf.advance(size + 2);
+        framing += 2;
     }
 }
 
@@ -667,13 +689,18 @@ async fn respond(
     match path {
         "/_mock/stats" => {
             let seen = state.seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            let body = serde_json::json!({"requests": seen, "incomplete": state.incomplete.load(Ordering::Relaxed)});
+            let body = serde_json::json!({
+                "requests": seen,
+                "incomplete": state.incomplete.load(Ordering::Relaxed),
+                "incomplete_body_bytes": state.incomplete_body_bytes.load(Ordering::Relaxed),
+            });
             return write_simple(stream, 200, "application/json", body.to_string().as_bytes())
                 .await;
         }
         "/_mock/reset" => {
             state.seen.lock().unwrap_or_else(|p| p.into_inner()).clear();
             state.incomplete.store(0, Ordering::Relaxed);
+            state.incomplete_body_bytes.store(0, Ordering::Relaxed);
             return write_simple(stream, 200, "application/json", b"{}").await;
         }
         _ => {}

@@ -196,6 +196,8 @@ pub struct VerifyOptions {
     pub at: Option<u64>,
     /// NRAS endpoint to judge the GPU evidence.
     pub nras_url: Option<String>,
+    /// Where NVIDIA's keys for NRAS's tokens come from.
+    pub nras_jwks: nras::JwksSource,
     /// Extra CA certificates (PEM) to trust for https.
     pub ca_pem: Option<Vec<u8>>,
     /// Timeout of each HTTP exchange.
@@ -604,17 +606,21 @@ async fn check_gpu(
             "not asked (pass --nras-url to have NVIDIA judge the evidence)",
         ),
         Some(url) => {
-            let outcome = nras::attest(url, raw, tls, options.timeout)
+            let outcome = nras::attest(url, raw, &options.nras_jwks, tls, options.timeout)
                 .await
                 .and_then(|verdict| {
                     if !verdict.overall {
                         return Err("NRAS: overall attestation result false".to_owned());
                     }
                     match verdict.nonce {
+                        None => Err("NRAS's token carries no eat_nonce".to_owned()),
                         Some(n) if n.to_ascii_lowercase() != nonce.to_hex() => {
-                            Err(format!("NRAS token is for nonce {n}, not this one"))
+                            Err(format!("NRAS's token is for nonce {n}, not this one"))
                         }
-                        _ => Ok("NRAS: overall attestation result true".to_owned()),
+                        Some(_) => Ok(format!(
+                            "NRAS: overall attestation result true for this nonce ({} token(s) signed by NVIDIA's keys)",
+                            verdict.tokens
+                        )),
                     }
                 });
             list.record("gpu.nras", true, outcome);
