@@ -26,8 +26,6 @@ pub struct Gateway {
     pub notary: Notary,
     /// Attestation reports.
     pub attestor: Arc<Attestor>,
-    /// TLS toward upstreams on the in-band JSON path.
-    pub upstream_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -62,7 +60,6 @@ impl Gateway {
             }),
             notary,
             attestor,
-            upstream_tls: signet_verify::http::tls_config(None).ok(),
             settings,
         }
     }
