@@ -3,15 +3,17 @@
 //! services to Pingora.
 
 use crate::cli::{GpuEvidenceArgs, ServeArgs, VerifyArgs, VerifySignatureArgs};
-use crate::config::{self, AttestationMode, ConfigError, LoadedConfig};
+use crate::config::{self, AttestationMode, ConfigError, LoadedConfig, Settings};
 use crate::gateway::Gateway;
 use crate::notary::Notary;
 use crate::proxy::SignetProxy;
-use crate::upstreams::UpstreamPool;
+use crate::shared_store::SharedStore;
+use crate::upstreams::{HealthService, UpstreamPool};
 use async_trait::async_trait;
 use log::{info, warn};
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::{DEFAULT_L4_WRITE_BUFFER_SIZE, L4BufferSettings, ListenerConfig};
+use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{Server, ShutdownWatch};
 use pingora_core::services::background::{BackgroundService, background_service};
 use signet_attest::nras_payload;
@@ -214,6 +216,39 @@ fn start(args: ServeArgs) -> Result<ExitCode, StartError> {
         crate::hardening::key_material_protection()
     );
     let signer = Signer::generate();
+    let attestor = Arc::new(build_attestor(&settings, &signer)?);
+    let (notary, shared) = build_notary(&settings, signer)?;
+    if let Some(warning) = crate::hardening::ensure_descriptors(settings.limits.max_connections) {
+        warn!("{warning}");
+    }
+    let (upstreams, health_service) = UpstreamPool::new(
+        settings.upstreams.clone(),
+        settings.health_check.as_ref(),
+        settings.upstream_timeouts,
+    )?;
+    log_start(&settings, &notary, server.threads);
+    let gateway = Arc::new(Gateway::new(settings, notary, attestor.clone(), upstreams));
+
+    write_pid_file(&opt, &server);
+    let mut pingora = Server::new_with_opt_and_conf(opt, server);
+    pingora.bootstrap();
+    add_proxy_service(&mut pingora, &gateway)?;
+    add_admin_service(&mut pingora, &gateway);
+    add_background_services(
+        &mut pingora,
+        Background {
+            shared,
+            health_service,
+            gateway,
+            attestor,
+        },
+    );
+    pingora.run_forever();
+}
+
+/// The attestation providers for this key (refusing to start if one is missing), bound to
+/// the listener's TLS certificate when there is one.
+fn build_attestor(settings: &Settings, signer: &Signer) -> Result<Attestor, StartError> {
     let identity = SignerIdentity {
         address: *signer.address(),
         public_key: *signer.public_key(),
@@ -238,43 +273,38 @@ fn start(args: ServeArgs) -> Result<ExitCode, StartError> {
              nothing this gateway signs is hardware-rooted. Never use dev mode in production."
         );
     }
+    Ok(attestor)
+}
+
+/// The notary over the in-memory signature store, mirrored to Redis when configured (the
+/// mirror is returned too: its writer runs as a background service).
+fn build_notary(
+    settings: &Settings,
+    signer: Signer,
+) -> Result<(Notary, Option<Arc<SharedStore>>), StartError> {
     let store = SignatureStore::new(
         settings.signatures.ttl,
         settings.signatures.max_entries,
         Arc::new(MonotonicClock::default()),
     );
-    let mut notary = Notary::new(signer, store);
-    let shared = match &settings.signatures.redis {
-        None => None,
+    let notary = Notary::new(signer, store);
+    match &settings.signatures.redis {
+        None => Ok((notary, None)),
         Some(redis) => {
-            let shared = Arc::new(
-                crate::shared_store::SharedStore::new(redis.clone())
-                    .map_err(StartError::SharedStore)?,
-            );
-            notary = notary.with_shared_store(shared.clone());
-            Some(shared)
+            let shared =
+                Arc::new(SharedStore::new(redis.clone()).map_err(StartError::SharedStore)?);
+            Ok((notary.with_shared_store(shared.clone()), Some(shared)))
         }
-    };
-    let listen = settings.listen;
-    let tls = settings.tls.clone();
-    let admin_listen = settings.admin_listen;
-    let head_timeout = settings.client_timeouts.head;
-    let max_connections = settings.limits.max_connections;
-    let max_connections_per_client = settings.limits.max_connections_per_client;
-    if let Some(warning) = crate::hardening::ensure_descriptors(max_connections) {
-        warn!("{warning}");
     }
-    let sweep_every = settings.signatures.sweep_interval;
-    let (upstreams, health_service) = UpstreamPool::new(
-        settings.upstreams.clone(),
-        settings.health_check.as_ref(),
-        settings.upstream_timeouts,
-    )?;
+}
+
+/// One line that says what starts: listener, upstreams, signing address, attestation.
+fn log_start(settings: &Settings, notary: &Notary, threads: usize) {
     info!(
         "signet {} starting: listen={}{} upstreams={} signing_address={} attestation={} gpu={} threads={}",
         env!("CARGO_PKG_VERSION"),
-        listen,
-        if tls.is_some() { " (tls)" } else { "" },
+        settings.listen,
+        if settings.tls.is_some() { " (tls)" } else { "" },
         settings
             .upstreams
             .iter()
@@ -284,47 +314,55 @@ fn start(args: ServeArgs) -> Result<ExitCode, StartError> {
         notary.address(),
         settings.attestation.mode.as_str(),
         settings.attestation.gpu.as_str(),
-        server.threads,
+        threads,
     );
-    let attestor = Arc::new(attestor);
-    let gateway = Arc::new(Gateway::new(settings, notary, attestor.clone(), upstreams));
+}
 
-    // Pingora writes pid_file only when it daemonizes; a foreground signet writes it too, so
-    // `systemctl reload` (systemd/signet.service) can always find the process to upgrade.
+/// Pingora writes pid_file only when it daemonizes; a foreground signet writes it too, so
+/// `systemctl reload` (systemd/signet.service) can always find the process to upgrade.
+fn write_pid_file(opt: &Opt, server: &ServerConf) {
     if !opt.daemon && !server.daemon {
         if let Err(e) = std::fs::write(&server.pid_file, format!("{}\n", std::process::id())) {
             warn!("could not write pid_file {}: {e}", server.pid_file);
         }
     }
-    let mut pingora = Server::new_with_opt_and_conf(opt, server);
-    pingora.bootstrap();
+}
+
+/// The proxy on the client listener (TLS when configured), behind the connection guards.
+fn add_proxy_service(pingora: &mut Server, gateway: &Arc<Gateway>) -> Result<(), StartError> {
+    let settings = &gateway.settings;
     let app = crate::hardening::GuardedApp::new(
         pingora_proxy::http_proxy(&pingora.configuration, SignetProxy::new(gateway.clone())),
-        head_timeout,
-        max_connections,
-        max_connections_per_client,
+        settings.client_timeouts.head,
+        settings.limits.max_connections,
+        settings.limits.max_connections_per_client,
     );
     let mut proxy = pingora_core::services::listening::Service::new("signet".to_owned(), app);
     // No read buffer in front of client sockets (measured in BENCHMARKS.md): Pingora's
     // default is a 64 KiB one per connection, zero-filled when allocated, which cost every
     // open stream memory for nothing: request heads and bodies are read into Pingora's own
     // HTTP buffers anyway, and rustls keeps its own. Writes keep their MSS-sized buffer.
-    let listener = ListenerConfig::tcp(listen.to_string())
+    let listener = ListenerConfig::tcp(settings.listen.to_string())
         .l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE));
-    match &tls {
+    match &settings.tls {
         None => proxy.add_listener(listener),
         Some(tls) => {
-            let mut settings =
+            let mut tls_settings =
                 TlsSettings::intermediate(&tls.cert.to_string_lossy(), &tls.key.to_string_lossy())
                     .map_err(|e| StartError::Tls(e.to_string()))?;
             if tls.h2 {
-                settings.enable_h2();
+                tls_settings.enable_h2();
             }
-            proxy.add_listener(listener.tls(settings));
+            proxy.add_listener(listener.tls(tls_settings));
         }
     }
     pingora.add_service(proxy);
-    if let Some(admin) = admin_listen {
+    Ok(())
+}
+
+/// Prometheus metrics on the admin listener, when there is one.
+fn add_admin_service(pingora: &mut Server, gateway: &Arc<Gateway>) {
+    if let Some(admin) = gateway.settings.admin_listen {
         if !admin.ip().is_loopback() {
             // The metrics listener has no authentication of its own.
             warn!(
@@ -337,29 +375,43 @@ fn start(args: ServeArgs) -> Result<ExitCode, StartError> {
         metrics.add_tcp(&admin.to_string());
         pingora.add_service(metrics);
     }
-    if let Some(shared) = shared {
+}
+
+/// What the background services need.
+struct Background {
+    shared: Option<Arc<SharedStore>>,
+    health_service: Option<HealthService>,
+    gateway: Arc<Gateway>,
+    attestor: Arc<Attestor>,
+}
+
+/// The Redis writer, the health checks, the signature sweeper and the report refresher.
+fn add_background_services(pingora: &mut Server, background: Background) {
+    if let Some(shared) = background.shared {
         pingora.add_service(background_service(
             "shared signature store writer",
             crate::shared_store::SharedStoreWriter(shared),
         ));
     }
-    if let Some(health_service) = health_service {
+    if let Some(health_service) = background.health_service {
         pingora.add_service(health_service);
     }
+    let every = background.gateway.settings.signatures.sweep_interval;
     pingora.add_service(background_service(
         "signature sweeper",
         Sweeper {
-            gateway,
-            every: sweep_every,
+            gateway: background.gateway,
+            every,
         },
     ));
-    if !attestor.cache_ttl().is_zero() {
+    if !background.attestor.cache_ttl().is_zero() {
         pingora.add_service(background_service(
             "attestation refresher",
-            ReportRefresher { attestor },
+            ReportRefresher {
+                attestor: background.attestor,
+            },
         ));
     }
-    pingora.run_forever();
 }
 
 /// Keeps a report for nonce-less requests fresh, so they rarely wait for a provider.

@@ -26,8 +26,6 @@ pub struct Gateway {
     pub notary: Notary,
     /// Attestation reports.
     pub attestor: Arc<Attestor>,
-    /// TLS toward upstreams on the in-band JSON path.
-    pub upstream_tls: Option<Arc<rustls::ClientConfig>>,
     /// The signed routes (shared by every exchange).
     routes: Arc<signet_core::route::RouteTable>,
 }
@@ -68,7 +66,6 @@ impl Gateway {
             }),
             notary,
             attestor,
-            upstream_tls: signet_verify::http::tls_config(None).ok(),
             routes: Arc::new(settings.signatures.routes.clone()),
             settings,
         }

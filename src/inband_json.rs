@@ -1,18 +1,18 @@
 //! The in-band JSON path: a non-streamed completion whose client asked for the signature in
 //! the response headers (`x-signet-signature: in-band`). signet sends the (complete,
 //! checked) request itself, holds the JSON answer (up to `limits.json_response_bytes`) until
-//! it is signed, and returns head and body together. The exchange's state machine decides
-//! what is signed exactly as on the proxied path; this module only moves the bytes.
+//! it is signed, and returns head and body together. The request goes through the upstream
+//! pool's own client ([`crate::upstreams::UpstreamPool::send`]: its timeouts, its failover
+//! when an upstream cannot be connected to). The exchange's state machine decides what is
+//! signed exactly as on the proxied path; this module only moves the bytes.
 
 use crate::gateway::Gateway;
 use crate::notary::SealError;
-use crate::upstreams::is_hop_by_hop;
+use crate::upstreams::{Answer, UpstreamError, UpstreamFailure, is_hop_by_hop};
 use signet_core::error::ApiError;
 use signet_core::exchange::{BodyStep, Exchange, HttpVersion, ResponseHead, is_signet_header};
 use signet_core::inband::headers as inband_headers;
-use signet_core::transcript::UnsignedReason;
-use signet_verify::http::{BaseUrl, Client, HttpError};
-use std::net::SocketAddr;
+use signet_core::transcript::{CompletedExchange, UnsignedReason};
 
 /// What the in-band JSON path answers the client with.
 #[derive(Debug)]
@@ -100,91 +100,66 @@ pub async fn serve(
     let Some(body) = exchange.request_body().cloned() else {
         return InbandAnswer::refused(exchange, ApiError::internal(), UnsignedReason::Rejected);
     };
-    let limits = &gateway.settings.limits;
     let headers = request_headers(gateway, headers, request_id);
-    let refs: Vec<(&str, String)> = headers
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.clone()))
-        .collect();
-    let mut failed: Vec<SocketAddr> = Vec::new();
-    let (target, answer) = loop {
-        let Some(target) = gateway.upstreams.select(&failed).cloned() else {
-            return InbandAnswer::refused(
-                exchange,
-                ApiError::bad_gateway(
-                    "no upstream is available (every upstream failed to connect)",
-                ),
-                UnsignedReason::UpstreamError,
-            );
-        };
-        let client = Client::new(
-            BaseUrl {
-                tls: target.tls,
-                host: target.host.clone(),
-                port: target.port,
-                prefix: String::new(),
-            },
-            gateway.upstream_tls.clone(),
-            gateway.upstreams.timeouts().first_byte,
+    let sent = gateway
+        .upstreams
+        .send(
+            method,
+            path_and_query,
+            &headers,
+            body,
+            gateway.settings.limits.json_response_bytes,
         )
-        .with_max_body(limits.json_response_bytes);
-        match client
-            .send(method.clone(), path_and_query, &refs, body.clone())
-            .await
-        {
-            Err(HttpError::Connect(_))
-                if gateway
-                    .upstreams
-                    .try_another_after(&mut failed, target.addr) => {}
-            Err(HttpError::Connect(_)) => {
-                return InbandAnswer::refused(
-                    exchange,
-                    ApiError::bad_gateway(
-                        "no upstream is available (every upstream failed to connect)",
-                    ),
-                    UnsignedReason::UpstreamError,
-                )
-                .at(target);
-            }
-            other => break (target, other),
-        }
-    };
-    let answer = match answer {
+        .await;
+    let answer = match sent {
         Ok(answer) => answer,
-        Err(HttpError::Timeout(_)) => {
-            return InbandAnswer::refused(
-                exchange,
-                ApiError::gateway_timeout("the upstream did not answer in time"),
-                UnsignedReason::UpstreamAbort,
-            )
-            .at(target);
-        }
-        Err(HttpError::TooLarge(limit)) => {
-            return InbandAnswer::refused(
-                exchange,
-                ApiError::bad_gateway(format!(
-                    "the response is larger than the {limit} bytes signet holds for an in-band signature; \
-                     ask without x-signet-signature and fetch /v1/signature/{{id}}"
-                )),
-                UnsignedReason::UpstreamError,
-            )
-            .at(target);
-        }
-        Err(e) => {
-            return InbandAnswer::refused(
-                exchange,
-                ApiError::bad_gateway(format!("upstream exchange failed: {e}")),
-                UnsignedReason::UpstreamError,
-            )
-            .at(target);
-        }
+        Err(error) => return refused_for(exchange, error),
     };
     let mut out = InbandAnswer {
         status: answer.status,
         headers: copy_response_headers(&answer.headers),
         body: answer.body.clone(),
-        target: Some(target),
+        target: Some(answer.target.clone()),
     };
+    if let Some(completed) = follow_answer(exchange, &answer) {
+        seal(gateway, exchange, &completed, &mut out);
+    }
+    out
+}
+
+/// The client's answer when the upstream gave none: the error envelope for what failed, at
+/// the upstream it failed at.
+fn refused_for(exchange: &mut Exchange, error: UpstreamError) -> InbandAnswer {
+    let (api_error, reason) = match &error.failure {
+        UpstreamFailure::NoUpstream => (
+            ApiError::bad_gateway("no upstream is available (every upstream failed to connect)"),
+            UnsignedReason::UpstreamError,
+        ),
+        UpstreamFailure::Timeout(_) => (
+            ApiError::gateway_timeout("the upstream did not answer in time"),
+            UnsignedReason::UpstreamAbort,
+        ),
+        UpstreamFailure::TooLarge(limit) => (
+            ApiError::bad_gateway(format!(
+                "the response is larger than the {limit} bytes signet holds for an in-band signature; \
+                 ask without x-signet-signature and fetch /v1/signature/{{id}}"
+            )),
+            UnsignedReason::UpstreamError,
+        ),
+        failure @ UpstreamFailure::Exchange(_) => (
+            ApiError::bad_gateway(format!("upstream exchange failed: {failure}")),
+            UnsignedReason::UpstreamError,
+        ),
+    };
+    let refused = InbandAnswer::refused(exchange, api_error, reason);
+    match error.target {
+        Some(target) => refused.at(target),
+        None => refused,
+    }
+}
+
+/// Hands the upstream's head and whole body to the exchange; what to seal, if it is signed.
+fn follow_answer(exchange: &mut Exchange, answer: &Answer) -> Option<CompletedExchange> {
     exchange.on_upstream_framing(
         answer.headers.contains_key(http::header::CONTENT_LENGTH),
         answer.headers.contains_key(http::header::TRANSFER_ENCODING),
@@ -199,32 +174,40 @@ pub async fn serve(
         transfer_encoding: false,
         client_version: HttpVersion::Http11,
     });
-    if let BodyStep::Seal(completed) = exchange.on_response_body(Some(&answer.body), true) {
-        match gateway.notary.seal_for_client(&completed) {
-            Ok((ticket, signature)) => {
-                // A JSON answer carries its signature in headers, never in the body.
-                let _ = exchange.sealed(ticket, &signature);
-                out.headers.extend([
-                    (inband_headers::SIGNATURE.to_owned(), signature.signature),
-                    (inband_headers::TEXT.to_owned(), signature.text),
-                    (
-                        inband_headers::SIGNING_ADDRESS.to_owned(),
-                        signature.signing_address,
-                    ),
-                    (inband_headers::COMPLETION_ID.to_owned(), signature.id),
-                ]);
-            }
-            Err(SealError::DuplicateId(_)) => {
-                log::warn!(
-                    "the upstream repeated a completion id: the later response is not signed"
-                );
-                exchange.seal_failed(UnsignedReason::DuplicateId);
-            }
-            Err(SealError::Signing(e)) => {
-                log::error!("signing failed for a completed response: {e}");
-                exchange.seal_failed(UnsignedReason::SigningFailed);
-            }
+    match exchange.on_response_body(Some(&answer.body), true) {
+        BodyStep::Seal(completed) => Some(completed),
+        BodyStep::Continue => None,
+    }
+}
+
+/// Signs the completed exchange; a JSON answer carries its signature in headers, never in
+/// the body.
+fn seal(
+    gateway: &Gateway,
+    exchange: &mut Exchange,
+    completed: &CompletedExchange,
+    out: &mut InbandAnswer,
+) {
+    match gateway.notary.seal_for_client(completed) {
+        Ok((ticket, signature)) => {
+            let _ = exchange.sealed(ticket, &signature);
+            out.headers.extend([
+                (inband_headers::SIGNATURE.to_owned(), signature.signature),
+                (inband_headers::TEXT.to_owned(), signature.text),
+                (
+                    inband_headers::SIGNING_ADDRESS.to_owned(),
+                    signature.signing_address,
+                ),
+                (inband_headers::COMPLETION_ID.to_owned(), signature.id),
+            ]);
+        }
+        Err(SealError::DuplicateId(_)) => {
+            log::warn!("the upstream repeated a completion id: the later response is not signed");
+            exchange.seal_failed(UnsignedReason::DuplicateId);
+        }
+        Err(SealError::Signing(e)) => {
+            log::error!("signing failed for a completed response: {e}");
+            exchange.seal_failed(UnsignedReason::SigningFailed);
         }
     }
-    out
 }

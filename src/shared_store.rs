@@ -176,80 +176,18 @@ impl SharedStore {
         let mut backlog: VecDeque<Write> = VecDeque::new();
         let mut backoff = Duration::from_millis(100);
         loop {
-            if self.connection().await.is_none() {
-                match ConnectionManager::new(self.client.clone()).await {
-                    Ok(manager) => {
-                        info!("shared signature store: connected to Redis");
-                        *self.connection.write().await = Some(manager);
-                    }
-                    Err(e) => {
-                        warn!("shared signature store: cannot connect to Redis: {e}");
-                        METRICS
-                            .shared_store_writes
-                            .with_label_values(&["error"])
-                            .inc();
-                    }
-                }
+            self.connect_if_needed().await;
+            if !self.gather(&mut receiver, &mut backlog, &mut stop).await {
+                return;
             }
-            // Gather work: the backlog first, then whatever is queued (waiting for some).
-            if backlog.is_empty() {
-                tokio::select! {
-                    _ = stop.changed() => return,
-                    next = receiver.recv() => match next {
-                        Some(write) => backlog.push_back(write),
-                        None => return,
-                    },
-                }
-            }
-            while backlog.len() < self.settings.backlog {
-                match receiver.try_recv() {
-                    Ok(write) => backlog.push_back(write),
-                    Err(_) => break,
-                }
-            }
-            METRICS.shared_store_backlog.set(backlog.len() as i64);
             let Some(mut connection) = self.connection().await else {
-                tokio::select! {
-                    _ = stop.changed() => return,
-                    _ = tokio::time::sleep(backoff) => {}
+                if !pause(&mut stop, &mut backoff).await {
+                    return;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
             };
             let batch: Vec<Write> = backlog.drain(..backlog.len().min(BATCH)).collect();
-            let mut pipe = redis::pipe();
-            let now = Instant::now();
-            let mut commands = 0;
-            for write in &batch {
-                match write {
-                    Write::Put {
-                        key,
-                        value,
-                        expires_at,
-                    } => {
-                        let left = expires_at.saturating_duration_since(now).as_secs();
-                        if left > 0 {
-                            pipe.cmd("SET")
-                                .arg(key)
-                                .arg(value)
-                                .arg("EX")
-                                .arg(left)
-                                .arg("NX")
-                                .ignore();
-                            commands += 1;
-                        }
-                    }
-                    Write::Delete { key, value } => {
-                        pipe.cmd("EVAL")
-                            .arg(DELETE_IF_OURS)
-                            .arg(1)
-                            .arg(key)
-                            .arg(value)
-                            .ignore();
-                        commands += 1;
-                    }
-                }
-            }
+            let (pipe, commands) = pipeline(&batch, Instant::now());
             if commands == 0 {
                 METRICS.shared_store_backlog.set(backlog.len() as i64);
                 continue;
@@ -259,46 +197,152 @@ impl SharedStore {
                 pipe.query_async::<()>(&mut connection),
             )
             .await;
-            match result {
+            let why = match result {
                 Ok(Ok(())) => {
-                    METRICS
-                        .shared_store_writes
-                        .with_label_values(&["ok"])
-                        .inc_by(commands as u64);
-                    // What still waits, not what waited before this batch went out.
-                    METRICS.shared_store_backlog.set(backlog.len() as i64);
+                    written(commands, &backlog);
                     backoff = Duration::from_millis(100);
+                    continue;
                 }
-                failure => {
-                    let why = match failure {
-                        Ok(Err(e)) => e.to_string(),
-                        _ => "timed out".to_owned(),
-                    };
-                    warn!(
-                        "shared signature store: writing {commands} record(s) to Redis failed ({why}); kept locally, will retry"
-                    );
-                    METRICS
-                        .shared_store_writes
-                        .with_label_values(&["error"])
-                        .inc_by(commands as u64);
-                    // Put the batch back in front, in order; drop the oldest beyond the bound.
-                    for write in batch.into_iter().rev() {
-                        backlog.push_front(write);
-                    }
-                    while backlog.len() > self.settings.backlog {
-                        backlog.pop_front();
-                        METRICS.shared_store_dropped.inc();
-                    }
-                    METRICS.shared_store_backlog.set(backlog.len() as i64);
-                    tokio::select! {
-                        _ = stop.changed() => return,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "timed out".to_owned(),
+            };
+            self.keep_for_retry(batch, &mut backlog, commands, &why);
+            if !pause(&mut stop, &mut backoff).await {
+                return;
             }
         }
     }
+
+    /// Opens the connection to Redis when there is none; a failure is logged and counted,
+    /// and the next round tries again.
+    async fn connect_if_needed(&self) {
+        if self.connection().await.is_some() {
+            return;
+        }
+        match ConnectionManager::new(self.client.clone()).await {
+            Ok(manager) => {
+                info!("shared signature store: connected to Redis");
+                *self.connection.write().await = Some(manager);
+            }
+            Err(e) => {
+                warn!("shared signature store: cannot connect to Redis: {e}");
+                METRICS
+                    .shared_store_writes
+                    .with_label_values(&["error"])
+                    .inc();
+            }
+        }
+    }
+
+    /// Gathers work: the backlog first, then whatever is queued (waiting for some when the
+    /// backlog is empty). `false` when the writer must stop.
+    async fn gather(
+        &self,
+        receiver: &mut mpsc::Receiver<Write>,
+        backlog: &mut VecDeque<Write>,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> bool {
+        if backlog.is_empty() {
+            tokio::select! {
+                _ = stop.changed() => return false,
+                next = receiver.recv() => match next {
+                    Some(write) => backlog.push_back(write),
+                    None => return false,
+                },
+            }
+        }
+        while backlog.len() < self.settings.backlog {
+            match receiver.try_recv() {
+                Ok(write) => backlog.push_back(write),
+                Err(_) => break,
+            }
+        }
+        METRICS.shared_store_backlog.set(backlog.len() as i64);
+        true
+    }
+
+    /// A failed batch goes back in front of the backlog, in order; the oldest records beyond
+    /// the bound are dropped (and counted).
+    fn keep_for_retry(
+        &self,
+        batch: Vec<Write>,
+        backlog: &mut VecDeque<Write>,
+        commands: usize,
+        why: &str,
+    ) {
+        warn!(
+            "shared signature store: writing {commands} record(s) to Redis failed ({why}); kept locally, will retry"
+        );
+        METRICS
+            .shared_store_writes
+            .with_label_values(&["error"])
+            .inc_by(commands as u64);
+        for write in batch.into_iter().rev() {
+            backlog.push_front(write);
+        }
+        while backlog.len() > self.settings.backlog {
+            backlog.pop_front();
+            METRICS.shared_store_dropped.inc();
+        }
+        METRICS.shared_store_backlog.set(backlog.len() as i64);
+    }
+}
+
+/// One round trip's commands for `batch`, and how many there are: a put whose TTL has run
+/// out by `now` is not written.
+fn pipeline(batch: &[Write], now: Instant) -> (redis::Pipeline, usize) {
+    let mut pipe = redis::pipe();
+    let mut commands = 0;
+    for write in batch {
+        match write {
+            Write::Put {
+                key,
+                value,
+                expires_at,
+            } => {
+                let left = expires_at.saturating_duration_since(now).as_secs();
+                if left > 0 {
+                    pipe.cmd("SET")
+                        .arg(key)
+                        .arg(value)
+                        .arg("EX")
+                        .arg(left)
+                        .arg("NX")
+                        .ignore();
+                    commands += 1;
+                }
+            }
+            Write::Delete { key, value } => {
+                pipe.cmd("EVAL")
+                    .arg(DELETE_IF_OURS)
+                    .arg(1)
+                    .arg(key)
+                    .arg(value)
+                    .ignore();
+                commands += 1;
+            }
+        }
+    }
+    (pipe, commands)
+}
+
+/// Counts a batch written, and what still waits (not what waited before it went out).
+fn written(commands: usize, backlog: &VecDeque<Write>) {
+    METRICS
+        .shared_store_writes
+        .with_label_values(&["ok"])
+        .inc_by(commands as u64);
+    METRICS.shared_store_backlog.set(backlog.len() as i64);
+}
+
+/// Waits `backoff` (doubling it, up to 5 s) unless told to stop; `false` when stopped.
+async fn pause(stop: &mut tokio::sync::watch::Receiver<bool>, backoff: &mut Duration) -> bool {
+    tokio::select! {
+        _ = stop.changed() => return false,
+        _ = tokio::time::sleep(*backoff) => {}
+    }
+    *backoff = (*backoff * 2).min(Duration::from_secs(5));
+    true
 }
 
 /// The background service that runs the writer.

@@ -52,31 +52,52 @@ pub const REPORT_DATA_OFFSET: usize = 568;
 pub const REPORT_DATA_OFFSET_V5: usize = REPORT_DATA_OFFSET + 6;
 
 /// The body of `GET /v1/attestation/report`.
+///
+/// Reading is as forgiving as the verifier always was, because it also reads other gateways'
+/// reports: a field that is missing or of another type reads as empty (or `None`), so the
+/// one check that needs it fails with its own message instead of the whole report failing
+/// to parse. Writing is unchanged: every field the server fills is written as it is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttestationReport {
     /// EIP-55 address of the signing key.
+    #[serde(default, deserialize_with = "lenient")]
     pub signing_address: String,
     /// Always `ecdsa`.
+    #[serde(default, deserialize_with = "lenient")]
     pub signing_algo: String,
     /// Uncompressed public key without `04`, 128 hex chars.
+    #[serde(default, deserialize_with = "lenient")]
     pub signing_public_key: String,
     /// The nonce bound into the quote and the GPU evidence, 64 hex chars.
+    #[serde(default, deserialize_with = "lenient")]
     pub request_nonce: String,
     /// The TDX quote, base64 or hex.
+    #[serde(default, deserialize_with = "lenient")]
     pub intel_quote: String,
     /// The body to POST to NVIDIA NRAS `/v3/attest/gpu`, as a JSON string.
+    #[serde(default, deserialize_with = "lenient")]
     pub nvidia_payload: String,
     /// `tdx`, `dstack` or `dev`.
+    #[serde(default, deserialize_with = "lenient")]
     pub mode: String,
     /// `nvml`, `dev` or `none`.
+    #[serde(default, deserialize_with = "lenient")]
     pub gpu_evidence: String,
     /// The event log behind the quote's RTMRs, when the provider gives one (dstack): the
     /// agent's JSON array as text, which verifiers replay into RTMR3.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub event_log: Option<String>,
     /// dstack: the VM configuration the agent reports with the quote (JSON text), which
     /// dstack's verifier needs to recompute the boot measurements.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub vm_config: Option<String>,
     /// dstack: the agent's `Info` answer as it gave it (app id, `tcb_info` with the
     /// `app_compose` whose sha256 is in MRCONFIGID, `compose_hash`, `vm_config`, …).
@@ -84,8 +105,23 @@ pub struct AttestationReport {
     pub info: Option<serde_json::Value>,
     /// With `?tls_binding=true`: hex sha256 of the serving certificate's DER
     /// SubjectPublicKeyInfo, bound into report_data.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub tls_cert_fingerprint: Option<String>,
+}
+
+/// Reads one report field, or its default when the field holds another type (a foreign
+/// gateway's `null`, number or object where signet writes text).
+fn lenient<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned + Default,
+{
+    let value = serde_json::Value::deserialize(deserializer)?;
+    Ok(T::deserialize(value).unwrap_or_default())
 }
 
 /// The public half of the signing identity, as reports show it.
@@ -103,5 +139,79 @@ pub fn spdm_request_nonce(report: &[u8]) -> Option<[u8; 32]> {
     match report {
         [0x11, 0xE0, _, _, rest @ ..] => rest.get(..32)?.try_into().ok(),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> AttestationReport {
+        AttestationReport {
+            signing_address: "0xabc".to_owned(),
+            signing_algo: "ecdsa".to_owned(),
+            signing_public_key: "04".to_owned(),
+            request_nonce: "00".to_owned(),
+            intel_quote: "AAAA".to_owned(),
+            nvidia_payload: "{}".to_owned(),
+            mode: "dev".to_owned(),
+            gpu_evidence: "none".to_owned(),
+            event_log: None,
+            vm_config: None,
+            info: None,
+            tls_cert_fingerprint: None,
+        }
+    }
+
+    #[test]
+    fn a_report_is_written_as_before_and_reads_back_unchanged() {
+        let mut full = report();
+        let json = serde_json::to_value(&full).unwrap();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "signing_address",
+                "signing_algo",
+                "signing_public_key",
+                "request_nonce",
+                "intel_quote",
+                "nvidia_payload",
+                "mode",
+                "gpu_evidence"
+            ],
+            "absent optional fields are not written"
+        );
+        full.event_log = Some("[]".to_owned());
+        full.info = Some(serde_json::json!({"app_id": "x"}));
+        full.tls_cert_fingerprint = Some("ab".repeat(32));
+        let text = serde_json::to_string(&full).unwrap();
+        assert_eq!(
+            serde_json::from_str::<AttestationReport>(&text).unwrap(),
+            full
+        );
+    }
+
+    #[test]
+    fn a_foreign_report_reads_with_missing_and_odd_fields_empty() {
+        let read: AttestationReport = serde_json::from_value(serde_json::json!({
+            "signing_address": "0xabc",
+            "mode": 7,
+            "event_log": [{"imr": 3}],
+            "tls_cert_fingerprint": null,
+            "vendor_extra": true,
+        }))
+        .unwrap();
+        assert_eq!(read.signing_address, "0xabc");
+        assert_eq!(read.mode, "", "a number where text belongs reads as empty");
+        assert_eq!(read.nvidia_payload, "", "a missing field reads as empty");
+        assert_eq!(read.event_log, None);
+        assert_eq!(read.tls_cert_fingerprint, None);
+        assert!(serde_json::from_value::<AttestationReport>(serde_json::json!("text")).is_err());
     }
 }

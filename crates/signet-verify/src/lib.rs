@@ -18,10 +18,10 @@ use base64::Engine;
 use bytes::Bytes;
 use dcap_qvl::QuoteCollateralV3;
 use http::{BaseUrl, Client};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use signet_core::ids::Nonce;
-use signet_core::report::spdm_request_nonce;
+use signet_core::report::{AttestationReport, spdm_request_nonce};
 use signet_core::signing::{
     Address, RecoverableSignature, address_of_public_key_hex, recover_address,
 };
@@ -254,22 +254,70 @@ pub async fn run(options: &VerifyOptions) -> Checklist {
     list
 }
 
+/// Every check that needs the report: skipped together when there is none.
+const NEEDS_REPORT: [&str; 7] = [
+    "report.mode",
+    "report.nonce",
+    "quote.structure",
+    "quote.report_data",
+    "key.address",
+    "quote.intel_chain",
+    "gpu.evidence",
+];
+
+/// The attestation checks, in the order the checklist shows them.
 async fn check_report(
     client: &Client,
     options: &VerifyOptions,
     tls: Option<Arc<rustls::ClientConfig>>,
     list: &mut Checklist,
 ) -> Option<Attested> {
-    const DEPENDENT: [&str; 7] = [
-        "report.mode",
-        "report.nonce",
-        "quote.structure",
-        "quote.report_data",
-        "key.address",
-        "quote.intel_chain",
-        "gpu.evidence",
-    ];
     let nonce = Nonce::random();
+    let (report, seen_spki) = fetch_report(client, options, &nonce, list).await?;
+    let dev = report.mode == "dev";
+    list.record(
+        "report.mode",
+        true,
+        judge_mode(&report.mode, options.allow_dev),
+    );
+    list.record(
+        "report.nonce",
+        true,
+        judge_nonce(&report.request_nonce, &nonce),
+    );
+    let address = check_key(&report, list);
+    let quote = check_quote_structure(&report.intel_quote, list);
+    let bound_spki = check_tls(client, options, &report, seen_spki, list);
+    match (&quote, &address) {
+        (Some((_, facts)), Some(address)) => {
+            let expected = expected_report_data(address, &nonce, options, bound_spki, seen_spki);
+            list.record(
+                "quote.report_data",
+                true,
+                judge_report_data(facts, &expected, address, options.tls_binding),
+            );
+        }
+        _ => list.skip("quote.report_data", true, "no parsed quote or address"),
+    }
+    match &quote {
+        Some((bytes, _)) => check_intel_chain(bytes, options, dev, tls.clone(), list).await,
+        None => list.skip("quote.intel_chain", !dev, "no parsed quote"),
+    }
+    check_gpu(&report, &nonce, options, tls, list).await;
+    address.map(|address| Attested {
+        address,
+        mode: report.mode,
+    })
+}
+
+/// `GET /v1/attestation/report` for a fresh nonce, read typed; with the certificate key the
+/// connection saw. Without a report, every check that needs one is skipped.
+async fn fetch_report(
+    client: &Client,
+    options: &VerifyOptions,
+    nonce: &Nonce,
+    list: &mut Checklist,
+) -> Option<(AttestationReport, Option<[u8; 32]>)> {
     let binding = if options.tls_binding {
         "&tls_binding=true"
     } else {
@@ -296,61 +344,69 @@ async fn check_report(
                     String::from_utf8_lossy(&r.body)
                 ))
             }
-        });
-    let report = match fetched {
+        })
+        .and_then(read_report);
+    match fetched {
         Ok(report) => {
             list.record(
                 "report.fetch",
                 true,
                 Ok("attestation report for a fresh random nonce".to_owned()),
             );
-            report
+            Some((report, seen_spki))
         }
         Err(e) => {
             list.record("report.fetch", true, Err(e));
-            for name in DEPENDENT {
+            for name in NEEDS_REPORT {
                 list.skip(name, true, "no report");
             }
-            return None;
+            None
         }
-    };
-    let text = |field: &str| report[field].as_str().unwrap_or_default().to_owned();
-    let mode = text("mode");
-    let dev = mode == "dev";
-    list.record(
-        "report.mode",
-        true,
-        match (mode.as_str(), options.allow_dev) {
-            ("tdx" | "dstack", _) => Ok(format!("{mode}: hardware-rooted")),
-            ("dev", true) => Ok("dev: NOT hardware-rooted (accepted by --allow-dev)".to_owned()),
-            ("dev", false) => Err(
-                "dev: a mock quote, not hardware-rooted (pass --allow-dev to accept)".to_owned(),
-            ),
-            (other, _) => Err(format!("unknown mode {other:?}")),
-        },
-    );
-    list.record(
-        "report.nonce",
-        true,
-        if text("request_nonce") == nonce.to_hex() {
-            Ok("request_nonce is the nonce sent".to_owned())
-        } else {
-            Err(format!(
-                "request_nonce {:?} is not the nonce sent {}",
-                text("request_nonce"),
-                nonce.to_hex()
-            ))
-        },
-    );
+    }
+}
 
-    // The signing key and its address.
-    let address = Address::parse(&text("signing_address"));
+/// The report, typed. Only a JSON object is one (serde would also read an array by position).
+fn read_report(json: serde_json::Value) -> Result<AttestationReport, String> {
+    if !json.is_object() {
+        return Err("not an attestation report: not a JSON object".to_owned());
+    }
+    AttestationReport::deserialize(json).map_err(|e| format!("not an attestation report: {e}"))
+}
+
+/// `report.mode`: hardware-rooted, or dev when dev is accepted.
+fn judge_mode(mode: &str, allow_dev: bool) -> Result<String, String> {
+    match (mode, allow_dev) {
+        ("tdx" | "dstack", _) => Ok(format!("{mode}: hardware-rooted")),
+        ("dev", true) => Ok("dev: NOT hardware-rooted (accepted by --allow-dev)".to_owned()),
+        ("dev", false) => {
+            Err("dev: a mock quote, not hardware-rooted (pass --allow-dev to accept)".to_owned())
+        }
+        (other, _) => Err(format!("unknown mode {other:?}")),
+    }
+}
+
+/// `report.nonce`: the report answers this request, not an earlier one.
+fn judge_nonce(request_nonce: &str, nonce: &Nonce) -> Result<String, String> {
+    if request_nonce == nonce.to_hex() {
+        Ok("request_nonce is the nonce sent".to_owned())
+    } else {
+        Err(format!(
+            "request_nonce {:?} is not the nonce sent {}",
+            request_nonce,
+            nonce.to_hex()
+        ))
+    }
+}
+
+/// `key.address`: the public key belongs to the signing address; the address, if it parses.
+fn check_key(report: &AttestationReport, list: &mut Checklist) -> Option<Address> {
+    let address = Address::parse(&report.signing_address);
     list.record(
         "key.address",
         true,
         match (
             &address,
-            address_of_public_key_hex(&text("signing_public_key")),
+            address_of_public_key_hex(&report.signing_public_key),
         ) {
             (Ok(a), Ok(from_key)) if *a == from_key => {
                 Ok(format!("signing_public_key belongs to {a}"))
@@ -364,49 +420,50 @@ async fn check_report(
     if let Some(address) = &address {
         list.signing_address = Some(address.to_checksum());
     }
+    address
+}
 
-    // The quote.
-    let quote = match quote::decode_quote_text(&text("intel_quote")) {
-        Ok((bytes, encoding)) => match quote::parse_quote(&bytes) {
-            Ok(facts) => {
-                list.record(
-                    "quote.structure",
-                    true,
-                    Ok(format!(
-                        "TDX quote v{}, {} ({}; MRTD {}…)",
-                        facts.version,
-                        facts.body,
-                        encoding.as_str(),
-                        &facts.mr_td[..16]
-                    )),
-                );
-                Some((bytes, facts))
-            }
-            Err(e) => {
-                list.record("quote.structure", true, Err(e));
-                None
-            }
-        },
+/// `quote.structure`: the quote decodes and parses as a TDX quote.
+fn check_quote_structure(
+    intel_quote: &str,
+    list: &mut Checklist,
+) -> Option<(Vec<u8>, quote::QuoteFacts)> {
+    let parsed = quote::decode_quote_text(intel_quote).and_then(|(bytes, encoding)| {
+        let facts = quote::parse_quote(&bytes)?;
+        Ok((bytes, facts, encoding))
+    });
+    match parsed {
+        Ok((bytes, facts, encoding)) => {
+            list.record(
+                "quote.structure",
+                true,
+                Ok(format!(
+                    "TDX quote v{}, {} ({}; MRTD {}…)",
+                    facts.version,
+                    facts.body,
+                    encoding.as_str(),
+                    &facts.mr_td[..16]
+                )),
+            );
+            Some((bytes, facts))
+        }
         Err(e) => {
             list.record("quote.structure", true, Err(e));
             None
         }
-    };
-    let bound_spki = if options.tls_binding {
-        let outcome = check_tls_binding(&report, seen_spki);
-        let spki = outcome.as_ref().ok().copied();
-        list.record(
-            "tls.binding",
-            true,
-            outcome.map(|spki| {
-                format!(
-                    "the report binds the certificate key this connection saw ({}…)",
-                    &hex::encode(spki)[..16]
-                )
-            }),
-        );
-        spki
-    } else {
+    }
+}
+
+/// `tls.binding`: when asked, the report binds the certificate key this connection saw;
+/// that key, when it does.
+fn check_tls(
+    client: &Client,
+    options: &VerifyOptions,
+    report: &AttestationReport,
+    seen_spki: Option<[u8; 32]>,
+    list: &mut Checklist,
+) -> Option<[u8; 32]> {
+    if !options.tls_binding {
         list.skip(
             "tls.binding",
             false,
@@ -416,65 +473,78 @@ async fn check_report(
                 "cleartext URL: no certificate to bind"
             },
         );
-        None
-    };
-    match (&quote, &address) {
-        (Some((_, facts)), Some(address)) => {
-            let expected = match &bound_spki {
-                Some(spki) => signet_core::report::tls_bound_report_data(address, spki, &nonce),
-                None if options.tls_binding => {
-                    // The binding failed: compare with what it should have been for what
-                    // this connection saw, so the quote check fails too.
-                    signet_core::report::tls_bound_report_data(
-                        address,
-                        &seen_spki.unwrap_or_default(),
-                        &nonce,
-                    )
-                }
-                None => signet_core::report::report_data(address, &nonce),
-            };
-            list.record(
-                "quote.report_data",
-                true,
-                if facts.report_data == expected {
-                    Ok(if options.tls_binding {
-                        "binds the signing address, the TLS certificate key and this nonce"
-                            .to_owned()
-                    } else {
-                        "binds the signing address and this nonce".to_owned()
-                    })
-                } else if facts.report_data[..20] == address.0 {
-                    Err(
-                        "binds the signing address but another nonce (a replayed report?)"
-                            .to_owned(),
-                    )
-                } else {
-                    Err(format!(
-                        "binds {} instead of address ‖ 0¹² ‖ nonce",
-                        hex::encode(facts.report_data)
-                    ))
-                },
-            );
-        }
-        _ => list.skip("quote.report_data", true, "no parsed quote or address"),
+        return None;
     }
-    match &quote {
-        Some((bytes, _)) => check_intel_chain(bytes, options, dev, tls.clone(), list).await,
-        None => list.skip("quote.intel_chain", !dev, "no parsed quote"),
-    }
+    let outcome = check_tls_binding(report, seen_spki);
+    let spki = outcome.as_ref().ok().copied();
+    list.record(
+        "tls.binding",
+        true,
+        outcome.map(|spki| {
+            format!(
+                "the report binds the certificate key this connection saw ({}…)",
+                &hex::encode(spki)[..16]
+            )
+        }),
+    );
+    spki
+}
 
-    check_gpu(&report, &nonce, options, tls, list).await;
-    address.map(|address| Attested { address, mode })
+/// The report_data the quote must carry for this address, nonce and connection.
+fn expected_report_data(
+    address: &Address,
+    nonce: &Nonce,
+    options: &VerifyOptions,
+    bound_spki: Option<[u8; 32]>,
+    seen_spki: Option<[u8; 32]>,
+) -> [u8; 64] {
+    match &bound_spki {
+        Some(spki) => signet_core::report::tls_bound_report_data(address, spki, nonce),
+        None if options.tls_binding => {
+            // The binding failed: compare with what it should have been for what this
+            // connection saw, so the quote check fails too.
+            signet_core::report::tls_bound_report_data(
+                address,
+                &seen_spki.unwrap_or_default(),
+                nonce,
+            )
+        }
+        None => signet_core::report::report_data(address, nonce),
+    }
+}
+
+/// `quote.report_data`: the quote binds the signing address (and certificate key) and this
+/// nonce; says which part differs when it does not.
+fn judge_report_data(
+    facts: &quote::QuoteFacts,
+    expected: &[u8; 64],
+    address: &Address,
+    tls_binding: bool,
+) -> Result<String, String> {
+    if facts.report_data == *expected {
+        Ok(if tls_binding {
+            "binds the signing address, the TLS certificate key and this nonce".to_owned()
+        } else {
+            "binds the signing address and this nonce".to_owned()
+        })
+    } else if facts.report_data[..20] == address.0 {
+        Err("binds the signing address but another nonce (a replayed report?)".to_owned())
+    } else {
+        Err(format!(
+            "binds {} instead of address ‖ 0¹² ‖ nonce",
+            hex::encode(facts.report_data)
+        ))
+    }
 }
 
 /// The report must carry the fingerprint of the certificate key this very connection was
 /// served with; a relay with another certificate cannot produce it.
 fn check_tls_binding(
-    report: &serde_json::Value,
+    report: &AttestationReport,
     seen: Option<[u8; 32]>,
 ) -> Result<[u8; 32], String> {
     let seen = seen.ok_or("no TLS certificate was seen on the report's connection")?;
-    match report["tls_cert_fingerprint"].as_str() {
+    match report.tls_cert_fingerprint.as_deref() {
         None => {
             Err("the report is not bound to a TLS certificate (no tls_cert_fingerprint)".to_owned())
         }
@@ -487,6 +557,8 @@ fn check_tls_binding(
     }
 }
 
+/// `quote.intel_chain`: the quote chains to Intel's root with an accepted TCB status (shown
+/// but not deciding for a dev quote).
 async fn check_intel_chain(
     quote: &[u8],
     options: &VerifyOptions,
@@ -540,65 +612,21 @@ async fn check_intel_chain(
     list.record("quote.intel_chain", required, outcome);
 }
 
+/// `gpu.evidence`, then `gpu.nras` when an NRAS endpoint is given.
 async fn check_gpu(
-    report: &serde_json::Value,
+    report: &AttestationReport,
     nonce: &Nonce,
     options: &VerifyOptions,
     tls: Option<Arc<rustls::ClientConfig>>,
     list: &mut Checklist,
 ) {
-    let raw = report["nvidia_payload"].as_str().unwrap_or_default();
-    let dev_evidence = report["gpu_evidence"].as_str() == Some("dev");
-    let payload: Result<serde_json::Value, String> =
-        serde_json::from_str(raw).map_err(|e| format!("nvidia_payload is not JSON: {e}"));
-    let outcome = payload.and_then(|payload| {
-        if payload["nonce"].as_str() != Some(nonce.to_hex().as_str()) {
-            return Err(format!(
-                "payload nonce {} is not the nonce sent",
-                payload["nonce"]
-            ));
-        }
-        let list = payload["evidence_list"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        if list.is_empty() {
-            return if options.allow_no_gpu {
-                Ok("no GPU evidence (accepted by --allow-no-gpu)".to_owned())
-            } else {
-                Err(
-                    "no GPU evidence in the payload (pass --allow-no-gpu for CPU-only gateways)"
-                        .to_owned(),
-                )
-            };
-        }
-        let b64 = base64::engine::general_purpose::STANDARD;
-        for (index, item) in list.iter().enumerate() {
-            let evidence = b64
-                .decode(item["evidence"].as_str().unwrap_or_default())
-                .map_err(|_| format!("GPU {index}: evidence is not base64"))?;
-            let inner = spdm_request_nonce(&evidence);
-            if inner != Some(nonce.0) {
-                if dev_evidence && options.allow_dev {
-                    continue; // recorded dev evidence carries the nonce it was recorded with
-                }
-                return Err(format!(
-                    "GPU {index}: the evidence was not taken with this nonce"
-                ));
-            }
-        }
-        Ok(format!(
-            "{} GPU(s), payload and evidence{} carry this nonce",
-            list.len(),
-            if dev_evidence {
-                " (dev: recorded evidence)"
-            } else {
-                ""
-            }
-        ))
-    });
-    list.record("gpu.evidence", true, outcome);
-
+    let raw = report.nvidia_payload.as_str();
+    let dev_evidence = report.gpu_evidence == "dev";
+    list.record(
+        "gpu.evidence",
+        true,
+        judge_gpu_evidence(raw, dev_evidence, nonce, options),
+    );
     match &options.nras_url {
         None => list.skip(
             "gpu.nras",
@@ -608,23 +636,83 @@ async fn check_gpu(
         Some(url) => {
             let outcome = nras::attest(url, raw, &options.nras_jwks, tls, options.timeout)
                 .await
-                .and_then(|verdict| {
-                    if !verdict.overall {
-                        return Err("NRAS: overall attestation result false".to_owned());
-                    }
-                    match verdict.nonce {
-                        None => Err("NRAS's token carries no eat_nonce".to_owned()),
-                        Some(n) if n.to_ascii_lowercase() != nonce.to_hex() => {
-                            Err(format!("NRAS's token is for nonce {n}, not this one"))
-                        }
-                        Some(_) => Ok(format!(
-                            "NRAS: overall attestation result true for this nonce ({} token(s) signed by NVIDIA's keys)",
-                            verdict.tokens
-                        )),
-                    }
-                });
+                .and_then(|verdict| judge_nras(&verdict, nonce));
             list.record("gpu.nras", true, outcome);
         }
+    }
+}
+
+/// `gpu.evidence`: the NVIDIA payload and each GPU's SPDM evidence carry this nonce
+/// (recorded dev evidence is let through with `--allow-dev`); none at all only with
+/// `--allow-no-gpu`.
+fn judge_gpu_evidence(
+    raw: &str,
+    dev_evidence: bool,
+    nonce: &Nonce,
+    options: &VerifyOptions,
+) -> Result<String, String> {
+    let payload: serde_json::Value =
+        serde_json::from_str(raw).map_err(|e| format!("nvidia_payload is not JSON: {e}"))?;
+    if payload["nonce"].as_str() != Some(nonce.to_hex().as_str()) {
+        return Err(format!(
+            "payload nonce {} is not the nonce sent",
+            payload["nonce"]
+        ));
+    }
+    let list = payload["evidence_list"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if list.is_empty() {
+        return if options.allow_no_gpu {
+            Ok("no GPU evidence (accepted by --allow-no-gpu)".to_owned())
+        } else {
+            Err(
+                "no GPU evidence in the payload (pass --allow-no-gpu for CPU-only gateways)"
+                    .to_owned(),
+            )
+        };
+    }
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for (index, item) in list.iter().enumerate() {
+        let evidence = b64
+            .decode(item["evidence"].as_str().unwrap_or_default())
+            .map_err(|_| format!("GPU {index}: evidence is not base64"))?;
+        let inner = spdm_request_nonce(&evidence);
+        if inner != Some(nonce.0) {
+            if dev_evidence && options.allow_dev {
+                continue; // recorded dev evidence carries the nonce it was recorded with
+            }
+            return Err(format!(
+                "GPU {index}: the evidence was not taken with this nonce"
+            ));
+        }
+    }
+    Ok(format!(
+        "{} GPU(s), payload and evidence{} carry this nonce",
+        list.len(),
+        if dev_evidence {
+            " (dev: recorded evidence)"
+        } else {
+            ""
+        }
+    ))
+}
+
+/// `gpu.nras`: NVIDIA's overall verdict is true, for this nonce.
+fn judge_nras(verdict: &nras::NrasVerdict, nonce: &Nonce) -> Result<String, String> {
+    if !verdict.overall {
+        return Err("NRAS: overall attestation result false".to_owned());
+    }
+    match &verdict.nonce {
+        None => Err("NRAS's token carries no eat_nonce".to_owned()),
+        Some(n) if n.to_ascii_lowercase() != nonce.to_hex() => {
+            Err(format!("NRAS's token is for nonce {n}, not this one"))
+        }
+        Some(_) => Ok(format!(
+            "NRAS: overall attestation result true for this nonce ({} token(s) signed by NVIDIA's keys)",
+            verdict.tokens
+        )),
     }
 }
 
@@ -654,6 +742,11 @@ async fn pick_model(client: &Client, options: &VerifyOptions) -> String {
     listed.unwrap_or_else(|| "default".to_owned())
 }
 
+/// The checks that need the verifier's own completion.
+const NEEDS_COMPLETION: [&str; 3] = ["signature.fetch", "signature.text", "signature.signer"];
+
+/// The signature checks: send a streamed completion, hash what was sent and received, fetch
+/// its signature and check text, signer and any in-band copy.
 async fn check_completion(
     client: &Client,
     options: &VerifyOptions,
@@ -661,6 +754,54 @@ async fn check_completion(
     list: &mut Checklist,
 ) {
     let model = pick_model(client, options).await;
+    let request_bytes = completion_request(&model, options);
+    let Some(response) = stream_completion(client, options, &model, &request_bytes, list).await
+    else {
+        return;
+    };
+    // The in-band signature, if the gateway appended one, is not part of the signed bytes.
+    let (covered, inband) = signet_core::inband::split_stream(&response.body);
+    let Some(id) = completion_id(covered, list) else {
+        return;
+    };
+    list.completion_id = Some(id.to_string());
+    let own_text = signed_text(
+        &Sha256::digest(&request_bytes).into(),
+        &Sha256::digest(covered).into(),
+    );
+    let Some(receipt) = fetch_signature(client, options, &id, list).await else {
+        return;
+    };
+    let text = field(&receipt, "text").to_owned();
+    list.record("signature.text", true, judge_signed_text(&text, &own_text));
+    list.record(
+        "signature.signer",
+        true,
+        judge_signer(&receipt, &text, attested),
+    );
+    match inband {
+        None => list.skip(
+            "signature.inband",
+            false,
+            "the gateway sent no in-band signature (x-signet-signature: in-band)",
+        ),
+        Some(inband) => {
+            list.record(
+                "signature.inband",
+                true,
+                judge_inband(&inband, &receipt, &text, &own_text, id.as_str()),
+            );
+        }
+    }
+}
+
+/// A text field of a JSON answer, empty when absent.
+fn field<'a>(json: &'a serde_json::Value, name: &str) -> &'a str {
+    json[name].as_str().unwrap_or_default()
+}
+
+/// The verifier's own request: a short streamed chat completion.
+fn completion_request(model: &str, options: &VerifyOptions) -> Bytes {
     let request = serde_json::json!({
         "model": model,
         "messages": [{"role": "user", "content": options.prompt}],
@@ -668,7 +809,17 @@ async fn check_completion(
         "max_tokens": 32,
         "temperature": 0,
     });
-    let request_bytes = Bytes::from(request.to_string());
+    Bytes::from(request.to_string())
+}
+
+/// `completion.stream`: the completion comes back 200, streamed; the response when it does.
+async fn stream_completion(
+    client: &Client,
+    options: &VerifyOptions,
+    model: &str,
+    request_bytes: &Bytes,
+    list: &mut Checklist,
+) -> Option<http::Response> {
     let mut headers = auth_headers(options);
     headers.push(("content-type", "application/json".to_owned()));
     headers.push((
@@ -683,7 +834,7 @@ async fn check_completion(
             request_bytes.clone(),
         )
         .await;
-    let response = match response {
+    let failure = match response {
         Ok(r) if r.status == 200 => {
             let ends =
                 r.body.ends_with(b"data: [DONE]\n\n") || r.body.ends_with(b"data: [DONE]\r\n\r\n");
@@ -696,40 +847,31 @@ async fn check_completion(
                     if ends { "" } else { " (no [DONE] at the end)" }
                 )),
             );
-            r
+            return Some(r);
         }
-        Ok(r) => {
-            list.record(
-                "completion.stream",
-                true,
-                Err(format!(
-                    "HTTP {}: {}",
-                    r.status,
-                    String::from_utf8_lossy(&r.body)
-                        .chars()
-                        .take(300)
-                        .collect::<String>()
-                )),
-            );
-            for name in ["signature.fetch", "signature.text", "signature.signer"] {
-                list.skip(name, true, "no completion");
-            }
-            return;
-        }
-        Err(e) => {
-            list.record("completion.stream", true, Err(e.to_string()));
-            for name in ["signature.fetch", "signature.text", "signature.signer"] {
-                list.skip(name, true, "no completion");
-            }
-            return;
-        }
+        Ok(r) => format!(
+            "HTTP {}: {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+                .chars()
+                .take(300)
+                .collect::<String>()
+        ),
+        Err(e) => e.to_string(),
     };
-    // The in-band signature, if the gateway appended one, is not part of the signed bytes.
-    let (covered, inband) = signet_core::inband::split_stream(&response.body);
+    list.record("completion.stream", true, Err(failure));
+    for name in NEEDS_COMPLETION {
+        list.skip(name, true, "no completion");
+    }
+    None
+}
+
+/// The completion id in the signed bytes; without one the signature checks cannot run.
+fn completion_id(covered: &[u8], list: &mut Checklist) -> Option<signet_core::ids::CompletionId> {
     let mut scanner = SseIdScanner::new(1 << 20);
     scanner.feed(covered);
-    let id = match scanner.finish() {
-        IdSearch::Found(id) => id,
+    match scanner.finish() {
+        IdSearch::Found(id) => Some(id),
         other => {
             list.record(
                 "signature.fetch",
@@ -738,14 +880,18 @@ async fn check_completion(
             );
             list.skip("signature.text", true, "no completion id");
             list.skip("signature.signer", true, "no completion id");
-            return;
+            None
         }
-    };
-    list.completion_id = Some(id.to_string());
-    let own_text = signed_text(
-        &Sha256::digest(&request_bytes).into(),
-        &Sha256::digest(covered).into(),
-    );
+    }
+}
+
+/// `signature.fetch`: `GET /v1/signature/{id}` answers with a receipt.
+async fn fetch_signature(
+    client: &Client,
+    options: &VerifyOptions,
+    id: &signet_core::ids::CompletionId,
+    list: &mut Checklist,
+) -> Option<serde_json::Value> {
     let fetched = client
         .send(
             Method::GET,
@@ -766,40 +912,48 @@ async fn check_completion(
                 ))
             }
         });
-    let receipt = match fetched {
+    match fetched {
         Ok(receipt) => {
             list.record("signature.fetch", true, Ok(format!("signature for {id}")));
-            receipt
+            Some(receipt)
         }
         Err(e) => {
             list.record("signature.fetch", true, Err(e));
             list.skip("signature.text", true, "no signature");
             list.skip("signature.signer", true, "no signature");
-            return;
+            None
         }
-    };
-    let text = receipt["text"].as_str().unwrap_or_default().to_owned();
-    list.record(
-        "signature.text",
-        true,
-        if text == own_text {
-            Ok("sha256(request):sha256(response) of the bytes sent and received".to_owned())
-        } else {
-            Err(format!(
-                "signed text {text:?} is not this exchange's {own_text:?}"
-            ))
-        },
-    );
-    let recovered = RecoverableSignature::parse(receipt["signature"].as_str().unwrap_or_default())
+    }
+}
+
+/// `signature.text`: the signed text is the hashes of the bytes this client sent and got.
+fn judge_signed_text(text: &str, own_text: &str) -> Result<String, String> {
+    if text == own_text {
+        Ok("sha256(request):sha256(response) of the bytes sent and received".to_owned())
+    } else {
+        Err(format!(
+            "signed text {text:?} is not this exchange's {own_text:?}"
+        ))
+    }
+}
+
+/// `signature.signer`: the signature recovers to the attested address, which the receipt
+/// also names.
+fn judge_signer(
+    receipt: &serde_json::Value,
+    text: &str,
+    attested: Option<&Attested>,
+) -> Result<String, String> {
+    let recovered = RecoverableSignature::parse(field(receipt, "signature"))
         .map_err(|e| e.to_string())
         .and_then(|sig| recover_address(text.as_bytes(), &sig).map_err(|e| e.to_string()));
-    let outcome = match (recovered, attested) {
+    match (recovered, attested) {
         (Err(e), _) => Err(format!("signature does not recover: {e}")),
         (Ok(signer), None) => Err(format!(
             "signed by {signer}, but no attested address to compare"
         )),
         (Ok(signer), Some(attested)) if signer == attested.address => {
-            let claimed = receipt["signing_address"].as_str().unwrap_or_default();
+            let claimed = field(receipt, "signing_address");
             if Address::parse(claimed).ok() == Some(signer) {
                 Ok(format!(
                     "signed by the attested key {signer} ({} mode)",
@@ -815,34 +969,31 @@ async fn check_completion(
             "signed by {signer}, not by the attested key {}",
             attested.address
         )),
-    };
-    list.record("signature.signer", true, outcome);
-    match inband {
-        None => list.skip(
-            "signature.inband",
-            false,
-            "the gateway sent no in-band signature (x-signet-signature: in-band)",
-        ),
-        Some(inband) => {
-            let matches = inband.text == text
-                && inband.id == id.as_str()
-                && RecoverableSignature::parse(&inband.signature).ok()
-                    == RecoverableSignature::parse(
-                        receipt["signature"].as_str().unwrap_or_default(),
-                    )
-                    .ok();
-            list.record(
-                "signature.inband",
-                true,
-                if matches && inband.text == own_text {
-                    Ok("the signature at the end of the stream covers the bytes before it and equals the lookup".to_owned())
-                } else if inband.text != own_text {
-                    Err(format!("in-band text {:?} is not this exchange's {own_text:?}", inband.text))
-                } else {
-                    Err("the in-band signature differs from the one /v1/signature returns".to_owned())
-                },
-            );
-        }
+    }
+}
+
+/// `signature.inband`: the signature at the end of the stream covers the bytes before it
+/// and equals the one the lookup returns.
+fn judge_inband(
+    inband: &signet_core::inband::InbandSignature,
+    receipt: &serde_json::Value,
+    text: &str,
+    own_text: &str,
+    id: &str,
+) -> Result<String, String> {
+    let matches = inband.text == text
+        && inband.id == id
+        && RecoverableSignature::parse(&inband.signature).ok()
+            == RecoverableSignature::parse(field(receipt, "signature")).ok();
+    if matches && inband.text == own_text {
+        Ok("the signature at the end of the stream covers the bytes before it and equals the lookup".to_owned())
+    } else if inband.text != own_text {
+        Err(format!(
+            "in-band text {:?} is not this exchange's {own_text:?}",
+            inband.text
+        ))
+    } else {
+        Err("the in-band signature differs from the one /v1/signature returns".to_owned())
     }
 }
 
@@ -861,4 +1012,45 @@ pub fn verify_signature(
         }
     }
     Ok(signer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_is_read_typed_and_a_foreign_one_with_fields_missing_still_reads() {
+        let report = read_report(serde_json::json!({
+            "signing_address": "0x00000000000000000000000000000000000000aa",
+            "mode": "tdx",
+            "event_log": [{"imr": 3}],
+        }))
+        .unwrap();
+        assert_eq!(report.mode, "tdx");
+        assert_eq!(report.nvidia_payload, "");
+        assert_eq!(report.tls_cert_fingerprint, None);
+        assert_eq!(
+            read_report(serde_json::json!(["0xaa", "ecdsa"])).unwrap_err(),
+            "not an attestation report: not a JSON object"
+        );
+    }
+
+    #[test]
+    fn each_step_words_its_verdict_as_before() {
+        assert_eq!(judge_mode("tdx", false).unwrap(), "tdx: hardware-rooted");
+        assert!(
+            judge_mode("dev", false)
+                .unwrap_err()
+                .contains("--allow-dev")
+        );
+        assert_eq!(judge_mode("sgx", true).unwrap_err(), "unknown mode \"sgx\"");
+        let nonce = Nonce::random();
+        assert!(judge_nonce(&nonce.to_hex(), &nonce).is_ok());
+        assert!(judge_nonce("", &nonce).is_err());
+        assert!(judge_signed_text("a:b", "a:b").is_ok());
+        assert_eq!(
+            judge_signed_text("a:c", "a:b").unwrap_err(),
+            "signed text \"a:c\" is not this exchange's \"a:b\""
+        );
+    }
 }
