@@ -42,21 +42,11 @@ start_upstream() {
 start_signet() {
     local name=$1 port=$2 threads=$3 cpus=${4:-} extra=${5:-} pin=()
     [[ -n "$cpus" ]] && pin=(taskset -c "$cpus")
-    cat >"$work/$name.yaml" <<CONF
-version: 1
-threads: $threads
-grace_period_seconds: 1
-graceful_shutdown_timeout_seconds: 1
-pid_file: $work/$name.pid
-upgrade_sock: $work/$name-upgrade.sock
-signet:
-  listen: "127.0.0.1:$port"
-  upstream: "http://$upstream"
-  attestation:
-    mode: dev
-    gpu: none
-$extra
-CONF
+    # The configuration tests and scripts share.
+    sed -e "s#@THREADS@#$threads#" -e "s#@DIR@#$work#" -e "s#@NAME@#$name#" \
+        -e "s#@PORT@#$port#" -e "s#@UPSTREAM@#http://$upstream#" -e "s#@GPU@#none#" \
+        conf/template.yaml.in >"$work/$name.yaml"
+    printf '%s\n' "$extra" >>"$work/$name.yaml"
     "${pin[@]}" "$bin/signet" serve -c "$work/$name.yaml" 2>"$work/$name.log" &
     signet_pid=$!
     pids+=("$signet_pid")

@@ -396,12 +396,11 @@ fn add_background_services(pingora: &mut Server, background: Background) {
     if let Some(health_service) = background.health_service {
         pingora.add_service(health_service);
     }
-    let every = background.gateway.settings.signatures.sweep_interval;
     pingora.add_service(background_service(
         "signature sweeper",
         Sweeper {
-            gateway: background.gateway,
-            every,
+            store: background.gateway.notary.store_handle(),
+            every: background.gateway.settings.signatures.sweep_interval,
         },
     ));
     if !background.attestor.cache_ttl().is_zero() {
@@ -440,7 +439,7 @@ impl BackgroundService for ReportRefresher {
 
 /// Removes expired signatures on a fixed period.
 struct Sweeper {
-    gateway: Arc<Gateway>,
+    store: Arc<signet_core::store::SignatureStore>,
     every: Duration,
 }
 
@@ -453,7 +452,7 @@ impl BackgroundService for Sweeper {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = ticks.tick() => {
-                    self.gateway.notary.store().sweep();
+                    self.store.sweep();
                 }
             }
         }

@@ -27,7 +27,7 @@ pub enum SealError {
 #[derive(Debug)]
 pub struct Notary {
     signer: Signer,
-    store: SignatureStore,
+    store: Arc<SignatureStore>,
     shared: Option<Arc<SharedStore>>,
 }
 
@@ -47,7 +47,7 @@ impl Notary {
     pub fn new(signer: Signer, store: SignatureStore) -> Self {
         Self {
             signer,
-            store,
+            store: Arc::new(store),
             shared: None,
         }
     }
@@ -71,6 +71,11 @@ impl Notary {
     /// The store (for sweeping and metrics).
     pub fn store(&self) -> &SignatureStore {
         &self.store
+    }
+
+    /// The store, shared (the background sweeper holds it, and nothing else).
+    pub fn store_handle(&self) -> Arc<SignatureStore> {
+        self.store.clone()
     }
 
     /// Signs the exchange's text and files it under its id, unless a live signature is

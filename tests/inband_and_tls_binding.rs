@@ -299,7 +299,7 @@ async fn a_new_certificate_is_reflected_in_the_next_report_after_a_reload() {
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !dir.join("upgrade.sock").exists() {
+    while !dir.join("signet-upgrade.sock").exists() {
         assert!(std::time::Instant::now() < deadline);
         std::thread::sleep(std::time::Duration::from_millis(10));
     }

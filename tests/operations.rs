@@ -465,7 +465,7 @@ async fn an_upgrade_hands_over_without_failing_a_stream_and_signs_the_stream_in_
             .unwrap(),
     );
     // ...once the old one, told to (SIGQUIT), hands it over and drains.
-    let upgrade_sock = old.dir.path().join("upgrade.sock");
+    let upgrade_sock = old.dir.path().join("signet-upgrade.sock");
     let deadline = Instant::now() + Duration::from_secs(20);
     while !upgrade_sock.exists() {
         assert!(

@@ -105,10 +105,17 @@ pub fn signet_bin() -> &'static str {
 /// A config for a gateway listening on `port` in front of `upstream_url`; `extra` is
 /// appended inside the `signet:` section (indented by two spaces).
 pub fn config_text(port: u16, upstream_url: &str, dir: &Path, extra: &str) -> String {
-    format!(
-        "version: 1\nthreads: 2\ngrace_period_seconds: 2\ngraceful_shutdown_timeout_seconds: 1\npid_file: {dir}/signet.pid\nupgrade_sock: {dir}/upgrade.sock\nsignet:\n  listen: \"127.0.0.1:{port}\"\n  upstream: \"{upstream_url}\"\n  attestation:\n    mode: dev\n    gpu: none\n{extra}",
-        dir = dir.display()
-    )
+    // The template tests and scripts share (conf/template.yaml.in).
+    let template = include_str!("../../conf/template.yaml.in");
+    let mut text = template
+        .replace("@THREADS@", "2")
+        .replace("@DIR@", &dir.display().to_string())
+        .replace("@NAME@", "signet")
+        .replace("@PORT@", &port.to_string())
+        .replace("@UPSTREAM@", upstream_url)
+        .replace("@GPU@", "none");
+    text.push_str(extra);
+    text
 }
 
 impl Gateway {

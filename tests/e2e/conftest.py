@@ -37,6 +37,15 @@ def wait_healthy(url: str, process: subprocess.Popen, deadline_s: float = 60.0) 
     raise RuntimeError(f"{url} did not become healthy")
 
 
+def config_text(port: int, upstream: str, workdir: Path, name: str, gpu: str) -> str:
+    """The configuration tests and scripts share (conf/template.yaml.in), filled in."""
+    template = (REPO / "conf" / "template.yaml.in").read_text()
+    for key, value in {"THREADS": "2", "DIR": str(workdir), "NAME": name, "PORT": str(port),
+                       "UPSTREAM": upstream, "GPU": gpu}.items():
+        template = template.replace(f"@{key}@", value)
+    return template
+
+
 def start(args, log_path: Path, env=None) -> subprocess.Popen:
     log = open(log_path, "wb")
     return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -88,21 +97,7 @@ def signet(llama, workdir):
     """signet's base URL, in front of llama-server, dev attestation."""
     port = free_port()
     config = workdir / f"signet-{port}.yaml"
-    config.write_text(
-        f"""version: 1
-threads: 2
-grace_period_seconds: 2
-graceful_shutdown_timeout_seconds: 1
-pid_file: {workdir}/signet.pid
-upgrade_sock: {workdir}/upgrade.sock
-signet:
-  listen: "127.0.0.1:{port}"
-  upstream: "{llama}"
-  attestation:
-    mode: dev
-    gpu: dev
-"""
-    )
+    config.write_text(config_text(port, llama, workdir, "signet", "dev"))
     process = start([SIGNET, "serve", "-c", config], workdir / "signet.log")
     url = f"http://127.0.0.1:{port}"
     try:
@@ -137,21 +132,7 @@ def mock_signet(workdir):
     upstream = line.split()[1]
     port = free_port()
     config = workdir / f"signet-mock-{port}.yaml"
-    config.write_text(
-        f"""version: 1
-threads: 2
-grace_period_seconds: 2
-graceful_shutdown_timeout_seconds: 1
-pid_file: {workdir}/signet-mock.pid
-upgrade_sock: {workdir}/upgrade-mock.sock
-signet:
-  listen: "127.0.0.1:{port}"
-  upstream: "http://{upstream}"
-  attestation:
-    mode: dev
-    gpu: none
-"""
-    )
+    config.write_text(config_text(port, f"http://{upstream}", workdir, "signet-mock", "none"))
     process = start([SIGNET, "serve", "-c", config], workdir / "signet-mock.log")
     url = f"http://127.0.0.1:{port}"
     try:
