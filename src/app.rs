@@ -2,6 +2,7 @@
 //! providers (refusing to start if one is missing), and hand the proxy and its background
 //! services to Pingora.
 
+use crate::aci::{AciService, ReceiptLimits};
 use crate::cli::{GpuEvidenceArgs, ServeArgs, VerifyArgs, VerifySignatureArgs};
 use crate::config::{self, AttestationMode, ConfigError, LoadedConfig};
 use crate::gateway::Gateway;
@@ -19,6 +20,7 @@ use signet_attest::nvml::{DriverEvidence, GpuDriver, NvmlDriver};
 use signet_attest::{Attestor, SignerIdentity};
 use signet_core::ids::Nonce;
 use signet_core::signing::Signer;
+use signet_core::signing::ed25519::Ed25519Signer;
 use signet_core::store::{MonotonicClock, SignatureStore};
 use std::path::Path;
 use std::process::ExitCode;
@@ -46,6 +48,9 @@ pub enum StartError {
     /// The shared signature store is misconfigured.
     #[error("signet.signatures.redis: {0}")]
     SharedStore(crate::shared_store::SharedStoreError),
+    /// The ACI keyset could not be built.
+    #[error("signet.aci: {0}")]
+    Aci(String),
 }
 
 /// `signet serve`: returns only on a start-up failure (Pingora exits the process itself).
@@ -202,12 +207,21 @@ fn start(args: ServeArgs) -> Result<ExitCode, StartError> {
     for failure in crate::hardening::protect_key_material() {
         warn!("could not harden the process: {failure}");
     }
+    let started = crate::config::unix_now();
     let signer = Signer::generate();
+    let store = SignatureStore::new(
+        settings.signatures.ttl,
+        settings.signatures.max_entries,
+        Arc::new(MonotonicClock::default()),
+    );
+    let mut notary = Notary::new(signer, store);
     let identity = SignerIdentity {
-        address: *signer.address(),
-        public_key: *signer.public_key(),
+        address: *notary.address(),
+        public_key: *notary.signer().public_key(),
+        ed25519_public_key: Some(notary.ed25519().public_key()),
     };
     let mut attestor = Attestor::from_settings(&settings.attestation, identity)?;
+    let mut tls_spki = None;
     if let Some(tls) = &settings.tls {
         // The same file Pingora loads for the listener: reports can bind its key.
         let pem = std::fs::read(&tls.cert)
@@ -220,19 +234,34 @@ fn start(args: ServeArgs) -> Result<ExitCode, StartError> {
             hex::encode(spki)
         );
         attestor = attestor.with_tls_certificate(spki);
+        tls_spki = Some(spki);
     }
+    let aci = AciService::new(
+        &settings.aci,
+        Ed25519Signer::generate(),
+        tls_spki,
+        started,
+        ReceiptLimits {
+            ttl: settings.signatures.ttl,
+            max_entries: settings.signatures.max_entries,
+        },
+        Arc::new(MonotonicClock::default()),
+        settings.attestation.cache_ttl,
+        settings.auth.is_some(),
+    )
+    .map_err(|e| StartError::Aci(e.to_string()))?;
+    info!(
+        "ACI keyset digest {} (receipt key {}, not_after {})",
+        aci.digest(),
+        aci.keyset().receipt_signing_keys[0].public_key,
+        aci.keyset().not_after
+    );
     if attestor.mode() == AttestationMode::Dev {
         warn!(
             "ATTESTATION IS IN DEV MODE: quotes are mock quotes that no Intel root accepts; \
              nothing this gateway signs is hardware-rooted. Never use dev mode in production."
         );
     }
-    let store = SignatureStore::new(
-        settings.signatures.ttl,
-        settings.signatures.max_entries,
-        Arc::new(MonotonicClock::default()),
-    );
-    let mut notary = Notary::new(signer, store);
     let shared = match &settings.signatures.redis {
         None => None,
         Some(redis) => {
@@ -276,7 +305,13 @@ fn start(args: ServeArgs) -> Result<ExitCode, StartError> {
         server.threads,
     );
     let attestor = Arc::new(attestor);
-    let gateway = Arc::new(Gateway::new(settings, notary, attestor.clone(), upstreams));
+    let gateway = Arc::new(Gateway::new(
+        settings,
+        notary,
+        attestor.clone(),
+        aci,
+        upstreams,
+    ));
 
     // Pingora writes pid_file only when it daemonizes; a foreground signet writes it too, so
     // `systemctl reload` (systemd/signet.service) can always find the process to upgrade.
@@ -384,6 +419,7 @@ impl BackgroundService for Sweeper {
                 _ = shutdown.changed() => return,
                 _ = ticks.tick() => {
                     self.gateway.notary.store().sweep();
+                    self.gateway.aci.receipts().sweep();
                 }
             }
         }

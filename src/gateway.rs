@@ -3,6 +3,7 @@
 //! [`Notary`] (seal, retract, look up) and the [`Attestor`]. The decisions about one
 //! request are `signet_core::exchange`'s; the local routes are answered in `routes`.
 
+use crate::aci::AciService;
 use crate::admission::Admission;
 use crate::auth::BearerTokens;
 use crate::config::Settings;
@@ -26,6 +27,8 @@ pub struct Gateway {
     pub notary: Notary,
     /// Attestation reports.
     pub attestor: Arc<Attestor>,
+    /// ACI: the keyset, its reports and the receipts.
+    pub aci: AciService,
     /// TLS toward upstreams on the in-band JSON path.
     pub upstream_tls: Option<Arc<rustls::ClientConfig>>,
 }
@@ -45,6 +48,7 @@ impl Gateway {
         settings: Settings,
         notary: Notary,
         attestor: Arc<Attestor>,
+        aci: AciService,
         upstreams: UpstreamPool,
     ) -> Self {
         let tokens = settings
@@ -66,6 +70,7 @@ impl Gateway {
             }),
             notary,
             attestor,
+            aci,
             upstream_tls: signet_verify::http::tls_config(None).ok(),
             settings,
         }
