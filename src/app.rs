@@ -3,7 +3,7 @@
 //! services to Pingora.
 
 use crate::aci::{AciService, ReceiptLimits};
-use crate::cli::{GpuEvidenceArgs, ServeArgs, VerifyArgs, VerifySignatureArgs};
+use crate::cli::{GpuEvidenceArgs, ServeArgs, VerifyArgs, VerifyReceiptArgs, VerifySignatureArgs};
 use crate::config::{self, AttestationMode, ConfigError, LoadedConfig};
 use crate::gateway::Gateway;
 use crate::notary::Notary;
@@ -159,6 +159,48 @@ pub fn verify_signature(args: VerifySignatureArgs) -> ExitCode {
             eprintln!("signet verify-signature: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `signet verify-receipt`: exit 0 only if every required check passed, 2 for unreadable
+/// files.
+pub fn verify_receipt(args: VerifyReceiptArgs) -> ExitCode {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    let inputs = (|| -> Result<_, String> {
+        let receipt = read(&args.file)?;
+        let report = read(&args.report)?;
+        let request = args.request.as_deref().map(read).transpose()?;
+        let response = args.response.as_deref().map(read).transpose()?;
+        Ok((receipt, report, request, response))
+    })();
+    let (receipt, report, request, response) = match inputs {
+        Ok(inputs) => inputs,
+        Err(e) => {
+            eprintln!("signet verify-receipt: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let checklist = signet_verify::aci::verify_offline(
+        &receipt,
+        &report,
+        &signet_verify::aci::OfflineOptions {
+            nonce: args.nonce,
+            request,
+            response,
+            allow_dev: args.allow_dev,
+        },
+    );
+    if args.json {
+        println!("{}", checklist.to_json());
+    } else {
+        print!("{}", checklist.render());
+    }
+    if checklist.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

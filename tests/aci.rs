@@ -439,3 +439,66 @@ fn a_keyset_expiry_in_the_past_or_too_far_is_refused_at_start() {
         assert!(stderr.contains(words), "{stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archived_receipt_verifies_offline_with_signet_verify_receipt() {
+    let upstream = Upstream::start();
+    let gateway = Gateway::start(&upstream.url());
+    let body = br#"{"model":"m","stream":true}"#;
+    let reply = gateway
+        .post(
+            "/v1/chat/completions",
+            &[("x-mock-id", "aci-archived")],
+            body,
+        )
+        .await;
+    let receipt_id = header(&reply, "x-receipt-id").unwrap().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, bytes: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path.display().to_string()
+    };
+    let receipt_file = write(
+        "receipt.json",
+        &receipt(&gateway, &receipt_id, &[]).await.body,
+    );
+    let report_file = write(
+        "report.json",
+        &aci_report(&gateway, &format!("?nonce={NONCE}")).await.body,
+    );
+    let request_file = write("request.json", body);
+    let response_file = write("response.sse", &reply.body);
+    let other_file = write("other.sse", b"data: [DONE]\n\n");
+    let run = |response: String, extra: &'static [&'static str]| {
+        let (receipt_file, report_file, request_file) = (
+            receipt_file.clone(),
+            report_file.clone(),
+            request_file.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let mut args = vec![
+                "verify-receipt",
+                &receipt_file,
+                "--report",
+                &report_file,
+                "--request",
+                &request_file,
+                "--response",
+                &response,
+            ];
+            args.extend_from_slice(extra);
+            run_signet(&args)
+        })
+    };
+    let (ok, text, _) = run(response_file.clone(), &["--allow-dev"]).await.unwrap();
+    assert!(ok, "{text}");
+    assert!(text.contains("PASS  aci.receipt.signature"), "{text}");
+    assert!(text.contains("PASS  aci.receipt.hashes"), "{text}");
+    assert!(text.contains("VERDICT: PASS"), "{text}");
+    // Other bytes than those received, or a dev report without --allow-dev: refused.
+    let (ok, text, _) = run(other_file, &["--allow-dev"]).await.unwrap();
+    assert!(!ok && text.contains("FAIL  aci.receipt.hashes"), "{text}");
+    let (ok, text, _) = run(response_file, &[]).await.unwrap();
+    assert!(!ok && text.contains("FAIL  aci.mode"), "{text}");
+}

@@ -7,7 +7,11 @@
 //! nonce; optionally judged by NRAS). Then it sends its own streamed chat completion, hashes
 //! the exact bytes it sent and received, fetches the signature for the completion's id, and
 //! checks the text is its own hashes and the signer is the attested address.
+//!
+//! A gateway that also serves ACI (`aci/1`) is checked as an ACI service too ([`aci`]): its
+//! keyset, statement and quote, then the receipt of the same completion.
 
+pub mod aci;
 pub mod http;
 pub mod nras;
 pub mod pccs;
@@ -67,6 +71,9 @@ pub struct Checklist {
     pub signing_address: Option<String>,
     /// The id of the verifier's own completion, if one was read.
     pub completion_id: Option<String>,
+    /// The established ACI keyset digest, for an ACI service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aci_keyset_digest: Option<String>,
     /// Every check, in order.
     pub checks: Vec<Check>,
 }
@@ -213,7 +220,7 @@ pub fn parse_rfc3339(text: &str) -> Option<u64> {
         .map(|d| d.as_secs())
 }
 
-fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -247,8 +254,9 @@ pub async fn run(options: &VerifyOptions) -> Checklist {
         }
     };
     let client = Client::new(base, tls.clone(), options.timeout);
-    let attested = check_report(&client, options, tls, &mut list).await;
-    check_completion(&client, options, attested.as_ref(), &mut list).await;
+    let attested = check_report(&client, options, tls.clone(), &mut list).await;
+    let aci = aci::check_report(&client, options, tls, &mut list).await;
+    check_completion(&client, options, attested.as_ref(), aci.as_ref(), &mut list).await;
     list
 }
 
@@ -457,7 +465,9 @@ async fn check_report(
         _ => list.skip("quote.report_data", true, "no parsed quote or address"),
     }
     match &quote {
-        Some((bytes, _)) => check_intel_chain(bytes, options, dev, tls.clone(), list).await,
+        Some((bytes, _)) => {
+            check_intel_chain("quote.intel_chain", bytes, options, dev, tls.clone(), list).await
+        }
         None => list.skip("quote.intel_chain", !dev, "no parsed quote"),
     }
 
@@ -485,7 +495,9 @@ fn check_tls_binding(
     }
 }
 
+/// Records under `name` whether `quote` chains to Intel's root with an accepted TCB.
 async fn check_intel_chain(
+    name: &'static str,
     quote: &[u8],
     options: &VerifyOptions,
     dev: bool,
@@ -498,7 +510,7 @@ async fn check_intel_chain(
         (Some(source), _) => source.clone(),
         (None, true) => {
             list.skip(
-                "quote.intel_chain",
+                name,
                 false,
                 "dev quote: no Intel chain to check (give --collateral to see it fail)",
             );
@@ -535,7 +547,7 @@ async fn check_intel_chain(
             ))
         }
     });
-    list.record("quote.intel_chain", required, outcome);
+    list.record(name, required, outcome);
 }
 
 async fn check_gpu(
@@ -547,54 +559,7 @@ async fn check_gpu(
 ) {
     let raw = report["nvidia_payload"].as_str().unwrap_or_default();
     let dev_evidence = report["gpu_evidence"].as_str() == Some("dev");
-    let payload: Result<serde_json::Value, String> =
-        serde_json::from_str(raw).map_err(|e| format!("nvidia_payload is not JSON: {e}"));
-    let outcome = payload.and_then(|payload| {
-        if payload["nonce"].as_str() != Some(nonce.to_hex().as_str()) {
-            return Err(format!(
-                "payload nonce {} is not the nonce sent",
-                payload["nonce"]
-            ));
-        }
-        let list = payload["evidence_list"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        if list.is_empty() {
-            return if options.allow_no_gpu {
-                Ok("no GPU evidence (accepted by --allow-no-gpu)".to_owned())
-            } else {
-                Err(
-                    "no GPU evidence in the payload (pass --allow-no-gpu for CPU-only gateways)"
-                        .to_owned(),
-                )
-            };
-        }
-        let b64 = base64::engine::general_purpose::STANDARD;
-        for (index, item) in list.iter().enumerate() {
-            let evidence = b64
-                .decode(item["evidence"].as_str().unwrap_or_default())
-                .map_err(|_| format!("GPU {index}: evidence is not base64"))?;
-            let inner = spdm_request_nonce(&evidence);
-            if inner != Some(nonce.0) {
-                if dev_evidence && options.allow_dev {
-                    continue; // recorded dev evidence carries the nonce it was recorded with
-                }
-                return Err(format!(
-                    "GPU {index}: the evidence was not taken with this nonce"
-                ));
-            }
-        }
-        Ok(format!(
-            "{} GPU(s), payload and evidence{} carry this nonce",
-            list.len(),
-            if dev_evidence {
-                " (dev: recorded evidence)"
-            } else {
-                ""
-            }
-        ))
-    });
+    let outcome = gpu_evidence_outcome(raw, dev_evidence, nonce, options);
     list.record("gpu.evidence", true, outcome);
 
     match &options.nras_url {
@@ -620,6 +585,62 @@ async fn check_gpu(
             list.record("gpu.nras", true, outcome);
         }
     }
+}
+
+/// Whether the NRAS payload `raw` and each GPU's evidence were taken for `nonce`.
+pub(crate) fn gpu_evidence_outcome(
+    raw: &str,
+    dev_evidence: bool,
+    nonce: &Nonce,
+    options: &VerifyOptions,
+) -> Result<String, String> {
+    let payload: serde_json::Value =
+        serde_json::from_str(raw).map_err(|e| format!("nvidia_payload is not JSON: {e}"))?;
+
+    if payload["nonce"].as_str() != Some(nonce.to_hex().as_str()) {
+        return Err(format!(
+            "payload nonce {} is not the nonce sent",
+            payload["nonce"]
+        ));
+    }
+    let list = payload["evidence_list"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if list.is_empty() {
+        return if options.allow_no_gpu {
+            Ok("no GPU evidence (accepted by --allow-no-gpu)".to_owned())
+        } else {
+            Err(
+                "no GPU evidence in the payload (pass --allow-no-gpu for CPU-only gateways)"
+                    .to_owned(),
+            )
+        };
+    }
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for (index, item) in list.iter().enumerate() {
+        let evidence = b64
+            .decode(item["evidence"].as_str().unwrap_or_default())
+            .map_err(|_| format!("GPU {index}: evidence is not base64"))?;
+        let inner = spdm_request_nonce(&evidence);
+        if inner != Some(nonce.0) {
+            if dev_evidence && options.allow_dev {
+                continue; // recorded dev evidence carries the nonce it was recorded with
+            }
+            return Err(format!(
+                "GPU {index}: the evidence was not taken with this nonce"
+            ));
+        }
+    }
+    Ok(format!(
+        "{} GPU(s), payload and evidence{} carry this nonce",
+        list.len(),
+        if dev_evidence {
+            " (dev: recorded evidence)"
+        } else {
+            ""
+        }
+    ))
 }
 
 fn auth_headers(options: &VerifyOptions) -> Vec<(&'static str, String)> {
@@ -652,8 +673,14 @@ async fn check_completion(
     client: &Client,
     options: &VerifyOptions,
     attested: Option<&Attested>,
+    aci: Option<&aci::Established>,
     list: &mut Checklist,
 ) {
+    const ACI_RECEIPT: [&str; 3] = [
+        "aci.receipt.fetch",
+        "aci.receipt.signature",
+        "aci.receipt.hashes",
+    ];
     let model = pick_model(client, options).await;
     let request = serde_json::json!({
         "model": model,
@@ -708,6 +735,11 @@ async fn check_completion(
             for name in ["signature.fetch", "signature.text", "signature.signer"] {
                 list.skip(name, true, "no completion");
             }
+            if aci.is_some() {
+                for name in ACI_RECEIPT {
+                    list.skip(name, true, "no completion");
+                }
+            }
             return;
         }
         Err(e) => {
@@ -715,9 +747,41 @@ async fn check_completion(
             for name in ["signature.fetch", "signature.text", "signature.signer"] {
                 list.skip(name, true, "no completion");
             }
+            if aci.is_some() {
+                for name in ACI_RECEIPT {
+                    list.skip(name, true, "no completion");
+                }
+            }
             return;
         }
     };
+    if let Some(established) = aci {
+        // By X-Receipt-Id, or else by the response's own id (ACI 7.1). The receipt covers
+        // every byte received, the in-band trailer included.
+        let receipt_id = response
+            .headers
+            .get(signet_core::aci::RECEIPT_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| {
+                let mut scanner = SseIdScanner::new(1 << 20);
+                scanner.feed(signet_core::inband::split_stream(&response.body).0);
+                match scanner.finish() {
+                    IdSearch::Found(id) => Some(id.to_string()),
+                    _ => None,
+                }
+            });
+        aci::check_own_receipt(
+            client,
+            &auth_headers(options),
+            established,
+            receipt_id.as_deref(),
+            &request_bytes,
+            &response.body,
+            list,
+        )
+        .await;
+    }
     // The in-band signature, if the gateway appended one, is not part of the signed bytes.
     let (covered, inband) = signet_core::inband::split_stream(&response.body);
     let mut scanner = SseIdScanner::new(1 << 20);
