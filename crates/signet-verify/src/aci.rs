@@ -425,7 +425,15 @@ fn record_receipt(
             "aci.receipt.hashes",
             true,
             if problems.is_empty() {
-                Ok(format!("{} match the bytes held", checked.join(" and ")))
+                Ok(format!(
+                    "{} {} the bytes held",
+                    checked.join(" and "),
+                    if checked.len() == 1 {
+                        "matches"
+                    } else {
+                        "match"
+                    }
+                ))
             } else {
                 Err(problems.join("; "))
             },

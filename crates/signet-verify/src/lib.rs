@@ -139,7 +139,7 @@ impl Checklist {
                 " (informational)"
             };
             out.push_str(&format!(
-                "  {mark}  {:<20} {}{note}\n",
+                "  {mark}  {:<21} {}{note}\n",
                 check.name, check.detail
             ));
         }
