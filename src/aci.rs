@@ -17,9 +17,9 @@ use crate::config::{AciSettings, unix_now};
 use crate::routes::LocalResponse;
 use sha2::{Digest, Sha256};
 use signet_attest::Attestor;
-use signet_core::aci::store::{ReceiptStore, ReceiptTicket, StoredReceipt};
+use signet_core::aci::store::{ReceiptId, ReceiptStore, ReceiptTicket, StoredReceipt};
 use signet_core::aci::{
-    self, API_VERSION, AciAttestation, AciNonce, AciReport, ED25519, RECEIPT_KEY_ID, ReceiptBody,
+    self, API_VERSION, AciAttestation, AciNonce, AciReport, ED25519, RECEIPT_KEY_ID,
     ReceiptKeyEntry, ServiceCapabilities, SourceProvenance, TlsKeyEntry, WorkloadKeyset,
 };
 use signet_core::error::ApiError;
@@ -38,7 +38,8 @@ const CREDENTIAL_DOMAIN: &[u8] = b"signet aci receipt credential v1\0";
 /// What a signed request will need to get its receipt, fixed when its head arrives.
 #[derive(Debug, Clone)]
 pub struct PendingReceipt {
-    /// The receipt id, sent as `X-Receipt-Id` with the response head.
+    id: ReceiptId,
+    /// The receipt id as `X-Receipt-Id` carries it with the response head.
     pub receipt_id: String,
     endpoint: &'static str,
     credential: Option<[u8; 32]>,
@@ -54,7 +55,7 @@ struct CachedReport {
 pub struct AciService {
     keyset: WorkloadKeyset,
     keyset_value: serde_json::Value,
-    digest: String,
+    digest: Arc<str>,
     receipt_key: Ed25519Signer,
     receipts: ReceiptStore,
     provenance: Option<SourceProvenance>,
@@ -121,7 +122,7 @@ impl AciService {
                 .collect(),
         };
         let keyset_value = keyset.to_value();
-        let digest = aci::keyset_digest(&keyset_value)?;
+        let digest: Arc<str> = aci::keyset_digest(&keyset_value)?.into();
         Ok(Self {
             keyset,
             keyset_value,
@@ -159,7 +160,7 @@ impl AciService {
     pub fn headers(&self) -> [(&'static str, &str); 2] {
         [
             (aci::VERSION_HEADER, API_VERSION),
-            (aci::KEYSET_DIGEST_HEADER, &self.digest),
+            (aci::KEYSET_DIGEST_HEADER, self.digest.as_ref()),
         ]
     }
 
@@ -172,8 +173,10 @@ impl AciService {
         if self.expired() {
             return None;
         }
+        let id = ReceiptId::random();
         Some(PendingReceipt {
-            receipt_id: format!("rcpt-{}", signet_core::ids::new_request_id()),
+            id,
+            receipt_id: id.to_string(),
             endpoint: match route {
                 SignedRoute::ChatCompletions => "/v1/chat/completions",
                 SignedRoute::Completions => "/v1/completions",
@@ -195,32 +198,32 @@ impl AciService {
         if self.expired() {
             return None;
         }
-        let body = ReceiptBody {
-            receipt_id: pending.receipt_id.clone(),
-            chat_id: Some(completed.id.to_string()),
-            model: request_body.and_then(aci::requested_model),
-            workload_keyset_digest: self.digest.clone(),
-            endpoint: pending.endpoint.to_owned(),
-            method: "POST".to_owned(),
+        let mut stored = StoredReceipt {
+            receipt_id: pending.id,
+            chat_id: Some(completed.id.as_str().into()),
+            model: request_body
+                .and_then(aci::requested_model)
+                .map(String::into_boxed_str),
+            endpoint: pending.endpoint,
             served_at: unix_now(),
             request_received: completed.request_sha256,
             // signet forwards the body it received, unchanged.
             request_forwarded: Some(completed.request_sha256),
             response_returned: emitted_sha256,
-            key_id: RECEIPT_KEY_ID.to_owned(),
+            signature: [0; 64],
+            credential: pending.credential,
         };
-        let signature = match body.sign(&self.receipt_key) {
-            Ok(signature) => signature,
+        match stored
+            .body(&self.digest, RECEIPT_KEY_ID)
+            .sign(&self.receipt_key)
+        {
+            Ok(signature) => stored.signature = signature,
             Err(e) => {
                 log::error!("an ACI receipt could not be signed: {e}");
                 return None;
             }
-        };
-        Some(self.receipts.insert(StoredReceipt {
-            body,
-            signature,
-            credential: pending.credential,
-        }))
+        }
+        Some(self.receipts.insert(stored))
     }
 
     /// Takes a receipt back: its response did not reach the client.
@@ -257,7 +260,11 @@ impl AciService {
                 }
             }
         }
-        LocalResponse::ok_json(&stored.body.signed_document(&stored.signature))
+        LocalResponse::ok_json(
+            &stored
+                .body(&self.digest, RECEIPT_KEY_ID)
+                .signed_document(&stored.signature),
+        )
     }
 
     /// `GET /v1/aci/attestation?nonce=` (§4): the statement's digest into report_data,
@@ -291,7 +298,7 @@ impl AciService {
                 headers: Vec::new(),
             };
         }
-        let statement = aci::statement(&self.digest, nonce.as_ref());
+        let statement = aci::statement(self.digest.as_ref(), nonce.as_ref());
         let report_data = aci::statement_report_data(&statement);
         // The GPU evidence is taken over the client's nonce; without one, over the
         // statement's digest (which binds the keyset).
@@ -303,7 +310,7 @@ impl AciService {
         };
         let report = AciReport {
             api_version: API_VERSION.to_owned(),
-            workload_keyset_digest: self.digest.clone(),
+            workload_keyset_digest: self.digest.to_string(),
             attestation: AciAttestation {
                 tee_type: "tdx".to_owned(),
                 workload_keyset: self.keyset_value.clone(),
