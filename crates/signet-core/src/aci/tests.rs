@@ -125,6 +125,51 @@ fn nonces_are_exactly_64_lowercase_hex() {
 }
 
 #[test]
+fn vector_3_the_session_document_canonicalizes_to_its_id() {
+    // signet is a direct service and serves no sessions; the construction is JCS and
+    // sha256, checked here like every other vector (its id is what vector 4 cites).
+    use base64::Engine;
+    let evidence = b"example-evidence";
+    assert_eq!(
+        sha256_digest(evidence),
+        "sha256:80d70e44d0ae1e829fd5f37c3ee4a60dfbea8d3aa18407ea3f34cf7ec91da34d"
+    );
+    let data = format!(
+        "data:text/plain;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(evidence)
+    );
+    assert_eq!(data, "data:text/plain;base64,ZXhhbXBsZS1ldmlkZW5jZQ==");
+    let unknown = json!({"status": "unknown"});
+    let document = json!({
+        "api_version": "aci/1",
+        "upstream_name": "demo-upstream",
+        "endpoint": "https://upstream.example.com",
+        "verifier_id": "example/1",
+        "established_at": 1_750_000_000,
+        "expires_at": 1_750_003_600,
+        "channel_binding": [{"type": "tls_spki_sha256", "origin": "https://upstream.example.com",
+                             "spki_sha256": "d1".repeat(32)}],
+        "claims": {
+            "tee_attested": {"status": "asserted", "source": "hardware_proven",
+                             "reason": "example quote verified"},
+            "gpu_attested": unknown, "tcb_up_to_date": unknown, "os_known_good": unknown,
+            "serving_software_known_good": unknown, "model_weights_provenance": unknown,
+            "extra": {"tcb_status": "UpToDate", "gpu_arch": "HOPPER"},
+        },
+        "evidence": {"digest": sha256_digest(evidence), "data": data},
+    });
+    let canonical = jcs::canonicalize(&document).unwrap();
+    assert_eq!(
+        canonical,
+        r#"{"api_version":"aci/1","channel_binding":[{"origin":"https://upstream.example.com","spki_sha256":"d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1","type":"tls_spki_sha256"}],"claims":{"extra":{"gpu_arch":"HOPPER","tcb_status":"UpToDate"},"gpu_attested":{"status":"unknown"},"model_weights_provenance":{"status":"unknown"},"os_known_good":{"status":"unknown"},"serving_software_known_good":{"status":"unknown"},"tcb_up_to_date":{"status":"unknown"},"tee_attested":{"reason":"example quote verified","source":"hardware_proven","status":"asserted"}},"endpoint":"https://upstream.example.com","established_at":1750000000,"evidence":{"data":"data:text/plain;base64,ZXhhbXBsZS1ldmlkZW5jZQ==","digest":"sha256:80d70e44d0ae1e829fd5f37c3ee4a60dfbea8d3aa18407ea3f34cf7ec91da34d"},"expires_at":1750003600,"upstream_name":"demo-upstream","verifier_id":"example/1"}"#
+    );
+    assert_eq!(
+        hex::encode(Sha256::digest(canonical.as_bytes())),
+        SESSION_ID
+    );
+}
+
+#[test]
 fn vector_4_the_receipt_signs_and_verifies_as_published() {
     assert_eq!(sha256_digest(REQUEST.as_bytes()), REQUEST_HASH);
     assert_eq!(sha256_digest(RESPONSE.as_bytes()), RESPONSE_HASH);
