@@ -35,7 +35,7 @@ fi
 
 # Python packages: eth-account (an EIP-191 implementation that is not signet's), the OpenAI
 # SDK and pytest for the end-to-end tier.
-if ! python3 -c "import eth_account, openai, pytest, anthropic" 2>/dev/null; then
+if ! python3 -c "import eth_account, openai, pytest, anthropic, cryptography" 2>/dev/null; then
   echo "setup: installing Python test packages"
   python3 -m pip install -q --disable-pip-version-check -r tests/e2e/requirements.txt
 fi

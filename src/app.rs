@@ -2,7 +2,8 @@
 //! providers (refusing to start if one is missing), and hand the proxy and its background
 //! services to Pingora.
 
-use crate::cli::{GpuEvidenceArgs, ServeArgs, VerifyArgs, VerifySignatureArgs};
+use crate::aci::{AciService, ReceiptLimits};
+use crate::cli::{GpuEvidenceArgs, ServeArgs, VerifyArgs, VerifyReceiptArgs, VerifySignatureArgs};
 use crate::config::{self, AttestationMode, ConfigError, LoadedConfig, Settings};
 use crate::gateway::Gateway;
 use crate::notary::Notary;
@@ -21,6 +22,7 @@ use signet_attest::nvml::{DriverEvidence, GpuDriver, NvmlDriver};
 use signet_attest::{Attestor, SignerIdentity};
 use signet_core::ids::Nonce;
 use signet_core::signing::Signer;
+use signet_core::signing::ed25519::Ed25519Signer;
 use signet_core::store::{MonotonicClock, SignatureStore};
 use std::path::Path;
 use std::process::ExitCode;
@@ -48,6 +50,9 @@ pub enum StartError {
     /// The shared signature store is misconfigured.
     #[error("signet.signatures.redis: {0}")]
     SharedStore(crate::shared_store::SharedStoreError),
+    /// The ACI keyset could not be built.
+    #[error("signet.aci: {0}")]
+    Aci(String),
 }
 
 /// `signet serve`: returns only on a start-up failure (Pingora exits the process itself).
@@ -166,6 +171,48 @@ pub fn verify_signature(args: VerifySignatureArgs) -> ExitCode {
     }
 }
 
+/// `signet verify-receipt`: exit 0 only if every required check passed, 2 for unreadable
+/// files.
+pub fn verify_receipt(args: VerifyReceiptArgs) -> ExitCode {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    let inputs = (|| -> Result<_, String> {
+        let receipt = read(&args.file)?;
+        let report = read(&args.report)?;
+        let request = args.request.as_deref().map(read).transpose()?;
+        let response = args.response.as_deref().map(read).transpose()?;
+        Ok((receipt, report, request, response))
+    })();
+    let (receipt, report, request, response) = match inputs {
+        Ok(inputs) => inputs,
+        Err(e) => {
+            eprintln!("signet verify-receipt: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let checklist = signet_verify::aci::verify_offline(
+        &receipt,
+        &report,
+        &signet_verify::aci::OfflineOptions {
+            nonce: args.nonce,
+            request,
+            response,
+            allow_dev: args.allow_dev,
+        },
+    );
+    if args.json {
+        println!("{}", checklist.to_json());
+    } else {
+        print!("{}", checklist.render());
+    }
+    if checklist.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 /// `signet gpu-evidence`: the NVML path on this machine, end to end, printed.
 pub fn gpu_evidence(args: GpuEvidenceArgs) -> ExitCode {
     let nonce = match args.nonce.as_deref().map(Nonce::parse).transpose() {
@@ -215,9 +262,12 @@ fn start(args: ServeArgs) -> Result<ExitCode, StartError> {
         "before generating the signing key: {}",
         crate::hardening::key_material_protection()
     );
+    let started = crate::config::unix_now();
     let signer = Signer::generate();
-    let attestor = Arc::new(build_attestor(&settings, &signer)?);
     let (notary, shared) = build_notary(&settings, signer)?;
+    let (attestor, tls_spki) = build_attestor(&settings, &notary)?;
+    let attestor = Arc::new(attestor);
+    let aci = build_aci(&settings, tls_spki, started)?;
     if let Some(warning) = crate::hardening::ensure_descriptors(settings.limits.max_connections) {
         warn!("{warning}");
     }
@@ -227,7 +277,13 @@ fn start(args: ServeArgs) -> Result<ExitCode, StartError> {
         settings.upstream_timeouts,
     )?;
     log_start(&settings, &notary, server.threads);
-    let gateway = Arc::new(Gateway::new(settings, notary, attestor.clone(), upstreams));
+    let gateway = Arc::new(Gateway::new(
+        settings,
+        notary,
+        attestor.clone(),
+        aci,
+        upstreams,
+    ));
 
     write_pid_file(&opt, &server);
     let mut pingora = Server::new_with_opt_and_conf(opt, server);
@@ -247,13 +303,18 @@ fn start(args: ServeArgs) -> Result<ExitCode, StartError> {
 }
 
 /// The attestation providers for this key (refusing to start if one is missing), bound to
-/// the listener's TLS certificate when there is one.
-fn build_attestor(settings: &Settings, signer: &Signer) -> Result<Attestor, StartError> {
+/// the listener's TLS certificate when there is one; that certificate's key fingerprint too.
+fn build_attestor(
+    settings: &Settings,
+    notary: &Notary,
+) -> Result<(Attestor, Option<[u8; 32]>), StartError> {
     let identity = SignerIdentity {
-        address: *signer.address(),
-        public_key: *signer.public_key(),
+        address: *notary.address(),
+        public_key: *notary.signer().public_key(),
+        ed25519_public_key: Some(notary.ed25519().public_key()),
     };
     let mut attestor = Attestor::from_settings(&settings.attestation, identity)?;
+    let mut tls_spki = None;
     if let Some(tls) = &settings.tls {
         // The same file Pingora loads for the listener: reports can bind its key.
         let pem = std::fs::read(&tls.cert)
@@ -266,6 +327,7 @@ fn build_attestor(settings: &Settings, signer: &Signer) -> Result<Attestor, Star
             hex::encode(spki)
         );
         attestor = attestor.with_tls_certificate(spki);
+        tls_spki = Some(spki);
     }
     if attestor.mode() == AttestationMode::Dev {
         warn!(
@@ -273,7 +335,37 @@ fn build_attestor(settings: &Settings, signer: &Signer) -> Result<Attestor, Star
              nothing this gateway signs is hardware-rooted. Never use dev mode in production."
         );
     }
-    Ok(attestor)
+    Ok((attestor, tls_spki))
+}
+
+/// The ACI service: the workload keyset (a receipt key of its own, the TLS key), its
+/// reports and the receipts, kept as long and as many as signatures.
+fn build_aci(
+    settings: &Settings,
+    tls_spki: Option<[u8; 32]>,
+    started: u64,
+) -> Result<AciService, StartError> {
+    let aci = AciService::new(
+        &settings.aci,
+        Ed25519Signer::generate(),
+        tls_spki,
+        started,
+        ReceiptLimits {
+            ttl: settings.signatures.ttl,
+            max_entries: settings.signatures.max_entries,
+        },
+        Arc::new(MonotonicClock::default()),
+        settings.attestation.cache_ttl,
+        settings.auth.is_some(),
+    )
+    .map_err(|e| StartError::Aci(e.to_string()))?;
+    info!(
+        "ACI keyset digest {} (receipt key {}, not_after {})",
+        aci.digest(),
+        aci.keyset().receipt_signing_keys[0].public_key,
+        aci.keyset().not_after
+    );
+    Ok(aci)
 }
 
 /// The notary over the in-memory signature store, mirrored to Redis when configured (the
@@ -400,6 +492,7 @@ fn add_background_services(pingora: &mut Server, background: Background) {
         "signature sweeper",
         Sweeper {
             store: background.gateway.notary.store_handle(),
+            receipts: background.gateway.aci.receipts_handle(),
             every: background.gateway.settings.signatures.sweep_interval,
         },
     ));
@@ -440,6 +533,7 @@ impl BackgroundService for ReportRefresher {
 /// Removes expired signatures on a fixed period.
 struct Sweeper {
     store: Arc<signet_core::store::SignatureStore>,
+    receipts: Arc<signet_core::aci::store::ReceiptStore>,
     every: Duration,
 }
 
@@ -453,6 +547,7 @@ impl BackgroundService for Sweeper {
                 _ = shutdown.changed() => return,
                 _ = ticks.tick() => {
                     self.store.sweep();
+                    self.receipts.sweep();
                 }
             }
         }

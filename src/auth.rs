@@ -49,7 +49,7 @@ impl BearerTokens {
 }
 
 /// The token of `Bearer <token>` (scheme case-insensitive, RFC 6750).
-fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+pub(crate) fn bearer_token(value: &[u8]) -> Option<&[u8]> {
     let (scheme, rest) = value.split_at_checked(7)?;
     if !scheme.eq_ignore_ascii_case(b"bearer ") {
         return None;

@@ -27,6 +27,35 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Recover the address that signed a text (EIP-191), optionally checking it.
     VerifySignature(VerifySignatureArgs),
+    /// Re-check an archived ACI receipt against an archived ACI report, offline.
+    VerifyReceipt(VerifyReceiptArgs),
+}
+
+/// `signet verify-receipt`.
+#[derive(Debug, Args)]
+pub struct VerifyReceiptArgs {
+    /// The receipt, as `GET /v1/aci/receipts/{id}` served it (any JSON encoding).
+    pub file: std::path::PathBuf,
+    /// The attestation report, as `GET /v1/aci/attestation` served it.
+    #[arg(long)]
+    pub report: std::path::PathBuf,
+    /// The nonce the report was fetched with (default: the report's `evidence.gpu_nonce`,
+    /// or none for a report fetched without one).
+    #[arg(long)]
+    pub nonce: Option<String>,
+    /// The request body sent, to compare with the receipt's `request.received`.
+    #[arg(long)]
+    pub request: Option<std::path::PathBuf>,
+    /// The response body received (SSE framing included), to compare with
+    /// `response.returned`.
+    #[arg(long)]
+    pub response: Option<std::path::PathBuf>,
+    /// Accept a dev-mode report (mock quote): NOT hardware-rooted.
+    #[arg(long)]
+    pub allow_dev: bool,
+    /// Print the checklist as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `signet verify`.

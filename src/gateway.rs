@@ -3,6 +3,7 @@
 //! [`Notary`] (seal, retract, look up) and the [`Attestor`]. The decisions about one
 //! request are `signet_core::exchange`'s; the local routes are answered in `routes`.
 
+use crate::aci::AciService;
 use crate::admission::Admission;
 use crate::auth::BearerTokens;
 use crate::config::Settings;
@@ -28,6 +29,8 @@ pub struct Gateway {
     pub attestor: Arc<Attestor>,
     /// The signed routes (shared by every exchange).
     routes: Arc<signet_core::route::RouteTable>,
+    /// ACI: the keyset, its reports and the receipts.
+    pub aci: AciService,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -45,6 +48,7 @@ impl Gateway {
         settings: Settings,
         notary: Notary,
         attestor: Arc<Attestor>,
+        aci: AciService,
         upstreams: UpstreamPool,
     ) -> Self {
         let tokens = settings
@@ -67,8 +71,16 @@ impl Gateway {
             notary,
             attestor,
             routes: Arc::new(settings.signatures.routes.clone()),
+            aci,
             settings,
         }
+    }
+
+    /// The path of a signed route (what an ACI receipt names as its endpoint).
+    pub fn signed_path(&self, route: signet_core::route::SignedRoute) -> &str {
+        self.routes
+            .spec(route)
+            .map_or("", |spec| spec.path.as_str())
     }
 
     /// The limits each exchange is held to.

@@ -6,6 +6,7 @@
 //! when an upstream cannot be connected to). The exchange's state machine decides what is
 //! signed exactly as on the proxied path; this module only moves the bytes.
 
+use crate::aci::PendingReceipt;
 use crate::gateway::Gateway;
 use crate::notary::SealError;
 use crate::upstreams::{Answer, UpstreamError, UpstreamFailure, is_hop_by_hop};
@@ -25,6 +26,8 @@ pub struct InbandAnswer {
     pub body: bytes::Bytes,
     /// The upstream that answered.
     pub target: Option<crate::config::UpstreamTarget>,
+    /// The ACI receipt filed for it, to take back if the answer does not reach the client.
+    pub receipt: Option<signet_core::aci::store::ReceiptTicket>,
 }
 
 impl InbandAnswer {
@@ -42,6 +45,7 @@ impl InbandAnswer {
             body,
             headers,
             target: None,
+            receipt: None,
         }
     }
 
@@ -60,6 +64,7 @@ fn copy_response_headers(headers: &http::HeaderMap) -> Vec<(String, String)> {
             !is_hop_by_hop(name.as_str())
                 && *name != http::header::CONTENT_LENGTH
                 && !is_signet_header(name.as_str())
+                && !signet_core::aci::is_aci_header(name.as_str())
         })
         .filter_map(|(name, value)| {
             Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
@@ -92,6 +97,7 @@ fn request_headers(
 pub async fn serve(
     gateway: &Gateway,
     exchange: &mut Exchange,
+    aci: Option<&PendingReceipt>,
     method: &http::Method,
     path_and_query: &str,
     headers: &http::HeaderMap,
@@ -101,6 +107,7 @@ pub async fn serve(
         return InbandAnswer::refused(exchange, ApiError::internal(), UnsignedReason::Rejected);
     };
     let headers = request_headers(gateway, headers, request_id);
+    let body_sent = body.clone();
     let sent = gateway
         .upstreams
         .send(
@@ -120,9 +127,16 @@ pub async fn serve(
         headers: copy_response_headers(&answer.headers),
         body: answer.body.clone(),
         target: Some(answer.target.clone()),
+        receipt: None,
     };
+    if let Some(pending) = aci.filter(|_| (200..300).contains(&answer.status)) {
+        out.headers.push((
+            signet_core::aci::RECEIPT_ID_HEADER.to_owned(),
+            pending.receipt_id.clone(),
+        ));
+    }
     if let Some(completed) = follow_answer(exchange, &answer) {
-        seal(gateway, exchange, &completed, &mut out);
+        seal(gateway, exchange, aci, &completed, &body_sent, &mut out);
     }
     out
 }
@@ -185,12 +199,22 @@ fn follow_answer(exchange: &mut Exchange, answer: &Answer) -> Option<CompletedEx
 fn seal(
     gateway: &Gateway,
     exchange: &mut Exchange,
+    aci: Option<&PendingReceipt>,
     completed: &CompletedExchange,
+    forwarded: &bytes::Bytes,
     out: &mut InbandAnswer,
 ) {
     match gateway.notary.seal_for_client(completed) {
         Ok((ticket, signature)) => {
             let _ = exchange.sealed(ticket, &signature);
+            if let Some(pending) = aci {
+                out.receipt = gateway.aci.issue(
+                    pending,
+                    completed,
+                    Some(forwarded),
+                    exchange.emitted_sha256(completed),
+                );
+            }
             out.headers.extend([
                 (inband_headers::SIGNATURE.to_owned(), signature.signature),
                 (inband_headers::TEXT.to_owned(), signature.text),

@@ -8,6 +8,7 @@
 //! `signet-core` (no Pingora, no I/O); quotes and GPU evidence come from `signet-attest`; the
 //! client verifier is `signet-verify`, which the `signet` binary links for `signet verify`.
 
+pub mod aci;
 pub mod admission;
 pub mod app;
 pub mod auth;

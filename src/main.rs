@@ -12,5 +12,6 @@ fn main() -> ExitCode {
         Command::GpuEvidence(args) => signet::app::gpu_evidence(args),
         Command::Verify(args) => signet::app::verify(args),
         Command::VerifySignature(args) => signet::app::verify_signature(args),
+        Command::VerifyReceipt(args) => signet::app::verify_receipt(args),
     }
 }

@@ -1,11 +1,14 @@
 //! The notary joins the signing key and the signature store: it signs a completed exchange,
 //! files the signature under the completion id, and answers lookups in the contract's shape
-//! (docs/API.md §4).
+//! (docs/API.md §4). With `signing_algo=ed25519` a lookup answers with the legacy Ed25519
+//! key's signature over the same text, made from the filed record (Ed25519 is deterministic,
+//! and a retracted record is gone): only for exchanges this process sealed.
 
 use crate::shared_store::{SharedStore, SharedStoreError};
 use signet_core::ids::CompletionId;
 use signet_core::inband::InbandSignature;
 pub use signet_core::receipt::SignatureReceipt;
+use signet_core::signing::ed25519::Ed25519Signer;
 use signet_core::signing::{Address, RecoverableSignature, Signer, SigningError};
 use signet_core::store::{Occupied, SignatureStore, StoredSignature, Ticket};
 use signet_core::transcript::{CompletedExchange, signed_text};
@@ -27,6 +30,7 @@ pub enum SealError {
 #[derive(Debug)]
 pub struct Notary {
     signer: Signer,
+    ed25519: Ed25519Signer,
     store: Arc<SignatureStore>,
     shared: Option<Arc<SharedStore>>,
 }
@@ -43,13 +47,33 @@ pub enum Lookup {
 }
 
 impl Notary {
-    /// A notary over `signer` filing into `store`.
+    /// A notary over `signer` filing into `store`, with a fresh legacy Ed25519 key.
     pub fn new(signer: Signer, store: SignatureStore) -> Self {
         Self {
             signer,
+            ed25519: Ed25519Signer::generate(),
             store: Arc::new(store),
             shared: None,
         }
+    }
+
+    /// The legacy protocol's Ed25519 key (`signing_algo=ed25519`).
+    pub fn ed25519(&self) -> &Ed25519Signer {
+        &self.ed25519
+    }
+
+    /// The receipt for `id` signed by the legacy Ed25519 key, while this process keeps it:
+    /// the same text, the signature 128 hex characters and the address the 32-byte public
+    /// key in hex (both without `0x`), as Phala's and NEAR's proxies serve them.
+    pub fn ed25519_receipt(&self, id: &CompletionId) -> Option<SignatureReceipt> {
+        let stored = self.store.get(id.as_str())?;
+        let text = signed_text(&stored.request_sha256, &stored.response_sha256);
+        Some(SignatureReceipt {
+            signature: hex::encode(self.ed25519.sign(text.as_bytes())),
+            text,
+            signing_address: self.ed25519.public_key_hex(),
+            signing_algo: "ed25519".to_owned(),
+        })
     }
 
     /// Mirrors every signature to `shared` and looks there for ids not signed here.
@@ -208,8 +232,22 @@ mod tests {
                 .to_checksum(),
             receipt.signing_address
         );
+        // The same text under the Ed25519 key, as Phala's and NEAR's verifiers check it.
+        let ed = notary.ed25519_receipt(&exchange.id).unwrap();
+        assert_eq!(ed.text, exchange.text());
+        assert_eq!(ed.signing_address, notary.ed25519().public_key_hex());
+        assert_eq!(ed.signing_algo, "ed25519");
+        assert!(
+            signet_core::signing::ed25519::verify_hex(
+                &ed.signing_address,
+                ed.text.as_bytes(),
+                &ed.signature
+            )
+            .is_ok()
+        );
         notary.retract(ticket, &exchange.id);
         assert_eq!(notary.receipt(&exchange.id), None);
+        assert_eq!(notary.ed25519_receipt(&exchange.id), None);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! edit these headers, sign, retry, retract); none decides anything about signing itself.
 //! The per-request state is [`RequestCtx`]: the exchange plus what only the I/O side needs.
 
+use crate::aci::{AciService, PendingReceipt};
 use crate::admission::InFlightSlot;
 use crate::config::UpstreamTarget;
 use crate::gateway::Gateway;
@@ -17,6 +18,7 @@ use pingora_core::prelude::HttpPeer;
 use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use signet_core::aci::store::ReceiptTicket;
 use signet_core::error::ApiError;
 use signet_core::exchange::{
     AttemptError, BodyStep, ClientState, End, Exchange, Failure, HeadDecision, HttpVersion,
@@ -50,6 +52,10 @@ pub struct RequestCtx {
     failed_connects: Vec<SocketAddr>,
     /// When the request head was sent upstream (latency metrics).
     sent_upstream_at: Option<Instant>,
+    /// The ACI receipt this request gets if its exchange seals (signed routes).
+    aci: Option<PendingReceipt>,
+    /// The receipt filed, to take back if the response does not reach the client.
+    receipt: Option<ReceiptTicket>,
 }
 
 /// signet's proxy.
@@ -162,8 +168,12 @@ async fn write_local(
     session: &mut Session,
     answer: &LocalResponse,
     request_id: &str,
+    aci: &AciService,
 ) -> Result<()> {
-    let mut header = ResponseHeader::build(answer.status, Some(6))?;
+    let mut header = ResponseHeader::build(answer.status, Some(8))?;
+    for (name, value) in aci.headers() {
+        header.insert_header(name, value)?;
+    }
     header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     header.insert_header(http::header::CONTENT_LENGTH, answer.body.len())?;
     header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
@@ -218,6 +228,36 @@ fn apply_edits(
     }
     if let Some(id) = edits.completion_id {
         response.insert_header(inband::headers::COMPLETION_ID, id)?;
+    }
+    Ok(())
+}
+
+/// ACI's response headers (§5.2): an upstream's `x-aci-*` and `x-receipt-id` go; the
+/// version and keyset digest go on every final answer, the receipt id on a 2xx of a signed
+/// route (its receipt exists once the response is delivered whole).
+fn apply_aci_headers(
+    response: &mut ResponseHeader,
+    aci: &AciService,
+    final_answer: bool,
+    receipt_id: Option<&str>,
+) -> Result<()> {
+    let forged: Vec<http::HeaderName> = response
+        .headers
+        .keys()
+        .filter(|name| signet_core::aci::is_aci_header(name.as_str()))
+        .cloned()
+        .collect();
+    for name in forged {
+        response.remove_header(&name);
+    }
+    if !final_answer {
+        return Ok(());
+    }
+    for (name, value) in aci.headers() {
+        response.insert_header(name, value)?;
+    }
+    if let Some(receipt_id) = receipt_id {
+        response.insert_header(signet_core::aci::RECEIPT_ID_HEADER, receipt_id)?;
     }
     Ok(())
 }
@@ -340,6 +380,7 @@ impl SignetProxy {
         let answer = crate::inband_json::serve(
             &self.gateway,
             &mut ctx.exchange,
+            ctx.aci.as_ref(),
             &header.method,
             path,
             &header.headers,
@@ -347,12 +388,16 @@ impl SignetProxy {
         )
         .await;
         ctx.target = answer.target.clone();
+        ctx.receipt = answer.receipt;
         let mut head = ResponseHeader::build(answer.status, Some(answer.headers.len() + 2))?;
         for (name, value) in answer.headers {
             head.append_header(name, value)?;
         }
         head.insert_header(http::header::CONTENT_LENGTH, answer.body.len())?;
         head.insert_header("x-request-id", ctx.request_id.as_str())?;
+        for (name, value) in self.gateway.aci.headers() {
+            head.insert_header(name, value)?;
+        }
         session.write_response_header(Box::new(head), false).await?;
         session.write_response_body(Some(answer.body), true).await?;
         Ok(true)
@@ -384,6 +429,8 @@ impl ProxyHttp for SignetProxy {
             target: None,
             failed_connects: Vec::new(),
             sent_upstream_at: None,
+            aci: None,
+            receipt: None,
         }
     }
 
@@ -420,7 +467,7 @@ impl ProxyHttp for SignetProxy {
         match decision {
             HeadDecision::Refuse(refusal) => Err(refuse(session, refusal)),
             HeadDecision::Local(route) => {
-                if route == Route::AttestationReport {
+                if matches!(route, Route::AttestationReport | Route::AciAttestation) {
                     let client = match session.client_addr() {
                         Some(pingora_core::protocols::l4::socket::SocketAddr::Inet(addr)) => {
                             Some(addr.ip())
@@ -438,10 +485,14 @@ impl ProxyHttp for SignetProxy {
                     &header.method,
                     header.uri.path(),
                     header.uri.query(),
+                    header
+                        .headers
+                        .get(http::header::AUTHORIZATION)
+                        .map(|v| v.as_bytes()),
                 )
                 .await;
                 ctx.exchange.set_status(answer.status);
-                write_local(session, &answer, &ctx.request_id).await?;
+                write_local(session, &answer, &ctx.request_id, &self.gateway.aci).await?;
                 Ok(true)
             }
             HeadDecision::Forward => {
@@ -454,6 +505,15 @@ impl ProxyHttp for SignetProxy {
                 session
                     .as_downstream_mut()
                     .set_read_timeout(Some(body_timeout));
+                if let Route::Signed(route) = ctx.exchange.route() {
+                    let authorization = session
+                        .req_header()
+                        .headers
+                        .get(http::header::AUTHORIZATION)
+                        .map(|v| v.as_bytes());
+                    let endpoint = self.gateway.signed_path(route);
+                    ctx.aci = self.gateway.aci.pending(endpoint, authorization);
+                }
                 self.admit(session, ctx, read_body_first).await
             }
         }
@@ -577,6 +637,7 @@ impl ProxyHttp for SignetProxy {
             client_version: version_of(session.req_header().version),
         };
         let edits = ctx.exchange.on_response_head(&facts);
+        let status = facts.status;
         if let Some(target) = &ctx.target
             && let Some(location) = upstream_response
                 .headers
@@ -593,6 +654,17 @@ impl ProxyHttp for SignetProxy {
                 .upstream_first_byte_seconds
                 .observe(sent.elapsed().as_secs_f64());
         }
+        let receipt_id = ctx
+            .aci
+            .as_ref()
+            .filter(|_| ctx.exchange.is_signed_route() && (200..300).contains(&status))
+            .map(|pending| pending.receipt_id.as_str());
+        apply_aci_headers(
+            upstream_response,
+            &self.gateway.aci,
+            edits.request_id,
+            receipt_id,
+        )?;
         apply_edits(session, upstream_response, edits, &ctx.request_id)
     }
 
@@ -630,6 +702,14 @@ impl ProxyHttp for SignetProxy {
                     out.extend(trailer);
                     *body = Some(Bytes::from(out));
                 }
+                if let Some(pending) = &ctx.aci {
+                    ctx.receipt = self.gateway.aci.issue(
+                        pending,
+                        &completed,
+                        ctx.exchange.request_body().map(|b| b.as_ref()),
+                        ctx.exchange.emitted_sha256(&completed),
+                    );
+                }
             }
             Err(SealError::DuplicateId(_)) => {
                 warn!("the upstream repeated a completion id: the later response is not signed");
@@ -657,7 +737,9 @@ impl ProxyHttp for SignetProxy {
             None => 0,
             Some(envelope) => {
                 let answer = LocalResponse::from(envelope);
-                if let Err(write_error) = write_local(session, &answer, &ctx.request_id).await {
+                if let Err(write_error) =
+                    write_local(session, &answer, &ctx.request_id, &self.gateway.aci).await
+                {
                     warn!("could not write error response: {write_error}");
                 }
                 answer.status
@@ -706,8 +788,15 @@ impl ProxyHttp for SignetProxy {
             error: e.map(|e| attempt_error(e).side),
             client_accepted: session.as_downstream().body_bytes_sent() as u64,
         };
-        if let Settlement::Retract(ticket, id) = ctx.exchange.settle(end) {
-            self.gateway.notary.retract(ticket, &id);
+        let settlement = ctx.exchange.settle(end);
+        if let Settlement::Retract(ticket, id) = &settlement {
+            self.gateway.notary.retract(*ticket, id);
+        }
+        if settlement != Settlement::Stands
+            && let Some(receipt) = ctx.receipt.take()
+        {
+            // The receipt stands exactly when the signature does.
+            self.gateway.aci.retract(receipt);
         }
         let exchange = &ctx.exchange;
         let header = session.req_header();

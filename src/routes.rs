@@ -1,13 +1,14 @@
 //! Routing and the endpoints signet answers itself: `/health` and `/v1/signature/{id}` here,
-//! `/v1/attestation/report` through the attestation module. Each answer is a plain
-//! [`LocalResponse`] (status, JSON body); writing it to the wire is the proxy's job.
+//! `/v1/attestation/report` through the attestation module, `/v1/aci/attestation` and
+//! `/v1/aci/receipts/{id}` through [`crate::aci`]. Each answer is a plain [`LocalResponse`]
+//! (status, JSON body); writing it to the wire is the proxy's job.
 
 use crate::gateway::Gateway;
 use crate::metrics::METRICS;
 use crate::notary::{Lookup, Notary};
 use signet_core::error::ApiError;
 use signet_core::ids::CompletionId;
-use signet_core::query::check_signing_algo;
+use signet_core::query::{SigningAlgo, signing_algo_param};
 use signet_core::route::Route;
 use signet_core::route::SIGNATURE_PREFIX;
 
@@ -49,15 +50,30 @@ impl From<ApiError> for LocalResponse {
 /// `GET /v1/signature/{id}`: this process's signatures first, then the shared store's.
 pub async fn signature(notary: &Notary, path: &str, query: Option<&str>) -> LocalResponse {
     let raw_id = path.strip_prefix(SIGNATURE_PREFIX).unwrap_or_default();
-    let id = match check_signing_algo(query).and_then(|()| {
-        CompletionId::parse(raw_id).map_err(|e| {
-            ApiError::bad_request("invalid_id", format!("invalid completion id: {e}"))
-                .with_param("id")
-        })
+    let (algo, id) = match signing_algo_param(query).and_then(|algo| {
+        CompletionId::parse(raw_id)
+            .map(|id| (algo, id))
+            .map_err(|e| {
+                ApiError::bad_request("invalid_id", format!("invalid completion id: {e}"))
+                    .with_param("id")
+            })
     }) {
-        Ok(id) => id,
+        Ok(parsed) => parsed,
         Err(error) => return error.into(),
     };
+    if algo == SigningAlgo::Ed25519 {
+        // Only exchanges this process sealed: another replica's record carries its own
+        // ECDSA signature, and this key signs only what this process saw delivered.
+        return match notary.ed25519_receipt(&id) {
+            Some(receipt) => LocalResponse::ok_json(&receipt),
+            None => ApiError::not_found(
+                "signature_not_found",
+                "no Ed25519 signature for this id here: unknown, not signed, expired, or \
+                 signed by another replica (ask it, or ask for signing_algo=ecdsa)",
+            )
+            .into(),
+        };
+    }
     match notary.lookup(&id).await {
         Ok(Lookup::Local(receipt) | Lookup::Shared(receipt)) => LocalResponse::ok_json(&receipt),
         Ok(Lookup::Missing) => ApiError::not_found(
@@ -89,13 +105,15 @@ pub struct Health<'a> {
     pub attestation_mode: &'a str,
 }
 
-/// Answers a local route (`method`, `path` and `query` as the request has them).
+/// Answers a local route (`method`, `path`, `query` and the `Authorization` header as the
+/// request has them).
 pub async fn answer_local(
     gateway: &Gateway,
     route: Route,
     method: &http::Method,
     path: &str,
     query: Option<&str>,
+    authorization: Option<&[u8]>,
 ) -> LocalResponse {
     if method != http::Method::GET {
         return ApiError::method_not_allowed("GET").into();
@@ -135,6 +153,26 @@ pub async fn answer_local(
                 .observe(started.elapsed().as_secs_f64());
             answer
         }
+        Route::AciAttestation => {
+            let provider = gateway.attestor.mode().as_str();
+            let started = std::time::Instant::now();
+            let answer = gateway.aci.attestation(&gateway.attestor, query).await;
+            let outcome = match answer.status {
+                200 => "ok",
+                400 => "bad_request",
+                _ => "unavailable",
+            };
+            METRICS
+                .attestation_requests
+                .with_label_values(&[provider, outcome])
+                .inc();
+            METRICS
+                .attestation_seconds
+                .with_label_values(&[provider])
+                .observe(started.elapsed().as_secs_f64());
+            answer
+        }
+        Route::AciReceipt => gateway.aci.receipt(path, authorization),
         Route::Health => LocalResponse::ok_json(&Health {
             status: "ok",
             version: env!("CARGO_PKG_VERSION"),

@@ -204,10 +204,36 @@ async fn the_parameters_the_fields_clients_send() {
     assert_eq!(reply.status, 200);
     assert!(reply.json().get("tls_cert_fingerprint").is_none());
 
-    // ed25519 is not offered yet.
-    get(format!("nonce={nonce}&signing_algo=ed25519"))
-        .await
-        .assert_envelope(400, "unsupported_signing_algo");
+    // ed25519, as Phala's and NEAR's proxies serve it: the 32-byte public key is the
+    // address (hex, no 0x) and report_data is that key followed by the nonce.
+    let reply = get(format!("nonce={nonce}&signing_algo=ed25519")).await;
+    assert_eq!(reply.status, 200);
+    let report = reply.json();
+    assert_eq!(report["signing_algo"], "ed25519");
+    let key = report["signing_address"].as_str().unwrap().to_owned();
+    assert_eq!(key.len(), 64);
+    assert_eq!(report["signing_public_key"], key.as_str());
+    assert_ne!(
+        key.to_lowercase(),
+        ours.trim_start_matches("0x").to_lowercase()
+    );
+    let quote = decode_quote(&report);
+    let data = tdx_quote::Quote::from_bytes(&quote)
+        .unwrap()
+        .report_input_data();
+    assert_eq!(hex::encode(&data[..32]), key);
+    assert_eq!(hex::encode(&data[32..]), nonce);
+    let reply = get(format!(
+        "nonce={nonce}&signing_algo=ed25519&signing_address={key}"
+    ))
+    .await;
+    assert_eq!(reply.status, 200);
+    get(format!(
+        "signing_algo=ed25519&signing_address={}",
+        "ab".repeat(32)
+    ))
+    .await
+    .assert_envelope(404, "signing_address_not_found");
 }
 
 #[tokio::test]

@@ -243,6 +243,9 @@ async fn verify_passes_over_tls_with_the_report_bound_to_the_certificate() {
     assert_eq!(check_status(&checklist, "tls.binding"), "pass");
     assert_eq!(check_status(&checklist, "quote.report_data"), "pass");
     assert_eq!(check_status(&checklist, "signature.inband"), "pass");
+    // The ACI keyset lists the certificate key this connection saw.
+    assert_eq!(check_status(&checklist, "aci.tls"), "pass", "{checklist:#}");
+    assert_eq!(check_status(&checklist, "aci.receipt.hashes"), "pass");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -271,6 +274,7 @@ async fn a_tls_relay_with_another_certificate_is_caught() {
     assert_eq!(check_status(&checklist, "quote.report_data"), "fail");
     // Everything else about the relayed gateway looks fine: only the binding gives it away.
     assert_eq!(check_status(&checklist, "signature.signer"), "pass");
+    assert_eq!(check_status(&checklist, "aci.tls"), "fail", "{checklist:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

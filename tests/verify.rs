@@ -34,6 +34,17 @@ async fn an_honest_dev_gateway_passes_with_allow_dev_only() {
         "signature.text",
         "signature.signer",
         "signature.inband",
+        // signet is an ACI service too: its keyset, statement and quote, then the receipt
+        // of the same completion.
+        "aci.report",
+        "aci.keyset_digest",
+        "aci.statement",
+        "aci.quote",
+        "aci.gpu",
+        "aci.expiry",
+        "aci.receipt.fetch",
+        "aci.receipt.signature",
+        "aci.receipt.hashes",
     ] {
         assert_eq!(
             check_status(&checklist, name),
@@ -45,6 +56,18 @@ async fn an_honest_dev_gateway_passes_with_allow_dev_only() {
         check_status(&checklist, "tls.binding"),
         "skip",
         "cleartext: nothing to bind"
+    );
+    assert_eq!(check_status(&checklist, "aci.tls"), "skip");
+    assert_eq!(
+        check_status(&checklist, "aci.quote_chain"),
+        "skip",
+        "a dev quote has no chain"
+    );
+    assert!(
+        checklist["aci_keyset_digest"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
     );
     assert_eq!(
         checklist["signing_address"],
@@ -90,6 +113,14 @@ async fn a_man_in_the_middle_who_alters_one_byte_of_the_completion_is_caught() {
         "{checklist:#}"
     );
     assert_eq!(check_status(&checklist, "quote.report_data"), "pass");
+    // The receipt, found by the response id (the relay drops X-Receipt-Id), verifies but
+    // does not cover the bytes the client received.
+    assert_eq!(check_status(&checklist, "aci.receipt.signature"), "pass");
+    assert_eq!(
+        check_status(&checklist, "aci.receipt.hashes"),
+        "fail",
+        "{checklist:#}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,6 +146,13 @@ async fn a_report_for_another_nonce_fails() {
     );
     assert_eq!(check_status(&checklist, "quote.report_data"), "fail");
     assert_eq!(check_status(&checklist, "gpu.evidence"), "fail");
+    // The ACI report for another nonce: the statement does not rebuild.
+    assert_eq!(check_status(&checklist, "aci.keyset_digest"), "pass");
+    assert_eq!(
+        check_status(&checklist, "aci.statement"),
+        "fail",
+        "{checklist:#}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

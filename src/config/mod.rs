@@ -12,6 +12,7 @@
 //! One module per section, each checking itself (`check(raw, key) -> Result<T, ConfigError>`,
 //! `key` being the section's dotted path); [`parse`] composes them.
 
+mod aci;
 mod attestation;
 mod auth;
 mod limits;
@@ -19,6 +20,7 @@ mod listen;
 mod signatures;
 mod upstreams;
 
+pub use aci::{AciSettings, MAX_KEYSET_LIFETIME, NotAfter, unix_now};
 pub use auth::AuthSettings;
 pub use limits::{ClientTimeouts, Limits};
 pub use listen::TlsSettings;
@@ -142,6 +144,8 @@ struct RawSignet {
     upstream_timeouts: upstreams::RawUpstreamTimeouts,
     #[serde(default)]
     admin: Option<listen::RawAdmin>,
+    #[serde(default)]
+    aci: aci::RawAci,
 }
 
 /// The checked `signet:` section.
@@ -171,6 +175,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Upstream timeouts.
     pub upstream_timeouts: UpstreamTimeouts,
+    /// ACI: the keyset's subject and expiry, source provenance.
+    pub aci: AciSettings,
 }
 
 /// The whole file, checked: Pingora's part and signet's.
@@ -303,7 +309,9 @@ fn validate(raw: RawSignet) -> Result<Settings, ConfigError> {
     let listen = listen::check_listen(&raw.listen, "signet.listen")?;
     let upstreams =
         upstreams::check_upstreams(raw.upstream.as_deref(), raw.upstreams.as_deref(), "signet")?;
+    let aci = aci::check(raw.aci, "signet.aci", raw.tls.is_some())?;
     Ok(Settings {
+        aci,
         listen,
         tls: raw
             .tls

@@ -30,6 +30,7 @@ class Recorder(httpx2.HTTPTransport):
         record = {"path": request.url.path, "request": request.read(), "response": bytearray()}
         self.exchanges.append(record)
         response = super().handle_request(request)
+        record["headers"] = response.headers
         inner = response.stream
 
         class Tee(httpx2.SyncByteStream):

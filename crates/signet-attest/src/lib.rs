@@ -32,10 +32,12 @@ use base64::Engine;
 use signet_core::error::ApiError;
 use signet_core::ids::Nonce;
 use signet_core::query::{
-    check_model_param, parse_nonce_query, signing_address_param, tls_binding_param,
+    SigningAlgo, check_model_param, parse_nonce_query, query_param, signing_address_param,
+    signing_algo_param, tls_binding_param,
 };
 pub use signet_core::report::{
-    AttestationReport, REPORT_DATA_OFFSET, SignerIdentity, report_data, tls_bound_report_data,
+    AttestationReport, REPORT_DATA_OFFSET, SignerIdentity, ed25519_report_data,
+    ed25519_tls_bound_report_data, report_data, tls_bound_report_data,
 };
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -156,6 +158,26 @@ pub fn check_quote_binding(quote: &[u8], expected: &[u8; 64]) -> Result<(), Atte
     Ok(())
 }
 
+/// The evidence behind a report for arbitrary report_data (ACI's statement digest): the
+/// quote, checked to bind exactly that report_data, and the GPU evidence for a nonce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evidence {
+    /// The TDX quote's bytes.
+    pub quote: Vec<u8>,
+    /// The NRAS payload (a JSON string), taken for the nonce given.
+    pub nvidia_payload: String,
+    /// The provider's event log (dstack).
+    pub event_log: Option<String>,
+    /// The provider's VM configuration (dstack).
+    pub vm_config: Option<String>,
+    /// The provider's `Info` answer (dstack).
+    pub info: Option<serde_json::Value>,
+    /// `tdx`, `dstack` or `dev`.
+    pub mode: &'static str,
+    /// `nvml`, `dev` or `none`.
+    pub gpu_evidence: &'static str,
+}
+
 /// A report made for a nonce signet drew itself, reusable by nonce-less requests.
 struct CachedReport {
     made: Instant,
@@ -170,8 +192,9 @@ pub struct Attestor {
     encoding: QuoteEncoding,
     timeout: Duration,
     cache_ttl: Duration,
-    /// Reports made for nonces signet drew itself: plain (0) and TLS-bound (1).
-    cache: Mutex<[Option<CachedReport>; 2]>,
+    /// Reports made for nonces signet drew itself: plain (0) and TLS-bound (1) for the
+    /// ECDSA key, the same (2, 3) for the Ed25519 key.
+    cache: Mutex<[Option<CachedReport>; 4]>,
     tls_spki_sha256: Option<[u8; 32]>,
     nras_claims_version: NrasClaimsVersion,
     gate: gate::ReportGate,
@@ -202,7 +225,7 @@ impl Attestor {
             encoding: settings.quote_encoding,
             timeout: settings.timeout,
             cache_ttl: settings.cache_ttl,
-            cache: Mutex::new([None, None]),
+            cache: Mutex::new([None, None, None, None]),
             tls_spki_sha256: None,
             nras_claims_version: settings.nras_claims_version,
             gate: gate::ReportGate::new(settings.max_concurrent, settings.max_waiting),
@@ -257,20 +280,24 @@ impl Attestor {
     /// A report for a caller who gave no nonce: the cached one while it is younger than
     /// `cache_ttl`, else a fresh one for a random nonce (which is then cached).
     pub async fn report_without_nonce(&self) -> Result<AttestationReport, AttestationError> {
-        self.unnonced(None).await
+        self.unnonced(None, SigningAlgo::Ecdsa).await
     }
 
-    /// The same for a TLS-bound or plain report (`tls_spki_sha256`): both are cached, so a
-    /// flood of nonce-less requests costs one quote per `cache_ttl` either way.
+    /// The same for a TLS-bound or plain report (`tls_spki_sha256`) of either key: all are
+    /// cached, so a flood of nonce-less requests costs one quote per `cache_ttl` either way.
     async fn unnonced(
         &self,
         tls_spki_sha256: Option<[u8; 32]>,
+        algo: SigningAlgo,
     ) -> Result<AttestationReport, AttestationError> {
-        let slot = usize::from(tls_spki_sha256.is_some());
+        let slot =
+            usize::from(tls_spki_sha256.is_some()) + 2 * usize::from(algo == SigningAlgo::Ed25519);
         if let Some(report) = self.cached(slot) {
             return Ok(report);
         }
-        let report = self.report_bound(Nonce::random(), tls_spki_sha256).await?;
+        let report = self
+            .report_bound(Nonce::random(), tls_spki_sha256, algo)
+            .await?;
         if !self.cache_ttl.is_zero() {
             let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
             cache[slot] = Some(CachedReport {
@@ -296,7 +323,7 @@ impl Attestor {
             let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
             cache[0] = None;
         }
-        self.unnonced(None).await
+        self.unnonced(None, SigningAlgo::Ecdsa).await
     }
 
     /// How long a cached report stays usable (zero: no caching).
@@ -306,7 +333,7 @@ impl Attestor {
 
     /// A fresh report for `nonce`.
     pub async fn report(&self, nonce: Nonce) -> Result<AttestationReport, AttestationError> {
-        self.report_bound(nonce, None).await
+        self.report_bound(nonce, None, SigningAlgo::Ecdsa).await
     }
 
     /// A report for `nonce`: requests for the same report_data share one making of it, and
@@ -315,17 +342,85 @@ impl Attestor {
         &self,
         nonce: Nonce,
         tls_spki_sha256: Option<[u8; 32]>,
+        algo: SigningAlgo,
     ) -> Result<AttestationReport, AttestationError> {
-        let expected = match &tls_spki_sha256 {
-            None => report_data(&self.identity.address, &nonce),
-            Some(spki) => tls_bound_report_data(&self.identity.address, spki, &nonce),
+        let ed25519 = match (algo, self.identity.ed25519_public_key) {
+            (SigningAlgo::Ecdsa, _) => None,
+            (SigningAlgo::Ed25519, Some(key)) => Some(key),
+            (SigningAlgo::Ed25519, None) => {
+                return Err(AttestationError::Unavailable(
+                    "no Ed25519 signing key".to_owned(),
+                ));
+            }
         };
-        self.gate
+        let expected = match (&tls_spki_sha256, &ed25519) {
+            (None, None) => report_data(&self.identity.address, &nonce),
+            (Some(spki), None) => tls_bound_report_data(&self.identity.address, spki, &nonce),
+            (None, Some(key)) => ed25519_report_data(key, &nonce),
+            (Some(spki), Some(key)) => ed25519_tls_bound_report_data(key, spki, &nonce),
+        };
+        let mut report = self
+            .gate
             .coalesce(expected, async {
                 let _permit = self.gate.enter().await?;
                 self.make_report(nonce, tls_spki_sha256, expected).await
             })
-            .await
+            .await?;
+        if let Some(key) = ed25519 {
+            // Phala's and NEAR's form: the public key is the address, hex without `0x`.
+            report.signing_address = hex::encode(key);
+            report.signing_algo = SigningAlgo::Ed25519.as_str().to_owned();
+            report.signing_public_key = hex::encode(key);
+        }
+        Ok(report)
+    }
+
+    /// The evidence for arbitrary 64-byte `report_data` (ACI binds its statement digest
+    /// there), through the same providers, the same limit on reports made at once and the
+    /// same sharing of one making among requests for the same report_data as every report;
+    /// the GPU evidence is taken for `gpu_nonce`. The quote is checked to bind exactly
+    /// `report_data` before it is handed over.
+    pub async fn evidence(
+        &self,
+        report_data: [u8; 64],
+        gpu_nonce: Nonce,
+    ) -> Result<Evidence, AttestationError> {
+        let report = self
+            .gate
+            .coalesce(report_data, async {
+                let _permit = self.gate.enter().await?;
+                self.make_report(gpu_nonce, None, report_data).await
+            })
+            .await?;
+        // The report carries the quote in the configured encoding; it was made here.
+        let quote = match self.encoding {
+            QuoteEncoding::Base64 => base64::engine::general_purpose::STANDARD
+                .decode(&report.intel_quote)
+                .map_err(|e| e.to_string()),
+            QuoteEncoding::Hex => hex::decode(&report.intel_quote).map_err(|e| e.to_string()),
+        }
+        .map_err(AttestationError::Unparseable)?;
+        Ok(Evidence {
+            quote,
+            nvidia_payload: report.nvidia_payload,
+            event_log: report.event_log,
+            vm_config: report.vm_config,
+            info: report.info,
+            mode: self.quotes.mode().as_str(),
+            gpu_evidence: self.gpu.mode().as_str(),
+        })
+    }
+
+    /// The envelope for a failure to attest (a flood of them logs one line per interval).
+    pub fn refusal(&self, error: AttestationError) -> ApiError {
+        self.flood.note(&error);
+        match error {
+            AttestationError::Busy => ApiError::unavailable(
+                "attestation_busy",
+                "too many fresh attestation reports are being made; retry shortly",
+            ),
+            _ => ApiError::unavailable("attestation_unavailable", "attestation is unavailable"),
+        }
     }
 
     async fn make_report(
@@ -363,7 +458,8 @@ impl Attestor {
 
     /// Answers `GET /v1/attestation/report`. The parameters (docs/API.md §5):
     /// - `nonce`: 64 hex chars, bound into the quote and the GPU evidence (else one is drawn);
-    /// - `signing_algo`: only `ecdsa`;
+    /// - `signing_algo`: `ecdsa` (default) or `ed25519`: the report of that key (report_data
+    ///   `public key ‖ nonce` for Ed25519, as Phala's and NEAR's proxies lay it out);
     /// - `tls_binding=true`, `include_tls_fingerprint=true` or `version=2`: bind the TLS
     ///   certificate key too (400 when signet does not terminate TLS);
     /// - `signing_address`: the signer the client looks for; another address is a 404, so a
@@ -371,9 +467,29 @@ impl Attestor {
     /// - `model`: accepted and ignored (one signet attests one TEE, whatever the model).
     pub async fn answer(&self, query: Option<&str>) -> Result<AttestationReport, ApiError> {
         let nonce = parse_nonce_query(query)?;
+        let algo = signing_algo_param(query)?;
         let bind_tls = tls_binding_param(query)?;
         check_model_param(query)?;
-        if let Some(asked) = signing_address_param(query)? {
+        if algo == SigningAlgo::Ed25519 {
+            let Some(key) = self.identity.ed25519_public_key else {
+                return Err(ApiError::bad_request(
+                    "unsupported_signing_algo",
+                    "this gateway has no Ed25519 signing key",
+                )
+                .with_param("signing_algo"));
+            };
+            let ours = hex::encode(key);
+            if let Some(asked) = query_param(query, "signing_address")? {
+                let asked = asked.strip_prefix("0x").unwrap_or(asked);
+                if !asked.eq_ignore_ascii_case(&ours) {
+                    return Err(ApiError::not_found(
+                        "signing_address_not_found",
+                        format!("this gateway's Ed25519 signing key is {ours}"),
+                    )
+                    .with_param("signing_address"));
+                }
+            }
+        } else if let Some(asked) = signing_address_param(query)? {
             if asked != self.identity.address {
                 return Err(ApiError::not_found(
                     "signing_address_not_found",
@@ -389,8 +505,8 @@ impl Attestor {
         let report = match (nonce, bind_tls) {
             (_, Some(param)) => match self.tls_spki_sha256 {
                 Some(spki) => match nonce {
-                    Some(nonce) => self.report_bound(nonce, Some(spki)).await,
-                    None => self.unnonced(Some(spki)).await,
+                    Some(nonce) => self.report_bound(nonce, Some(spki), algo).await,
+                    None => self.unnonced(Some(spki), algo).await,
                 },
                 None => {
                     return Err(ApiError::bad_request(
@@ -400,19 +516,10 @@ impl Attestor {
                     .with_param(param));
                 }
             },
-            (Some(nonce), None) => self.report(nonce).await,
-            (None, None) => self.report_without_nonce().await,
+            (Some(nonce), None) => self.report_bound(nonce, None, algo).await,
+            (None, None) => self.unnonced(None, algo).await,
         };
-        report.map_err(|e| {
-            self.flood.note(&e);
-            match e {
-                AttestationError::Busy => ApiError::unavailable(
-                    "attestation_busy",
-                    "too many fresh attestation reports are being made; retry shortly",
-                ),
-                _ => ApiError::unavailable("attestation_unavailable", "attestation is unavailable"),
-            }
-        })
+        report.map_err(|e| self.refusal(e))
     }
 }
 
@@ -438,6 +545,7 @@ mod tests {
         let identity = SignerIdentity {
             address: *signer.address(),
             public_key: *signer.public_key(),
+            ed25519_public_key: Some([0xed; 32]),
         };
         let settings = AttestationSettings {
             mode: AttestationMode::Dev,
@@ -559,6 +667,7 @@ mod tests {
         let identity = SignerIdentity {
             address: *signer.address(),
             public_key: *signer.public_key(),
+            ed25519_public_key: Some([0xed; 32]),
         };
         let attestor = Attestor::new(
             provider.clone(),
@@ -800,6 +909,7 @@ mod tests {
             let identity = SignerIdentity {
                 address: *signer.address(),
                 public_key: *signer.public_key(),
+                ed25519_public_key: None,
             };
             let settings = AttestationSettings {
                 mode: AttestationMode::Tdx,
@@ -861,7 +971,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn model_is_accepted_and_ed25519_is_still_refused() {
+    async fn model_is_accepted_and_ed25519_reports_bind_the_ed25519_key() {
         let (attestor, _) = attestor(QuoteEncoding::Hex);
         let nonce = "34".repeat(32);
         let with_model = attestor
@@ -874,12 +984,48 @@ mod tests {
         let ed = attestor
             .answer(Some(&format!("model=m&nonce={nonce}&signing_algo=ed25519")))
             .await
-            .unwrap_err();
-        assert_eq!((ed.status, ed.code), (400, "unsupported_signing_algo"));
+            .unwrap();
+        assert_eq!(ed.signing_algo, "ed25519");
+        assert_eq!(ed.signing_address, "ed".repeat(32));
+        assert_eq!(ed.signing_public_key, "ed".repeat(32));
+        let quote = hex::decode(&ed.intel_quote).unwrap();
         assert_eq!(
-            status_of(&attestor.answer(Some("model=a&model=b")).await),
-            400,
-            "a parameter given twice is refused"
+            &quote[REPORT_DATA_OFFSET..REPORT_DATA_OFFSET + 64],
+            &ed25519_report_data(&[0xed; 32], &Nonce([0x34; 32]))[..]
+        );
+        // The Ed25519 key is found by its own address; the ECDSA one is another key.
+        let found = attestor
+            .answer(Some(&format!(
+                "signing_algo=ed25519&signing_address=0x{}",
+                "ED".repeat(32)
+            )))
+            .await;
+        assert_eq!(status_of(&found), 200);
+        let other = attestor
+            .answer(Some(&format!(
+                "signing_algo=ed25519&signing_address={}",
+                "ab".repeat(32)
+            )))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (other.status, other.code),
+            (404, "signing_address_not_found")
+        );
+        let rsa = attestor.answer(Some("signing_algo=rsa")).await.unwrap_err();
+        assert_eq!((rsa.status, rsa.code), (400, "unsupported_signing_algo"));
+        // A TLS-bound Ed25519 report hashes the key with the certificate's.
+        let bound = attestor
+            .with_tls_certificate([0x77; 32])
+            .answer(Some(&format!(
+                "signing_algo=ed25519&nonce={nonce}&include_tls_fingerprint=true"
+            )))
+            .await
+            .unwrap();
+        let quote = hex::decode(&bound.intel_quote).unwrap();
+        assert_eq!(
+            &quote[REPORT_DATA_OFFSET..REPORT_DATA_OFFSET + 64],
+            &ed25519_tls_bound_report_data(&[0xed; 32], &[0x77; 32], &Nonce([0x34; 32]))[..]
         );
     }
 
@@ -920,6 +1066,54 @@ mod tests {
         assert_eq!(
             &quote[REPORT_DATA_OFFSET..REPORT_DATA_OFFSET + 64],
             &expected[..]
+        );
+    }
+
+    #[tokio::test]
+    async fn evidence_binds_arbitrary_report_data() {
+        let (attestor, _) = scripted(false, false, Duration::ZERO);
+        let mut slot = [0u8; 64];
+        slot[..32].copy_from_slice(&[0x5c; 32]);
+        let nonce = Nonce([0x21; 32]);
+        let evidence = attestor.evidence(slot, nonce).await.unwrap();
+        assert_eq!(check_quote_binding(&evidence.quote, &slot), Ok(()));
+        let payload: serde_json::Value = serde_json::from_str(&evidence.nvidia_payload).unwrap();
+        assert_eq!(payload["nonce"], "21".repeat(32));
+        assert_eq!((evidence.mode, evidence.gpu_evidence), ("dev", "none"));
+        let (wrong, _) = scripted(false, true, Duration::ZERO);
+        assert_eq!(
+            wrong.evidence(slot, nonce).await,
+            Err(AttestationError::BindingMismatch)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn evidence_shares_the_gate_with_every_report() {
+        // One place, one in line: evidence for one report_data holds the place, requests for
+        // the same report_data share it, a legacy report waits, and a third is turned away.
+        let (attestor, provider) = scripted(true, false, Duration::ZERO);
+        let slot = [0x5c; 64];
+        let held = attestor.evidence(slot, Nonce([1; 32]));
+        tokio::pin!(held);
+        let shared = attestor.evidence(slot, Nonce([1; 32]));
+        tokio::pin!(shared);
+        let waiting = attestor.report(Nonce([2; 32]));
+        tokio::pin!(waiting);
+        tokio::select! {
+            biased;
+            _ = &mut held => panic!("the provider hangs"),
+            _ = &mut shared => panic!("the provider hangs"),
+            _ = &mut waiting => panic!("the provider hangs"),
+            () = tokio::task::yield_now() => {}
+        }
+        assert_eq!(provider.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(
+            attestor.evidence([0x6d; 64], Nonce([3; 32])).await,
+            Err(AttestationError::Busy)
+        );
+        assert_eq!(
+            held.await,
+            Err(AttestationError::Timeout(Duration::from_secs(2)))
         );
     }
 }

@@ -17,6 +17,10 @@ pub enum ErrorType {
     Upstream,
     /// 500 and 503.
     Server,
+    /// ACI §10 `not_found`: an unknown or expired receipt, or a credential mismatch.
+    AciNotFound,
+    /// ACI §10 `unauthorized`: the receipt is credential-bound and none was presented.
+    AciUnauthorized,
 }
 
 impl ErrorType {
@@ -27,6 +31,8 @@ impl ErrorType {
             ErrorType::NotFound => "not_found_error",
             ErrorType::Upstream => "upstream_error",
             ErrorType::Server => "server_error",
+            ErrorType::AciNotFound => "not_found",
+            ErrorType::AciUnauthorized => "unauthorized",
         }
     }
 }
@@ -83,6 +89,20 @@ impl ApiError {
     /// 404.
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(404, ErrorType::NotFound, code, message)
+    }
+
+    /// 404 with ACI's `not_found` type (ACI §10).
+    pub fn aci_not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(404, ErrorType::AciNotFound, code, message)
+    }
+
+    /// 401 with ACI's `unauthorized` type (ACI §10), and the RFC 6750 challenge.
+    pub fn aci_unauthorized(code: &'static str, message: impl Into<String>) -> Self {
+        let mut error = Self::new(401, ErrorType::AciUnauthorized, code, message);
+        error
+            .headers
+            .push(("www-authenticate", "Bearer".to_owned()));
+        error
     }
 
     /// 405.
@@ -211,5 +231,14 @@ mod tests {
             serde_json::from_slice(&ApiError::internal().body()).unwrap();
         assert!(plain["error"]["param"].is_null());
         assert_eq!(ApiError::from_status(502).kind, ErrorType::Upstream);
+        let aci: serde_json::Value =
+            serde_json::from_slice(&ApiError::aci_not_found("receipt_not_found", "no").body())
+                .unwrap();
+        assert_eq!(
+            (aci["error"]["type"].as_str(), 404),
+            (Some("not_found"), 404)
+        );
+        let aci = ApiError::aci_unauthorized("credential_required", "no");
+        assert_eq!((aci.status, aci.kind.as_str()), (401, "unauthorized"));
     }
 }

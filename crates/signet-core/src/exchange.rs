@@ -298,6 +298,10 @@ pub struct Exchange {
     tail: Tail,
     /// The client was seen gone before the whole body could reach it.
     client_left: bool,
+    /// The response hash state just before its end, kept when the in-band trailer follows.
+    response_midstate: Option<sha2::Sha256>,
+    /// sha256 of every response body byte emitted once sealed, trailer included.
+    emitted_sha256: Option<[u8; 32]>,
 }
 
 /// The last few bytes of a body.
@@ -396,6 +400,8 @@ impl Exchange {
             event_stream: false,
             tail: Tail::default(),
             client_left: false,
+            response_midstate: None,
+            emitted_sha256: None,
         }
     }
 
@@ -423,8 +429,7 @@ impl Exchange {
                 true,
             ));
         }
-        let protected = !matches!(self.route, Route::Health | Route::AttestationReport);
-        if protected && !head.authorized {
+        if !self.route.is_public() && !head.authorized {
             return HeadDecision::Refuse(self.refuse(
                 ApiError::unauthorized(
                     "missing or invalid bearer token (Authorization: Bearer <token>)",
@@ -768,6 +773,9 @@ impl Exchange {
             self.unsigned = Some(UnsignedReason::UpstreamAbort);
             return BodyStep::Continue;
         };
+        if self.inband_trailer {
+            self.response_midstate = Some(capture.digest_state());
+        }
         match capture.finish(request_sha256) {
             Ok(exchange) => {
                 self.completion_id = Some(exchange.id.clone());
@@ -784,8 +792,21 @@ impl Exchange {
     /// byte (the in-band trailer), if the client asked for them on a stream.
     pub fn sealed(&mut self, ticket: Ticket, signature: &InbandSignature) -> Option<Vec<u8>> {
         self.sealed = Some(ticket);
-        self.inband_trailer
-            .then(|| inband::stream_trailer(signature))
+        let trailer = self
+            .inband_trailer
+            .then(|| inband::stream_trailer(signature))?;
+        if let Some(mut state) = self.response_midstate.take() {
+            sha2::Digest::update(&mut state, &trailer);
+            self.emitted_sha256 = Some(sha2::Digest::finalize(state).into());
+        }
+        Some(trailer)
+    }
+
+    /// sha256 of every response body byte emitted for a sealed exchange: the signed bytes
+    /// (`completed.response_sha256`), and the in-band trailer after them when one was added.
+    /// What an ACI receipt's `response.returned` commits to.
+    pub fn emitted_sha256(&self, completed: &CompletedExchange) -> [u8; 32] {
+        self.emitted_sha256.unwrap_or(completed.response_sha256)
     }
 
     /// The exchange could not be sealed: signing failed (`SigningFailed`, never expected),
@@ -1327,6 +1348,11 @@ mod tests {
             "chat-7ee2a39468ce48d7b2284783f21782b0"
         );
         assert_eq!(exchange.sealed(ticket(), &signature()), None);
+        // Without a trailer the bytes emitted are the signed bytes.
+        assert_eq!(
+            exchange.emitted_sha256(&completed),
+            completed.response_sha256
+        );
         assert_eq!(
             exchange.settle(End {
                 error: None,
@@ -1471,9 +1497,19 @@ mod tests {
             ..response_head(200, b"text/event-stream; charset=utf-8")
         });
         assert!(edits.mark_inband && edits.remove_content_length && edits.add_chunked);
-        exchange.on_response_body(Some(SEED_RESPONSE), true);
+        let BodyStep::Seal(completed) = exchange.on_response_body(Some(SEED_RESPONSE), true) else {
+            panic!("the stream is complete")
+        };
         let trailer = exchange.sealed(ticket(), &signature()).unwrap();
         assert!(trailer.starts_with(inband::COMMENT_PREFIX));
+        // What was emitted is the signed bytes and then the trailer.
+        let mut emitted = SEED_RESPONSE.to_vec();
+        emitted.extend_from_slice(&trailer);
+        let emitted_sha256: [u8; 32] =
+            sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&emitted))
+                .into();
+        assert_eq!(exchange.emitted_sha256(&completed), emitted_sha256);
+        assert_ne!(emitted_sha256, completed.response_sha256);
 
         // The same for an HTTP/1.0 client: no chunked framing, the connection ends the body.
         let mut exchange = Exchange::new(policy());

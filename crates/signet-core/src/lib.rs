@@ -11,7 +11,10 @@
 //!   parameters of the local routes.
 //! - [`exchange`]: one request's life as a state machine: facts in, decisions out.
 //! - [`route`], [`error`]: which route a request is on, and the error envelope.
+//! - [`aci`]: ACI (`aci/1`): JCS, the workload keyset, the attestation statement, signed
+//!   receipts and their store.
 
+pub mod aci;
 pub mod error;
 pub mod exchange;
 pub mod ids;

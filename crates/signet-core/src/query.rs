@@ -24,16 +24,42 @@ pub fn query_param<'q>(query: Option<&'q str>, name: &str) -> Result<Option<&'q 
     Ok(found)
 }
 
-/// Checks the optional `signing_algo` parameter: only `ecdsa` exists.
-pub fn check_signing_algo(query: Option<&str>) -> Result<(), ApiError> {
+/// Which key a signature or report is asked for (`signing_algo`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SigningAlgo {
+    /// secp256k1, EIP-191 (the default).
+    #[default]
+    Ecdsa,
+    /// Ed25519 (RFC 8032), as Phala's vllm-proxy and NEAR's inference-proxy serve it.
+    Ed25519,
+}
+
+impl SigningAlgo {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SigningAlgo::Ecdsa => "ecdsa",
+            SigningAlgo::Ed25519 => "ed25519",
+        }
+    }
+}
+
+/// The optional `signing_algo` parameter: `ecdsa` (the default) or `ed25519`.
+pub fn signing_algo_param(query: Option<&str>) -> Result<SigningAlgo, ApiError> {
     match query_param(query, "signing_algo")? {
-        None | Some("ecdsa") => Ok(()),
+        None | Some("ecdsa") => Ok(SigningAlgo::Ecdsa),
+        Some("ed25519") => Ok(SigningAlgo::Ed25519),
         Some(_) => Err(ApiError::bad_request(
             "unsupported_signing_algo",
-            "signing_algo must be `ecdsa`",
+            "signing_algo must be `ecdsa` or `ed25519`",
         )
         .with_param("signing_algo")),
     }
+}
+
+/// Checks the optional `signing_algo` parameter ([`signing_algo_param`]).
+pub fn check_signing_algo(query: Option<&str>) -> Result<(), ApiError> {
+    signing_algo_param(query).map(|_| ())
 }
 
 /// A yes/no parameter: `true`/`false` in any case (Python clients send `True`), or `1`/`0`.
@@ -140,11 +166,17 @@ mod tests {
         assert!(query_param(Some("nonce=a&nonce=b"), "nonce").is_err());
         assert!(check_signing_algo(Some("signing_algo=ecdsa")).is_ok());
         assert_eq!(
-            check_signing_algo(Some("signing_algo=ed25519"))
-                .unwrap_err()
-                .status,
-            400
+            signing_algo_param(Some("signing_algo=ed25519")),
+            Ok(SigningAlgo::Ed25519)
         );
+        assert_eq!(signing_algo_param(None), Ok(SigningAlgo::Ecdsa));
+        for bad in ["signing_algo=rsa", "signing_algo=ED25519", "signing_algo="] {
+            assert_eq!(
+                check_signing_algo(Some(bad)).unwrap_err().code,
+                "unsupported_signing_algo",
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -29,6 +29,32 @@ pub fn tls_bound_report_data(address: &Address, spki_sha256: &[u8; 32], nonce: &
     data
 }
 
+/// report_data for the legacy protocol's Ed25519 key (`signing_algo=ed25519`), as Phala's
+/// vllm-proxy and NEAR's inference-proxy lay it out: the 32-byte public key ‖ 32-byte nonce.
+pub fn ed25519_report_data(public_key: &[u8; 32], nonce: &Nonce) -> [u8; 64] {
+    let mut data = [0u8; 64];
+    data[..32].copy_from_slice(public_key);
+    data[32..].copy_from_slice(&nonce.0);
+    data
+}
+
+/// The TLS-bound form for the Ed25519 key: sha256(32-byte public key ‖ sha256(DER SPKI)) ‖
+/// 32-byte nonce.
+pub fn ed25519_tls_bound_report_data(
+    public_key: &[u8; 32],
+    spki_sha256: &[u8; 32],
+    nonce: &Nonce,
+) -> [u8; 64] {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(public_key);
+    hasher.update(spki_sha256);
+    let mut data = [0u8; 64];
+    data[..32].copy_from_slice(&hasher.finalize());
+    data[32..].copy_from_slice(&nonce.0);
+    data
+}
+
 /// sha256 of the DER SubjectPublicKeyInfo inside a DER certificate: what the TLS-bound
 /// report_data and `tls_cert_fingerprint` are computed from.
 pub fn spki_sha256_of_cert(der: &[u8]) -> Option<[u8; 32]> {
@@ -59,13 +85,15 @@ pub const REPORT_DATA_OFFSET_V5: usize = REPORT_DATA_OFFSET + 6;
 /// to parse. Writing is unchanged: every field the server fills is written as it is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttestationReport {
-    /// EIP-55 address of the signing key.
+    /// EIP-55 address of the signing key (`ecdsa`), or its 32-byte public key in hex
+    /// (`ed25519`, no `0x`).
     #[serde(default, deserialize_with = "lenient")]
     pub signing_address: String,
-    /// Always `ecdsa`.
+    /// `ecdsa` or `ed25519`.
     #[serde(default, deserialize_with = "lenient")]
     pub signing_algo: String,
-    /// Uncompressed public key without `04`, 128 hex chars.
+    /// Uncompressed public key without `04`, 128 hex chars (`ecdsa`); the 32-byte public key,
+    /// 64 hex chars (`ed25519`).
     #[serde(default, deserialize_with = "lenient")]
     pub signing_public_key: String,
     /// The nonce bound into the quote and the GPU evidence, 64 hex chars.
@@ -131,6 +159,8 @@ pub struct SignerIdentity {
     pub address: Address,
     /// 64-byte uncompressed public key without the `04` prefix.
     pub public_key: [u8; 64],
+    /// The legacy protocol's Ed25519 public key (`signing_algo=ed25519`), when there is one.
+    pub ed25519_public_key: Option<[u8; 32]>,
 }
 
 /// The nonce an NVIDIA SPDM GET_MEASUREMENTS request carries (the 32 bytes after the

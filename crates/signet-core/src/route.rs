@@ -261,6 +261,10 @@ pub enum Route {
     AttestationReport,
     /// `GET /v1/signature/{id}`.
     Signature,
+    /// `GET /v1/aci/attestation` (ACI §4).
+    AciAttestation,
+    /// `GET /v1/aci/receipts/{id}` (ACI §7.1).
+    AciReceipt,
     /// A route whose responses are signed.
     Signed(SignedRoute),
     /// Another spelling of one of the routes above (percent-encoding, empty or dot
@@ -273,6 +277,9 @@ pub enum Route {
 
 /// Path prefix of `GET /v1/signature/{id}`.
 pub const SIGNATURE_PREFIX: &str = "/v1/signature/";
+
+/// Path prefix of `GET /v1/aci/receipts/{id}`.
+pub const ACI_RECEIPT_PREFIX: &str = "/v1/aci/receipts/";
 
 impl Route {
     /// Classifies a request path (without its query) against the built-in route table.
@@ -287,6 +294,9 @@ impl Route {
             "/v1/attestation/report" => Some(Route::AttestationReport),
             "/v1/signature" => Some(Route::Signature),
             _ if path.starts_with(SIGNATURE_PREFIX) => Some(Route::Signature),
+            "/v1/aci/attestation" => Some(Route::AciAttestation),
+            "/v1/aci/receipts" => Some(Route::AciReceipt),
+            _ if path.starts_with(ACI_RECEIPT_PREFIX) => Some(Route::AciReceipt),
             _ => None,
         }
     }
@@ -297,6 +307,8 @@ impl Route {
             Route::Health => "health",
             Route::AttestationReport => "attestation",
             Route::Signature => "signature",
+            Route::AciAttestation => "aci_attestation",
+            Route::AciReceipt => "aci_receipt",
             Route::Signed(_) => "signed",
             Route::Ambiguous => "ambiguous",
             Route::PassThrough => "passthrough",
@@ -307,7 +319,22 @@ impl Route {
     pub fn is_local(self) -> bool {
         matches!(
             self,
-            Route::Health | Route::AttestationReport | Route::Signature
+            Route::Health
+                | Route::AttestationReport
+                | Route::Signature
+                | Route::AciAttestation
+                | Route::AciReceipt
+        )
+    }
+
+    /// Whether anyone may ask without a bearer token: the health check and the attestation
+    /// reports (public by nature), and receipts, which check the credential themselves (ACI
+    /// §7.6: a receipt is served to the credential that made its request, a wrong one is
+    /// told `not_found`).
+    pub fn is_public(self) -> bool {
+        matches!(
+            self,
+            Route::Health | Route::AttestationReport | Route::AciAttestation | Route::AciReceipt
         )
     }
 }
@@ -378,6 +405,18 @@ mod tests {
             Route::classify("/v1/attestation/report"),
             Route::AttestationReport
         );
+        assert_eq!(
+            Route::classify("/v1/aci/attestation"),
+            Route::AciAttestation
+        );
+        assert_eq!(
+            Route::classify("/v1/aci/receipts/rcpt-1"),
+            Route::AciReceipt
+        );
+        assert_eq!(Route::classify("/v1/aci/receipts"), Route::AciReceipt);
+        assert_eq!(Route::classify("/v1/aci/sessions"), Route::PassThrough);
+        assert!(Route::AciReceipt.is_local() && Route::AciReceipt.is_public());
+        assert!(!Route::Signature.is_public());
     }
 
     #[test]
@@ -401,6 +440,11 @@ mod tests {
             "/v1/emb%65ddings",
             "/v1/Messages",
             "/v1/audio//transcriptions",
+            "/v1/aci/attestation/",
+            "/v1/ACI/attestation",
+            "/v1/aci%2Fattestation",
+            "//v1/aci/receipts/rcpt-1",
+            "/v1/aci/./receipts/rcpt-1",
         ] {
             assert_eq!(Route::classify(path), Route::Ambiguous, "{path}");
         }

@@ -384,6 +384,12 @@ impl ResponseCapture {
         self.bytes
     }
 
+    /// A copy of the hash state over the bytes so far (to go on hashing bytes that follow
+    /// them, such as the in-band trailer).
+    pub fn digest_state(&self) -> Sha256 {
+        self.hasher.clone()
+    }
+
     /// The id, as soon as it is known (event streams find it early).
     pub fn id_so_far(&self) -> Option<&CompletionId> {
         match &self.finder {

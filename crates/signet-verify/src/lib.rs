@@ -7,7 +7,11 @@
 //! nonce; optionally judged by NRAS). Then it sends its own streamed chat completion, hashes
 //! the exact bytes it sent and received, fetches the signature for the completion's id, and
 //! checks the text is its own hashes and the signer is the attested address.
+//!
+//! A gateway that also serves ACI (`aci/1`) is checked as an ACI service too ([`aci`]): its
+//! keyset, statement and quote, then the receipt of the same completion.
 
+pub mod aci;
 pub mod http;
 pub mod nras;
 pub mod pccs;
@@ -67,6 +71,9 @@ pub struct Checklist {
     pub signing_address: Option<String>,
     /// The id of the verifier's own completion, if one was read.
     pub completion_id: Option<String>,
+    /// The established ACI keyset digest, for an ACI service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aci_keyset_digest: Option<String>,
     /// Every check, in order.
     pub checks: Vec<Check>,
 }
@@ -132,7 +139,7 @@ impl Checklist {
                 " (informational)"
             };
             out.push_str(&format!(
-                "  {mark}  {:<20} {}{note}\n",
+                "  {mark}  {:<21} {}{note}\n",
                 check.name, check.detail
             ));
         }
@@ -215,7 +222,7 @@ pub fn parse_rfc3339(text: &str) -> Option<u64> {
         .map(|d| d.as_secs())
 }
 
-fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -249,8 +256,9 @@ pub async fn run(options: &VerifyOptions) -> Checklist {
         }
     };
     let client = Client::new(base, tls.clone(), options.timeout);
-    let attested = check_report(&client, options, tls, &mut list).await;
-    check_completion(&client, options, attested.as_ref(), &mut list).await;
+    let attested = check_report(&client, options, tls.clone(), &mut list).await;
+    let aci = aci::check_report(&client, options, tls, &mut list).await;
+    check_completion(&client, options, attested.as_ref(), aci.as_ref(), &mut list).await;
     list
 }
 
@@ -300,7 +308,9 @@ async fn check_report(
         _ => list.skip("quote.report_data", true, "no parsed quote or address"),
     }
     match &quote {
-        Some((bytes, _)) => check_intel_chain(bytes, options, dev, tls.clone(), list).await,
+        Some((bytes, _)) => {
+            check_intel_chain("quote.intel_chain", bytes, options, dev, tls.clone(), list).await
+        }
         None => list.skip("quote.intel_chain", !dev, "no parsed quote"),
     }
     check_gpu(&report, &nonce, options, tls, list).await;
@@ -560,6 +570,7 @@ fn check_tls_binding(
 /// `quote.intel_chain`: the quote chains to Intel's root with an accepted TCB status (shown
 /// but not deciding for a dev quote).
 async fn check_intel_chain(
+    name: &'static str,
     quote: &[u8],
     options: &VerifyOptions,
     dev: bool,
@@ -572,7 +583,7 @@ async fn check_intel_chain(
         (Some(source), _) => source.clone(),
         (None, true) => {
             list.skip(
-                "quote.intel_chain",
+                name,
                 false,
                 "dev quote: no Intel chain to check (give --collateral to see it fail)",
             );
@@ -609,7 +620,7 @@ async fn check_intel_chain(
             ))
         }
     });
-    list.record("quote.intel_chain", required, outcome);
+    list.record(name, required, outcome);
 }
 
 /// `gpu.evidence`, then `gpu.nras` when an NRAS endpoint is given.
@@ -645,7 +656,7 @@ async fn check_gpu(
 /// `gpu.evidence`: the NVIDIA payload and each GPU's SPDM evidence carry this nonce
 /// (recorded dev evidence is let through with `--allow-dev`); none at all only with
 /// `--allow-no-gpu`.
-fn judge_gpu_evidence(
+pub(crate) fn judge_gpu_evidence(
     raw: &str,
     dev_evidence: bool,
     nonce: &Nonce,
@@ -751,14 +762,52 @@ async fn check_completion(
     client: &Client,
     options: &VerifyOptions,
     attested: Option<&Attested>,
+    aci: Option<&aci::Established>,
     list: &mut Checklist,
 ) {
+    const ACI_RECEIPT: [&str; 3] = [
+        "aci.receipt.fetch",
+        "aci.receipt.signature",
+        "aci.receipt.hashes",
+    ];
     let model = pick_model(client, options).await;
     let request_bytes = completion_request(&model, options);
     let Some(response) = stream_completion(client, options, &model, &request_bytes, list).await
     else {
+        if aci.is_some() {
+            for name in ACI_RECEIPT {
+                list.skip(name, true, "no completion");
+            }
+        }
         return;
     };
+    if let Some(established) = aci {
+        // By X-Receipt-Id, or else by the response's own id (ACI 7.1). The receipt covers
+        // every byte received, the in-band trailer included.
+        let receipt_id = response
+            .headers
+            .get(signet_core::aci::RECEIPT_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| {
+                let mut scanner = SseIdScanner::new(1 << 20);
+                scanner.feed(signet_core::inband::split_stream(&response.body).0);
+                match scanner.finish() {
+                    IdSearch::Found(id) => Some(id.to_string()),
+                    _ => None,
+                }
+            });
+        aci::check_own_receipt(
+            client,
+            &auth_headers(options),
+            established,
+            receipt_id.as_deref(),
+            &request_bytes,
+            &response.body,
+            list,
+        )
+        .await;
+    }
     // The in-band signature, if the gateway appended one, is not part of the signed bytes.
     let (covered, inband) = signet_core::inband::split_stream(&response.body);
     let Some(id) = completion_id(covered, list) else {

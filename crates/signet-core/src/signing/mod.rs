@@ -7,6 +7,7 @@
 //! address and signatures.
 
 mod address;
+pub mod ed25519;
 mod eip191;
 
 pub use address::{Address, AddressError};

@@ -1,0 +1,588 @@
+//! ACI (`aci/1`) beside the legacy protocol: the workload keyset, `GET /v1/aci/attestation`
+//! (§4), a signed receipt per delivered completion and `GET /v1/aci/receipts/{id}` (§7),
+//! all bound to the same attestation providers as `/v1/attestation/report`.
+//!
+//! The keyset holds an Ed25519 receipt key drawn at start (its only role: signing receipt
+//! documents), no E2EE keys, and the served certificate's SPKI when signet terminates TLS;
+//! its `subject` and `not_after` come from `signet.aci`. Past `not_after` the process stops
+//! attesting the keyset and stops issuing receipts: a verifier would refuse both.
+//!
+//! Receipts follow the signature's rules: one is made when the exchange seals (the same
+//! hashes as the EIP-191 signature, the response's including the in-band trailer when there
+//! is one) and taken back when the exchange's settlement says the client did not get every
+//! byte. Each is bound to a digest of the credential that made the request (§7.6); a lookup
+//! with another credential is told `not_found`, exactly as for an unknown id.
+
+use crate::config::{AciSettings, unix_now};
+use crate::routes::LocalResponse;
+use sha2::{Digest, Sha256};
+use signet_attest::Attestor;
+use signet_core::aci::store::{ReceiptId, ReceiptStore, ReceiptTicket, StoredReceipt};
+use signet_core::aci::{
+    self, API_VERSION, AciAttestation, AciNonce, AciReport, ED25519, RECEIPT_KEY_ID,
+    ReceiptKeyEntry, ServiceCapabilities, SourceProvenance, TlsKeyEntry, WorkloadKeyset,
+};
+use signet_core::error::ApiError;
+use signet_core::ids::Nonce;
+use signet_core::query::query_param;
+use signet_core::route::ACI_RECEIPT_PREFIX;
+use signet_core::signing::ed25519::Ed25519Signer;
+use signet_core::store::Clock;
+use signet_core::transcript::CompletedExchange;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Domain separation for the credential digest a receipt keeps.
+const CREDENTIAL_DOMAIN: &[u8] = b"signet aci receipt credential v1\0";
+
+/// What a signed request will need to get its receipt, fixed when its head arrives.
+#[derive(Debug, Clone)]
+pub struct PendingReceipt {
+    id: ReceiptId,
+    /// The receipt id as `X-Receipt-Id` carries it with the response head.
+    pub receipt_id: String,
+    endpoint: String,
+    credential: Option<[u8; 32]>,
+}
+
+/// A null-nonce report, kept for `attestation.cache_ttl`.
+struct CachedReport {
+    made: Instant,
+    body: Vec<u8>,
+}
+
+/// The ACI side of the gateway.
+pub struct AciService {
+    keyset: WorkloadKeyset,
+    keyset_value: serde_json::Value,
+    digest: Arc<str>,
+    receipt_key: Ed25519Signer,
+    receipts: Arc<ReceiptStore>,
+    provenance: Option<SourceProvenance>,
+    cache_ttl: Duration,
+    cache: Mutex<Option<CachedReport>>,
+    /// Whether lookups need a credential even for receipts bound to none (bearer tokens
+    /// are configured: every receipt is bound, and an absent credential must not tell an
+    /// unknown id from a known one).
+    credentials_required: bool,
+}
+
+impl std::fmt::Debug for AciService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AciService")
+            .field("digest", &self.digest)
+            .field("receipt_key", &self.receipt_key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the ACI service could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("the ACI keyset has no canonical form: {0}")]
+pub struct AciError(#[from] aci::JcsError);
+
+/// Where the store's receipts come from and how long they are kept.
+#[derive(Debug, Clone, Copy)]
+pub struct ReceiptLimits {
+    /// How long a receipt can be fetched (the signature store's TTL).
+    pub ttl: Duration,
+    /// Most receipts kept (the signature store's bound).
+    pub max_entries: usize,
+}
+
+impl AciService {
+    /// Builds the keyset from the settings, a receipt key drawn at start, and the served
+    /// certificate's SPKI digest (with TLS); `started` is the process's start (Unix time).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        settings: &AciSettings,
+        receipt_key: Ed25519Signer,
+        tls_spki_sha256: Option<[u8; 32]>,
+        started: u64,
+        limits: ReceiptLimits,
+        clock: Arc<dyn Clock>,
+        cache_ttl: Duration,
+        credentials_required: bool,
+    ) -> Result<Self, AciError> {
+        let keyset = WorkloadKeyset {
+            subject: settings.subject.clone(),
+            not_after: settings.not_after.resolve(started),
+            receipt_signing_keys: vec![ReceiptKeyEntry {
+                key_id: RECEIPT_KEY_ID.to_owned(),
+                algo: ED25519.to_owned(),
+                public_key: receipt_key.public_key_hex(),
+            }],
+            e2ee_public_keys: Vec::new(),
+            tls_public_keys: tls_spki_sha256
+                .map(|spki| TlsKeyEntry {
+                    spki_sha256: hex::encode(spki),
+                    domain: settings.tls_domain.clone(),
+                })
+                .into_iter()
+                .collect(),
+        };
+        let keyset_value = keyset.to_value();
+        let digest: Arc<str> = aci::keyset_digest(&keyset_value)?.into();
+        Ok(Self {
+            keyset,
+            keyset_value,
+            digest,
+            receipt_key,
+            receipts: Arc::new(ReceiptStore::new(limits.ttl, limits.max_entries, clock)),
+            provenance: settings.source_provenance.clone(),
+            cache_ttl,
+            cache: Mutex::new(None),
+            credentials_required,
+        })
+    }
+
+    /// `workload_keyset_digest`, as `X-ACI-Keyset-Digest` carries it.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// The keyset.
+    pub fn keyset(&self) -> &WorkloadKeyset {
+        &self.keyset
+    }
+
+    /// The receipts (for sweeping and metrics).
+    pub fn receipts(&self) -> &ReceiptStore {
+        &self.receipts
+    }
+
+    /// The receipt store, shared (the background sweeper holds it, and nothing else).
+    pub fn receipts_handle(&self) -> Arc<ReceiptStore> {
+        self.receipts.clone()
+    }
+
+    /// Whether the keyset's `not_after` has passed.
+    pub fn expired(&self) -> bool {
+        unix_now() >= self.keyset.not_after
+    }
+
+    /// The headers every response carries (§5.2): the version and the keyset digest.
+    pub fn headers(&self) -> [(&'static str, &str); 2] {
+        [
+            (aci::VERSION_HEADER, API_VERSION),
+            (aci::KEYSET_DIGEST_HEADER, self.digest.as_ref()),
+        ]
+    }
+
+    /// Starts a receipt for a request on a signed route, or none past `not_after`.
+    pub fn pending(&self, endpoint: &str, authorization: Option<&[u8]>) -> Option<PendingReceipt> {
+        if self.expired() {
+            return None;
+        }
+        let id = ReceiptId::random();
+        Some(PendingReceipt {
+            id,
+            receipt_id: id.to_string(),
+            endpoint: endpoint.to_owned(),
+            credential: authorization.map(credential_digest),
+        })
+    }
+
+    /// Signs and files the receipt of a sealed exchange: `request_body` is the body
+    /// received (and forwarded unchanged), `emitted_sha256` the hash of every response byte
+    /// emitted. `None` past `not_after` (never expected: a pending receipt is not made then).
+    pub fn issue(
+        &self,
+        pending: &PendingReceipt,
+        completed: &CompletedExchange,
+        request_body: Option<&[u8]>,
+        emitted_sha256: [u8; 32],
+    ) -> Option<ReceiptTicket> {
+        if self.expired() {
+            return None;
+        }
+        let mut stored = StoredReceipt {
+            receipt_id: pending.id,
+            chat_id: Some(completed.id.as_str().into()),
+            model: request_body
+                .and_then(aci::requested_model)
+                .map(String::into_boxed_str),
+            endpoint: pending.endpoint.as_str().into(),
+            served_at: unix_now(),
+            request_received: completed.request_sha256,
+            // signet forwards the body it received, unchanged.
+            request_forwarded: Some(completed.request_sha256),
+            response_returned: emitted_sha256,
+            signature: [0; 64],
+            credential: pending.credential,
+        };
+        match stored
+            .body(&self.digest, RECEIPT_KEY_ID)
+            .sign(&self.receipt_key)
+        {
+            Ok(signature) => stored.signature = signature,
+            Err(e) => {
+                log::error!("an ACI receipt could not be signed: {e}");
+                return None;
+            }
+        }
+        Some(self.receipts.insert(stored))
+    }
+
+    /// Takes a receipt back: its response did not reach the client.
+    pub fn retract(&self, ticket: ReceiptTicket) {
+        self.receipts.retract(ticket);
+    }
+
+    /// `GET /v1/aci/receipts/{id}` (§7.1, §7.6).
+    pub fn receipt(&self, path: &str, authorization: Option<&[u8]>) -> LocalResponse {
+        let not_found = || -> LocalResponse {
+            ApiError::aci_not_found(
+                "receipt_not_found",
+                "no receipt for this id: unknown, expired, or not yours",
+            )
+            .into()
+        };
+        let id = path.strip_prefix(ACI_RECEIPT_PREFIX).unwrap_or_default();
+        let presented = authorization.map(credential_digest);
+        if presented.is_none() && self.credentials_required {
+            return credential_required();
+        }
+        if signet_core::ids::validate_id_bytes(id.as_bytes()).is_err() {
+            return not_found();
+        }
+        let Some(stored) = self.receipts.get(id) else {
+            return not_found();
+        };
+        match (stored.credential, presented) {
+            (None, _) => {}
+            (Some(_), None) => return credential_required(),
+            (Some(bound), Some(presented)) => {
+                if !constant_time_eq(&bound, &presented) {
+                    return not_found();
+                }
+            }
+        }
+        LocalResponse::ok_json(
+            &stored
+                .body(&self.digest, RECEIPT_KEY_ID)
+                .signed_document(&stored.signature),
+        )
+    }
+
+    /// `GET /v1/aci/attestation?nonce=` (§4): the statement's digest into report_data,
+    /// evidence from the same providers as every report.
+    pub async fn attestation(&self, attestor: &Attestor, query: Option<&str>) -> LocalResponse {
+        let nonce = match query_param(query, "nonce") {
+            Ok(None) => None,
+            Ok(Some(text)) => match AciNonce::parse(text) {
+                Ok(nonce) => Some(nonce),
+                Err(e) => {
+                    return ApiError::bad_request("invalid_nonce", e.to_string())
+                        .with_param("nonce")
+                        .into();
+                }
+            },
+            Err(error) => return error.into(),
+        };
+        if self.expired() {
+            return ApiError::unavailable(
+                "keyset_expired",
+                "this gateway's ACI keyset is past its not_after; it attests it no longer",
+            )
+            .into();
+        }
+        if nonce.is_none()
+            && let Some(body) = self.cached()
+        {
+            return LocalResponse {
+                status: 200,
+                body,
+                headers: Vec::new(),
+            };
+        }
+        let statement = aci::statement(self.digest.as_ref(), nonce.as_ref());
+        let report_data = aci::statement_report_data(&statement);
+        // The GPU evidence is taken over the client's nonce; without one, over the
+        // statement's digest (which binds the keyset).
+        let gpu_nonce = Nonce(nonce.as_ref().map_or(report_data, AciNonce::bytes));
+        let slot = aci::report_data_slot(&report_data);
+        let evidence = match attestor.evidence(slot, gpu_nonce).await {
+            Ok(evidence) => evidence,
+            Err(e) => return attestor.refusal(e).into(),
+        };
+        let report = AciReport {
+            api_version: API_VERSION.to_owned(),
+            workload_keyset_digest: self.digest.to_string(),
+            attestation: AciAttestation {
+                tee_type: "tdx".to_owned(),
+                workload_keyset: self.keyset_value.clone(),
+                report_data: hex::encode(report_data),
+                source_provenance: self.provenance.clone(),
+                evidence: serde_json::json!({
+                    "quote": hex::encode(&evidence.quote),
+                    "quote_report_data": hex::encode(slot),
+                    "nvidia_payload": evidence.nvidia_payload,
+                    "gpu_nonce": gpu_nonce.to_hex(),
+                    "event_log": evidence.event_log,
+                    "vm_config": evidence.vm_config,
+                    "info": evidence.info,
+                    "attestation_mode": evidence.mode,
+                    "gpu_evidence": evidence.gpu_evidence,
+                }),
+            },
+            service_capabilities: ServiceCapabilities {
+                supported_e2ee_versions: Vec::new(),
+                serving: "direct".to_owned(),
+            },
+        };
+        let answer = LocalResponse::ok_json(&report);
+        if nonce.is_none() && answer.status == 200 && !self.cache_ttl.is_zero() {
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            *cache = Some(CachedReport {
+                made: Instant::now(),
+                body: answer.body.clone(),
+            });
+        }
+        answer
+    }
+
+    fn cached(&self) -> Option<Vec<u8>> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .as_ref()
+            .filter(|c| c.made.elapsed() < self.cache_ttl)
+            .map(|c| c.body.clone())
+    }
+}
+
+fn credential_required() -> LocalResponse {
+    ApiError::aci_unauthorized(
+        "credential_required",
+        "this receipt is bound to the credential that made the request: send it \
+         (Authorization: Bearer <token>)",
+    )
+    .into()
+}
+
+/// The digest a receipt keeps of the credential that made its request: the bearer token of
+/// `Authorization: Bearer <token>`, or the whole header value for any other scheme.
+fn credential_digest(authorization: &[u8]) -> [u8; 32] {
+    let credential = crate::auth::bearer_token(authorization).unwrap_or(authorization);
+    let mut hasher = Sha256::new();
+    hasher.update(CREDENTIAL_DOMAIN);
+    hasher.update(credential);
+    hasher.finalize().into()
+}
+
+/// Equality whose running time does not depend on where the inputs differ.
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::NotAfter;
+    use signet_core::ids::CompletionId;
+    use signet_core::store::ManualClock;
+
+    fn service(credentials_required: bool) -> AciService {
+        let settings = AciSettings {
+            subject: Some("dns:signet.example".to_owned()),
+            not_after: NotAfter::AfterStart(Duration::from_secs(3600)),
+            tls_domain: Some("signet.example".to_owned()),
+            source_provenance: None,
+        };
+        AciService::new(
+            &settings,
+            Ed25519Signer::from_seed(&[0x02; 32]),
+            Some([0xc0; 32]),
+            unix_now(),
+            ReceiptLimits {
+                ttl: Duration::from_secs(300),
+                max_entries: 10,
+            },
+            Arc::new(ManualClock::default()),
+            Duration::ZERO,
+            credentials_required,
+        )
+        .unwrap()
+    }
+
+    fn completed() -> CompletedExchange {
+        CompletedExchange {
+            id: CompletionId::parse("chatcmpl-123").unwrap(),
+            request_sha256: [1; 32],
+            response_sha256: [2; 32],
+        }
+    }
+
+    fn body_of(answer: &LocalResponse) -> serde_json::Value {
+        serde_json::from_slice(&answer.body).unwrap()
+    }
+
+    #[test]
+    fn the_keyset_lists_the_receipt_key_and_the_certificate() {
+        let service = service(false);
+        let keyset = service.keyset();
+        assert_eq!(
+            keyset.receipt_signing_keys[0].public_key,
+            "8139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b394"
+        );
+        assert_eq!(keyset.tls_public_keys[0].spki_sha256, "c0".repeat(32));
+        assert_eq!(
+            keyset.tls_public_keys[0].domain.as_deref(),
+            Some("signet.example")
+        );
+        assert!(keyset.e2ee_public_keys.is_empty());
+        assert_eq!(service.digest(), keyset.digest().unwrap());
+        assert!(!service.expired());
+    }
+
+    #[test]
+    fn a_receipt_is_served_to_its_credential_only_and_verifies() {
+        let service = service(false);
+        let pending = service
+            .pending("/v1/chat/completions", Some(b"Bearer token-aaaa-1111"))
+            .unwrap();
+        assert!(pending.receipt_id.starts_with("rcpt-"));
+        let request = br#"{"model":"demo-model","messages":[]}"#;
+        service
+            .issue(&pending, &completed(), Some(request), [3; 32])
+            .unwrap();
+        let path = format!("{ACI_RECEIPT_PREFIX}{}", pending.receipt_id);
+        let answer = service.receipt(&path, Some(b"bearer  token-aaaa-1111"));
+        assert_eq!(answer.status, 200);
+        let document = body_of(&answer);
+        let verified =
+            aci::verify_receipt(&document, &service.keyset().to_value(), service.digest()).unwrap();
+        assert_eq!(verified.response_returned, aci::prefixed(&[3; 32]));
+        assert_eq!(verified.request_received, aci::prefixed(&[1; 32]));
+        assert_eq!(document["model"], "demo-model");
+        assert_eq!(document["endpoint"], "/v1/chat/completions");
+        // By response id too.
+        let by_chat = service.receipt(
+            &format!("{ACI_RECEIPT_PREFIX}chatcmpl-123"),
+            Some(b"Bearer token-aaaa-1111"),
+        );
+        assert_eq!(by_chat.body, answer.body);
+        // Another credential: not_found, as for an id that does not exist.
+        let other = service.receipt(&path, Some(b"Bearer token-bbbb-2222"));
+        let unknown = service.receipt(
+            &format!("{ACI_RECEIPT_PREFIX}rcpt-unknown"),
+            Some(b"Bearer token-bbbb-2222"),
+        );
+        assert_eq!((other.status, other.body.clone()), (404, unknown.body));
+        assert_eq!(body_of(&other)["error"]["type"], "not_found");
+        // No credential: unauthorized.
+        let none = service.receipt(&path, None);
+        assert_eq!(none.status, 401);
+        assert_eq!(body_of(&none)["error"]["type"], "unauthorized");
+        // Malformed ids are unknown ids.
+        let hostile = service.receipt(
+            &format!("{ACI_RECEIPT_PREFIX}..%2F"),
+            Some(b"Bearer token-aaaa-1111"),
+        );
+        assert_eq!(hostile.status, 404);
+    }
+
+    #[test]
+    fn unauthenticated_receipts_are_public_unless_tokens_are_configured() {
+        let open = service(false);
+        let pending = open.pending("/v1/completions", None).unwrap();
+        let ticket = open.issue(&pending, &completed(), None, [3; 32]).unwrap();
+        let path = format!("{ACI_RECEIPT_PREFIX}{}", pending.receipt_id);
+        assert_eq!(open.receipt(&path, None).status, 200);
+        assert_eq!(open.receipt(&path, Some(b"Bearer anything")).status, 200);
+        assert!(body_of(&open.receipt(&path, None))["model"].is_null());
+        // Taken back: gone.
+        open.retract(ticket);
+        assert_eq!(open.receipt(&path, None).status, 404);
+
+        let closed = service(true);
+        assert_eq!(
+            closed
+                .receipt(&format!("{ACI_RECEIPT_PREFIX}rcpt-unknown"), None)
+                .status,
+            401,
+            "without a credential an unknown id is not told from a known one"
+        );
+    }
+
+    #[tokio::test]
+    async fn past_not_after_no_report_and_no_receipt() {
+        let settings = AciSettings {
+            subject: None,
+            not_after: NotAfter::At(unix_now() - 1),
+            tls_domain: None,
+            source_provenance: None,
+        };
+        let expired = AciService::new(
+            &settings,
+            Ed25519Signer::generate(),
+            None,
+            unix_now(),
+            ReceiptLimits {
+                ttl: Duration::from_secs(300),
+                max_entries: 10,
+            },
+            Arc::new(ManualClock::default()),
+            Duration::ZERO,
+            false,
+        )
+        .unwrap();
+        assert!(expired.expired());
+        assert!(expired.pending("/v1/chat/completions", None).is_none());
+        let pending = service(false)
+            .pending("/v1/chat/completions", None)
+            .unwrap();
+        assert!(
+            expired
+                .issue(&pending, &completed(), None, [3; 32])
+                .is_none()
+        );
+        let signer = signet_core::signing::Signer::generate();
+        let attestor = Attestor::from_settings(
+            &signet_attest::settings::AttestationSettings {
+                mode: signet_attest::settings::AttestationMode::Dev,
+                gpu: signet_attest::settings::GpuEvidenceMode::None,
+                quote_encoding: signet_attest::settings::QuoteEncoding::Base64,
+                timeout: Duration::from_secs(5),
+                configfs_path: "/nonexistent".into(),
+                dstack_socket: "/nonexistent".into(),
+                cache_ttl: Duration::ZERO,
+                nras_claims_version: signet_attest::settings::NrasClaimsVersion::default(),
+                max_concurrent: 1,
+                max_waiting: 1,
+            },
+            signet_attest::SignerIdentity {
+                address: *signer.address(),
+                public_key: *signer.public_key(),
+                ed25519_public_key: None,
+            },
+        )
+        .unwrap();
+        let answer = expired.attestation(&attestor, None).await;
+        assert_eq!(answer.status, 503);
+        assert_eq!(body_of(&answer)["error"]["code"], "keyset_expired");
+        // A live one answers, and a malformed nonce is refused before any quote.
+        let live = service(false);
+        assert_eq!(live.attestation(&attestor, None).await.status, 200);
+        assert_eq!(
+            live.attestation(&attestor, Some("nonce=AB")).await.status,
+            400
+        );
+    }
+
+    #[test]
+    fn credential_digests_read_the_bearer_token() {
+        assert_eq!(
+            credential_digest(b"Bearer abc"),
+            credential_digest(b"BEARER   abc ")
+        );
+        assert_ne!(
+            credential_digest(b"Bearer abc"),
+            credential_digest(b"Bearer abd")
+        );
+        assert_ne!(
+            credential_digest(b"Basic abc"),
+            credential_digest(b"Bearer abc")
+        );
+    }
+}
