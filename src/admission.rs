@@ -5,6 +5,7 @@
 
 use crate::auth::BearerTokens;
 use signet_core::error::ApiError;
+use signet_core::route::Route;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -86,6 +87,15 @@ impl Admission {
             in_flight: Arc::new(AtomicUsize::new(0)),
             max_concurrent,
             attestation_rate: RateLimiter::new(attestation_per_minute),
+        }
+    }
+
+    /// Admits a request for one of signet's own routes from `client`: attestation reports
+    /// (each may cost a fresh quote) are held to the per-client rate; the rest always pass.
+    pub fn admit_local(&self, route: Route, client: Option<IpAddr>) -> Result<(), ApiError> {
+        match route {
+            Route::AttestationReport | Route::AciAttestation => self.admit_attestation(client),
+            _ => Ok(()),
         }
     }
 
@@ -178,8 +188,16 @@ mod tests {
         assert!(limiter.take(a, t0 + Duration::from_millis(1100)).is_ok());
         assert!(limiter.take(a, t0 + Duration::from_millis(1200)).is_err());
         let refused = Admission::new(None, 1, 1);
-        refused.admit_attestation(Some(a)).unwrap();
+        assert!(refused.admit_local(Route::Health, Some(a)).is_ok());
+        refused.admit_local(Route::AciAttestation, Some(a)).unwrap();
+        assert!(
+            refused
+                .admit_local(Route::AttestationReport, Some(a))
+                .is_err()
+        );
+        assert!(refused.admit_local(Route::Signature, Some(a)).is_ok());
         let e = refused.admit_attestation(Some(a)).unwrap_err();
+        assert_eq!(e.status, 429);
         assert_eq!(e.status, 429);
         assert!(e.headers.iter().any(|(k, _)| *k == "retry-after"));
         assert!(refused.admit_attestation(None).is_ok());

@@ -467,16 +467,14 @@ impl ProxyHttp for SignetProxy {
         match decision {
             HeadDecision::Refuse(refusal) => Err(refuse(session, refusal)),
             HeadDecision::Local(route) => {
-                if matches!(route, Route::AttestationReport | Route::AciAttestation) {
-                    let client = match session.client_addr() {
-                        Some(pingora_core::protocols::l4::socket::SocketAddr::Inet(addr)) => {
-                            Some(addr.ip())
-                        }
-                        _ => None,
-                    };
-                    if let Err(refusal) = self.gateway.admission.admit_attestation(client) {
-                        return Err(refuse(session, ctx.exchange.refuse(refusal, false)));
+                let client = match session.client_addr() {
+                    Some(pingora_core::protocols::l4::socket::SocketAddr::Inet(addr)) => {
+                        Some(addr.ip())
                     }
+                    _ => None,
+                };
+                if let Err(refusal) = self.gateway.admission.admit_local(route, client) {
+                    return Err(refuse(session, ctx.exchange.refuse(refusal, false)));
                 }
                 let header = session.req_header();
                 let answer = routes::answer_local(
