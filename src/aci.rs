@@ -196,7 +196,7 @@ impl AciService {
         if self.expired() {
             return None;
         }
-        let mut stored = StoredReceipt {
+        let stored = StoredReceipt {
             receipt_id: pending.id,
             chat_id: Some(completed.id.as_str().into()),
             model: request_body
@@ -208,19 +208,11 @@ impl AciService {
             // signet forwards the body it received, unchanged.
             request_forwarded: Some(completed.request_sha256),
             response_returned: emitted_sha256,
-            signature: [0; 64],
             credential: pending.credential,
         };
-        match stored
-            .body(&self.digest, RECEIPT_KEY_ID)
-            .sign(&self.receipt_key)
-        {
-            Ok(signature) => stored.signature = signature,
-            Err(e) => {
-                log::error!("an ACI receipt could not be signed: {e}");
-                return None;
-            }
-        }
+        // Signed when it is fetched, not here: the document is fixed now (every field is
+        // stored), Ed25519 is deterministic, so the bytes are the same, and the signing cost
+        // is paid only for receipts someone asks for, not on every request.
         Some(self.receipts.insert(stored))
     }
 
@@ -258,11 +250,14 @@ impl AciService {
                 }
             }
         }
-        LocalResponse::ok_json(
-            &stored
-                .body(&self.digest, RECEIPT_KEY_ID)
-                .signed_document(&stored.signature),
-        )
+        let body = stored.body(&self.digest, RECEIPT_KEY_ID);
+        match body.sign(&self.receipt_key) {
+            Ok(signature) => LocalResponse::ok_json(&body.signed_document(&signature)),
+            Err(e) => {
+                log::error!("an ACI receipt could not be signed: {e}");
+                ApiError::internal().into()
+            }
+        }
     }
 
     /// `GET /v1/aci/attestation?nonce=` (§4): the statement's digest into report_data,

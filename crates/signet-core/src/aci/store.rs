@@ -3,7 +3,7 @@
 //!
 //! Compact by design, since it holds as many receipts as the signature store holds
 //! signatures (up to millions): a record keeps only what differs per request (the 16-byte
-//! receipt id, the response id and model, the hashes, the time, the signature and the
+//! receipt id, the response id and model, the hashes, the time and the
 //! credential digest); what every receipt of the process shares (the keyset digest, the key
 //! id) is filled in when the document is rebuilt ([`StoredReceipt::body`]), which gives back
 //! exactly the document that was signed.
@@ -82,8 +82,6 @@ pub struct StoredReceipt {
     pub request_forwarded: Option<[u8; 32]>,
     /// sha256 of the response body bytes emitted.
     pub response_returned: [u8; 32],
-    /// Ed25519 over the JCS form of [`StoredReceipt::body`]'s document.
-    pub signature: [u8; 64],
     /// sha256 of the credential that made the request, if it carried one.
     pub credential: Option<[u8; 32]>,
 }
@@ -304,7 +302,6 @@ mod tests {
             request_received: [1; 32],
             request_forwarded: Some([1; 32]),
             response_returned: [2; 32],
-            signature: [3; 64],
             credential: None,
         }
     }
