@@ -22,7 +22,7 @@ use signet_core::aci::store::ReceiptTicket;
 use signet_core::error::ApiError;
 use signet_core::exchange::{
     AttemptError, BodyStep, ClientState, End, Exchange, Failure, HeadDecision, HttpVersion,
-    PREREAD_LIMIT, Refusal, RequestHead, ResponseEdits, ResponseHead, RetryFacts, Settlement, Side,
+    Refusal, RequestHead, ResponseEdits, ResponseHead, RetryFacts, Settlement, Side,
     is_signet_header,
 };
 use signet_core::ids::{CompletionId, client_request_id, new_request_id};
@@ -359,7 +359,7 @@ impl SignetProxy {
         if !read_first {
             return Ok(false);
         }
-        if fits_retry_buffer(session.req_header()) {
+        if ctx.exchange.fits_retry_buffer() {
             // A body read here is replayed to the upstream from Pingora's retry buffer.
             session.as_mut().enable_retry_buffering();
         }
@@ -402,17 +402,6 @@ impl SignetProxy {
         session.write_response_body(Some(answer.body), true).await?;
         Ok(true)
     }
-}
-
-/// Whether the request declares a body small enough for Pingora's retry buffer.
-fn fits_retry_buffer(header: &RequestHeader) -> bool {
-    !header.headers.contains_key(http::header::TRANSFER_ENCODING)
-        && header
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .is_some_and(|length| length <= PREREAD_LIMIT)
 }
 
 #[async_trait]

@@ -137,39 +137,14 @@ pub async fn answer_local(
                 Ok(report) => LocalResponse::ok_json(&report),
                 Err(refusal) => LocalResponse::from(refusal),
             };
-            let outcome = match answer.status {
-                200 => "ok",
-                400 => "bad_request",
-                404 => "not_found",
-                _ => "unavailable",
-            };
-            METRICS
-                .attestation_requests
-                .with_label_values(&[provider, outcome])
-                .inc();
-            METRICS
-                .attestation_seconds
-                .with_label_values(&[provider])
-                .observe(started.elapsed().as_secs_f64());
+            record_attestation(provider, started, answer.status);
             answer
         }
         Route::AciAttestation => {
             let provider = gateway.attestor.mode().as_str();
             let started = std::time::Instant::now();
             let answer = gateway.aci.attestation(&gateway.attestor, query).await;
-            let outcome = match answer.status {
-                200 => "ok",
-                400 => "bad_request",
-                _ => "unavailable",
-            };
-            METRICS
-                .attestation_requests
-                .with_label_values(&[provider, outcome])
-                .inc();
-            METRICS
-                .attestation_seconds
-                .with_label_values(&[provider])
-                .observe(started.elapsed().as_secs_f64());
+            record_attestation(provider, started, answer.status);
             answer
         }
         Route::AciReceipt => gateway.aci.receipt(path, authorization),
@@ -181,4 +156,22 @@ pub async fn answer_local(
         }),
         Route::Signed(_) | Route::PassThrough | Route::Ambiguous => ApiError::internal().into(),
     }
+}
+
+/// Counts an attestation request (legacy or ACI) by provider and outcome, and its duration.
+fn record_attestation(provider: &str, started: std::time::Instant, status: u16) {
+    let outcome = match status {
+        200 => "ok",
+        400 => "bad_request",
+        404 => "not_found",
+        _ => "unavailable",
+    };
+    METRICS
+        .attestation_requests
+        .with_label_values(&[provider, outcome])
+        .inc();
+    METRICS
+        .attestation_seconds
+        .with_label_values(&[provider])
+        .observe(started.elapsed().as_secs_f64());
 }

@@ -285,6 +285,8 @@ pub struct Exchange {
     /// Neutralises upstream lines that would pass for signet's trailer (in-band streams).
     trailer_guard: Option<inband::TrailerGuard>,
     read_body_first: bool,
+    /// The declared body fits Pingora's retry buffer (read up front, replayed from it).
+    fits_retry_buffer: bool,
     /// Where the response's id is (signed routes).
     id_rule: IdRule,
     /// signet's own id for a response without one.
@@ -394,6 +396,7 @@ impl Exchange {
             inband_trailer: false,
             trailer_guard: None,
             read_body_first: false,
+            fits_retry_buffer: false,
             id_rule: IdRule::top_level_id(),
             generated_id: None,
             close_delimited: false,
@@ -481,6 +484,7 @@ impl Exchange {
         self.inband = inband::requested(head.inband);
         let fits_retry_buffer =
             !head.transfer_encoding && declared.is_some_and(|length| length <= PREREAD_LIMIT);
+        self.fits_retry_buffer = fits_retry_buffer;
         if id_rule == IdRule::Generated {
             self.generated_id = CompletionId::parse(&format!("signet-{}", head.request_id)).ok();
         }
@@ -531,6 +535,12 @@ impl Exchange {
             ApiError::bad_request("bad_request", "the request body could not be read")
         };
         self.refuse(error, true)
+    }
+
+    /// Whether the body read up front fits Pingora's retry buffer, so that a retried attempt
+    /// can replay it from there (decided from the declared length with the head).
+    pub fn fits_retry_buffer(&self) -> bool {
+        self.fits_retry_buffer
     }
 
     /// Whether a client that closes its connection before the response is complete may be
@@ -1043,6 +1053,10 @@ mod tests {
                 read_body_first: true
             }
         );
+        assert!(
+            exchange.fits_retry_buffer(),
+            "a small declared body is replayable"
+        );
         exchange.push_request_body(SEED_REQUEST).unwrap();
         exchange.finish_request_body().unwrap();
         exchange
@@ -1235,6 +1249,10 @@ mod tests {
             HeadDecision::Admit {
                 read_body_first: true
             }
+        );
+        assert!(
+            !exchange.fits_retry_buffer(),
+            "read whole, but not into the retry buffer"
         );
         exchange.push_request_body(br#"{"stream":false}"#).unwrap();
         exchange.finish_request_body().unwrap();

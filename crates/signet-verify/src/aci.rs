@@ -328,17 +328,7 @@ pub(crate) async fn check_own_receipt(
         )
         .await
         .map_err(|e| e.to_string())
-        .and_then(|r| {
-            if r.status == 200 {
-                r.json()
-            } else {
-                Err(format!(
-                    "HTTP {}: {}",
-                    r.status,
-                    String::from_utf8_lossy(&r.body)
-                ))
-            }
-        });
+        .and_then(|r| r.json_if_ok());
     let document = match fetched {
         Ok(document) => {
             list.record(

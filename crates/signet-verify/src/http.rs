@@ -104,6 +104,19 @@ impl Response {
     pub fn json(&self) -> Result<serde_json::Value, String> {
         serde_json::from_slice(&self.body).map_err(|e| format!("response is not JSON: {e}"))
     }
+
+    /// The JSON body of a 200 answer; any other status is an error naming it and the body.
+    pub fn json_if_ok(&self) -> Result<serde_json::Value, String> {
+        if self.status == 200 {
+            self.json()
+        } else {
+            Err(format!(
+                "HTTP {}: {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            ))
+        }
+    }
 }
 
 /// HTTP client for one gateway.

@@ -345,15 +345,7 @@ async fn fetch_report(
         .map_err(|e| e.to_string())
         .and_then(|r| {
             seen_spki = r.peer_spki_sha256;
-            if r.status == 200 {
-                r.json()
-            } else {
-                Err(format!(
-                    "HTTP {}: {}",
-                    r.status,
-                    String::from_utf8_lossy(&r.body)
-                ))
-            }
+            r.json_if_ok()
         })
         .and_then(read_report);
     match fetched {
@@ -950,17 +942,7 @@ async fn fetch_signature(
         )
         .await
         .map_err(|e| e.to_string())
-        .and_then(|r| {
-            if r.status == 200 {
-                r.json()
-            } else {
-                Err(format!(
-                    "HTTP {}: {}",
-                    r.status,
-                    String::from_utf8_lossy(&r.body)
-                ))
-            }
-        });
+        .and_then(|r| r.json_if_ok());
     match fetched {
         Ok(receipt) => {
             list.record("signature.fetch", true, Ok(format!("signature for {id}")));
