@@ -33,13 +33,20 @@ class Recorder(httpx2.HTTPTransport):
         record["headers"] = response.headers
         inner = response.stream
 
+        chunks = iter(inner)
+
         class Tee(httpx2.SyncByteStream):
             def __iter__(self):
-                for chunk in inner:
+                for chunk in chunks:
                     record["response"] += chunk
                     yield chunk
 
             def close(self):
+                # The OpenAI SDK stops reading at `data: [DONE]` and closes the response; the
+                # in-band signature comes after it, so a verifying client reads to the end of
+                # the body, and so does this recorder (otherwise what it saw is a race).
+                for chunk in chunks:
+                    record["response"] += chunk
                 inner.close()
 
         response.stream = Tee()
