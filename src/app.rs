@@ -267,7 +267,7 @@ fn start(args: ServeArgs) -> Result<ExitCode, StartError> {
     let (notary, shared) = build_notary(&settings, signer)?;
     let (attestor, tls_spki) = build_attestor(&settings, &notary)?;
     let attestor = Arc::new(attestor);
-    let aci = build_aci(&settings, tls_spki, started)?;
+    let aci = build_aci(&settings, tls_spki, started, shared.as_ref())?;
     if let Some(warning) = crate::hardening::ensure_descriptors(settings.limits.max_connections) {
         warn!("{warning}");
     }
@@ -339,11 +339,13 @@ fn build_attestor(
 }
 
 /// The ACI service: the workload keyset (a receipt key of its own, the TLS key), its
-/// reports and the receipts, kept as long and as many as signatures.
+/// reports and the receipts, kept as long and as many as signatures, and mirrored to the
+/// same shared store.
 fn build_aci(
     settings: &Settings,
     tls_spki: Option<[u8; 32]>,
     started: u64,
+    shared: Option<&Arc<SharedStore>>,
 ) -> Result<AciService, StartError> {
     let aci = AciService::new(
         &settings.aci,
@@ -359,6 +361,10 @@ fn build_aci(
         settings.auth.is_some(),
     )
     .map_err(|e| StartError::Aci(e.to_string()))?;
+    let aci = match shared {
+        Some(shared) => aci.with_shared_store(shared.clone()),
+        None => aci,
+    };
     info!(
         "ACI keyset digest {} (receipt key {}, not_after {})",
         aci.digest(),
