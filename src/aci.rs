@@ -68,6 +68,8 @@ pub struct AciService {
     /// The receipts' TTL (to mirror them with it).
     ttl: Duration,
     shared: Option<Arc<SharedStore>>,
+    /// Where the keys come from (§3.3), for the evidence.
+    key_custody: Option<serde_json::Value>,
     provenance: Option<SourceProvenance>,
     cache_ttl: Duration,
     cache: Mutex<Option<CachedReport>>,
@@ -141,6 +143,7 @@ impl AciService {
             receipts: Arc::new(ReceiptStore::new(limits.ttl, limits.max_entries, clock)),
             ttl: limits.ttl,
             shared: None,
+            key_custody: None,
             provenance: settings.source_provenance.clone(),
             cache_ttl,
             cache: Mutex::new(None),
@@ -151,6 +154,13 @@ impl AciService {
     /// Mirrors every receipt to `shared`, and looks there for ids not issued here.
     pub fn with_shared_store(mut self, shared: Arc<SharedStore>) -> Self {
         self.shared = Some(shared);
+        self
+    }
+
+    /// Makes the evidence say where the keys come from and how their custody is shown
+    /// (§3.3: `key_custody`).
+    pub fn with_key_custody(mut self, custody: serde_json::Value) -> Self {
+        self.key_custody = Some(custody);
         self
     }
 
@@ -387,6 +397,7 @@ impl AciService {
                     "info": evidence.info,
                     "attestation_mode": evidence.mode,
                     "gpu_evidence": evidence.gpu_evidence,
+                    "key_custody": self.key_custody,
                 }),
             },
             service_capabilities: ServiceCapabilities {

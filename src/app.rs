@@ -4,8 +4,10 @@
 
 use crate::aci::{AciService, ReceiptLimits};
 use crate::cli::{GpuEvidenceArgs, ServeArgs, VerifyArgs, VerifyReceiptArgs, VerifySignatureArgs};
+use crate::config::KeySource;
 use crate::config::{self, AttestationMode, ConfigError, LoadedConfig, Settings};
 use crate::gateway::Gateway;
+use crate::keys::{KeyError, ProvisionedKeys};
 use crate::notary::Notary;
 use crate::proxy::SignetProxy;
 use crate::shared_store::SharedStore;
@@ -21,7 +23,6 @@ use signet_attest::nras_payload;
 use signet_attest::nvml::{DriverEvidence, GpuDriver, NvmlDriver};
 use signet_attest::{Attestor, SignerIdentity};
 use signet_core::ids::Nonce;
-use signet_core::signing::Signer;
 use signet_core::signing::ed25519::Ed25519Signer;
 use signet_core::store::{MonotonicClock, SignatureStore};
 use std::path::Path;
@@ -53,6 +54,9 @@ pub enum StartError {
     /// The ACI keyset could not be built.
     #[error("signet.aci: {0}")]
     Aci(String),
+    /// The keys could not be had from their source.
+    #[error(transparent)]
+    Keys(#[from] crate::keys::KeyError),
 }
 
 /// `signet serve`: returns only on a start-up failure (Pingora exits the process itself).
@@ -263,11 +267,21 @@ fn start(args: ServeArgs) -> Result<ExitCode, StartError> {
         crate::hardening::key_material_protection()
     );
     let started = crate::config::unix_now();
-    let signer = Signer::generate();
-    let (notary, shared) = build_notary(&settings, signer)?;
+    let keys = provision_keys(&settings)?;
+    let custody = serde_json::to_value(keys.custody()).unwrap_or_default();
+    let (notary, shared) = build_notary(&settings, &keys)?;
     let (attestor, tls_spki) = build_attestor(&settings, &notary)?;
-    let attestor = Arc::new(attestor);
-    let aci = build_aci(&settings, tls_spki, started, shared.as_ref())?;
+    let attestor = Arc::new(attestor.with_key_custody(custody.clone()));
+    let aci = build_aci(
+        &settings,
+        keys.ed25519(crate::keys::ACI_RECEIPT)?,
+        tls_spki,
+        started,
+        shared.as_ref(),
+    )?
+    .with_key_custody(custody);
+    // Every secret is inside its signer now; the provisioned copies are wiped here.
+    drop(keys);
     if let Some(warning) = crate::hardening::ensure_descriptors(settings.limits.max_connections) {
         warn!("{warning}");
     }
@@ -338,18 +352,60 @@ fn build_attestor(
     Ok((attestor, tls_spki))
 }
 
+/// Every key role's key from `signet.signing.key_source`: drawn here (`random`), or asked of
+/// the dstack agent (`dstack`), which must answer before signet serves anything.
+fn provision_keys(settings: &Settings) -> Result<ProvisionedKeys, StartError> {
+    match settings.signing.key_source {
+        KeySource::Random => Ok(ProvisionedKeys::random()),
+        KeySource::Dstack => {
+            let agent =
+                signet_attest::dstack::DstackAgent::open(&settings.attestation.dstack_socket)
+                    .map_err(|e| KeyError::Dstack(e.to_string()))?;
+            // Before Pingora's runtimes exist: a small one for the few calls at start.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| KeyError::Dstack(format!("no runtime for the agent: {e}")))?;
+            let keys = runtime.block_on(async {
+                tokio::time::timeout(
+                    settings.attestation.timeout,
+                    ProvisionedKeys::from_dstack(&agent),
+                )
+                .await
+                .map_err(|_| {
+                    KeyError::Dstack(format!(
+                        "the agent did not give the keys within {:?}",
+                        settings.attestation.timeout
+                    ))
+                })?
+            })?;
+            info!(
+                "keys derived from the dstack KMS: {}",
+                keys.custody()
+                    .keys
+                    .iter()
+                    .map(|k| format!("{}={}", k.role, k.path))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+            Ok(keys)
+        }
+    }
+}
+
 /// The ACI service: the workload keyset (a receipt key of its own, the TLS key), its
 /// reports and the receipts, kept as long and as many as signatures, and mirrored to the
 /// same shared store.
 fn build_aci(
     settings: &Settings,
+    receipt_key: Ed25519Signer,
     tls_spki: Option<[u8; 32]>,
     started: u64,
     shared: Option<&Arc<SharedStore>>,
 ) -> Result<AciService, StartError> {
     let aci = AciService::new(
         &settings.aci,
-        Ed25519Signer::generate(),
+        receipt_key,
         tls_spki,
         started,
         ReceiptLimits {
@@ -378,14 +434,15 @@ fn build_aci(
 /// mirror is returned too: its writer runs as a background service).
 fn build_notary(
     settings: &Settings,
-    signer: Signer,
+    keys: &ProvisionedKeys,
 ) -> Result<(Notary, Option<Arc<SharedStore>>), StartError> {
     let store = SignatureStore::new(
         settings.signatures.ttl,
         settings.signatures.max_entries,
         Arc::new(MonotonicClock::default()),
     );
-    let notary = Notary::new(signer, store);
+    let notary = Notary::new(keys.signer(crate::keys::SIGNING)?, store)
+        .with_ed25519(keys.ed25519(crate::keys::LEGACY_ED25519)?);
     match &settings.signatures.redis {
         None => Ok((notary, None)),
         Some(redis) => {
@@ -399,7 +456,7 @@ fn build_notary(
 /// One line that says what starts: listener, upstreams, signing address, attestation.
 fn log_start(settings: &Settings, notary: &Notary, threads: usize) {
     info!(
-        "signet {} starting: listen={}{} upstreams={} signing_address={} attestation={} gpu={} threads={}",
+        "signet {} starting: listen={}{} upstreams={} signing_address={} key_source={} attestation={} gpu={} threads={}",
         env!("CARGO_PKG_VERSION"),
         settings.listen,
         if settings.tls.is_some() { " (tls)" } else { "" },
@@ -410,6 +467,7 @@ fn log_start(settings: &Settings, notary: &Notary, threads: usize) {
             .collect::<Vec<_>>()
             .join(","),
         notary.address(),
+        settings.signing.key_source.as_str(),
         settings.attestation.mode.as_str(),
         settings.attestation.gpu.as_str(),
         threads,

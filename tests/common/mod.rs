@@ -806,7 +806,7 @@ impl Gateway {
 
 /// Runs a Python script (python3 with eth-account, installed by `scripts/setup.sh`) with
 /// `input` on its standard input; returns its standard output.
-fn python(script: &str, input: &str) -> String {
+pub fn python(script: &str, input: &str) -> String {
     use std::io::Write;
     let mut child = Command::new("python3")
         .args(["-c", script])

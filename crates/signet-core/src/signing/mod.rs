@@ -52,8 +52,8 @@ impl Signer {
         Self::from_key(SigningKey::random(&mut OsRng))
     }
 
-    /// Builds a signer from a 32-byte secret. Used by tests and tools that need a second,
-    /// known identity; the gateway itself only ever calls [`Signer::generate`].
+    /// Builds a signer from a 32-byte secret: a key from the configured key source (drawn at
+    /// start, or derived by the dstack KMS), or a known identity in tests and tools.
     pub fn from_secret_bytes(secret: &[u8; 32]) -> Result<Self, SigningError> {
         let key = SigningKey::from_bytes(secret.into()).map_err(SigningError::Sign)?;
         Ok(Self::from_key(key))
