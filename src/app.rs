@@ -3,7 +3,9 @@
 //! services to Pingora.
 
 use crate::aci::{AciService, ReceiptLimits};
-use crate::cli::{GpuEvidenceArgs, ServeArgs, VerifyArgs, VerifyReceiptArgs, VerifySignatureArgs};
+use crate::cli::{
+    GpuEvidenceArgs, ProvenanceArgs, ServeArgs, VerifyArgs, VerifyReceiptArgs, VerifySignatureArgs,
+};
 use crate::config::KeySource;
 use crate::config::{self, AttestationMode, ConfigError, LoadedConfig, Settings};
 use crate::gateway::Gateway;
@@ -104,8 +106,27 @@ pub fn verify(args: VerifyArgs) -> ExitCode {
     }
 }
 
+/// `--at`: Unix seconds or RFC 3339.
+fn parse_at(text: Option<&str>) -> Result<Option<u64>, String> {
+    text.map(|t| {
+        t.parse::<u64>()
+            .ok()
+            .or_else(|| signet_verify::parse_rfc3339(t))
+            .ok_or_else(|| format!("--at {t}: neither Unix seconds nor RFC 3339"))
+    })
+    .transpose()
+}
+
+fn provenance_expectations(args: ProvenanceArgs) -> signet_verify::aci::ProvenanceExpectations {
+    signet_verify::aci::ProvenanceExpectations {
+        repo_url: args.expect_repo,
+        commit: args.expect_commit,
+        image_digest: args.expect_image_digest,
+    }
+}
+
 fn verify_options(args: VerifyArgs) -> Result<signet_verify::VerifyOptions, String> {
-    use signet_verify::{CollateralSource, parse_rfc3339, quote::parse_collateral};
+    use signet_verify::{CollateralSource, quote::parse_collateral};
     let collateral = match (&args.collateral, &args.pccs_url) {
         (Some(path), _) => {
             let bytes =
@@ -115,16 +136,7 @@ fn verify_options(args: VerifyArgs) -> Result<signet_verify::VerifyOptions, Stri
         (None, Some(url)) => Some(CollateralSource::Service(url.clone())),
         (None, None) => None,
     };
-    let at = args
-        .at
-        .as_deref()
-        .map(|t| {
-            t.parse::<u64>()
-                .ok()
-                .or_else(|| parse_rfc3339(t))
-                .ok_or_else(|| format!("--at {t}: neither Unix seconds nor RFC 3339"))
-        })
-        .transpose()?;
+    let at = parse_at(args.at.as_deref())?;
     let ca_pem = args
         .ca_cert
         .as_ref()
@@ -158,6 +170,7 @@ fn verify_options(args: VerifyArgs) -> Result<signet_verify::VerifyOptions, Stri
         nras_jwks,
         ca_pem,
         timeout,
+        expect_provenance: provenance_expectations(args.provenance),
     })
 }
 
@@ -186,9 +199,21 @@ pub fn verify_receipt(args: VerifyReceiptArgs) -> ExitCode {
         let report = read(&args.report)?;
         let request = args.request.as_deref().map(read).transpose()?;
         let response = args.response.as_deref().map(read).transpose()?;
-        Ok((receipt, report, request, response))
+        let collateral = args
+            .collateral
+            .as_deref()
+            .map(|path| {
+                read(path).and_then(|bytes| {
+                    signet_verify::quote::parse_collateral(&bytes)
+                        .map(Box::new)
+                        .map_err(|e| format!("--collateral {}: {e}", path.display()))
+                })
+            })
+            .transpose()?;
+        let at = parse_at(args.at.as_deref())?;
+        Ok((receipt, report, request, response, collateral, at))
     })();
-    let (receipt, report, request, response) = match inputs {
+    let (receipt, report, request, response, collateral, at) = match inputs {
         Ok(inputs) => inputs,
         Err(e) => {
             eprintln!("signet verify-receipt: {e}");
@@ -203,6 +228,10 @@ pub fn verify_receipt(args: VerifyReceiptArgs) -> ExitCode {
             request,
             response,
             allow_dev: args.allow_dev,
+            collateral,
+            at,
+            accept_tcb: args.accept_tcb,
+            expect_provenance: provenance_expectations(args.provenance),
         },
     );
     if args.json {
