@@ -178,20 +178,22 @@ impl ProvisionedKeys {
                 .map_err(|e| KeyError::Dstack(e.to_string()))?;
             let kms_key = Signer::from_secret_bytes(&derived.secret)
                 .map_err(|_| KeyError::Invalid { role: role.name })?;
-            let (secret, public_key, link_signature) = match role.kind {
-                KeyKind::Secp256k1 => (
-                    Zeroizing::new(*derived.secret),
-                    kms_key.address().to_checksum(),
-                    None,
-                ),
-                KeyKind::Ed25519 => {
-                    let seed = derived_seed(role, &derived.secret);
-                    let public_key = Ed25519Signer::from_seed(&seed).public_key_hex();
-                    let link = kms_key
+            // The secp256k1 role uses the KMS key itself, so the chain covers it directly;
+            // any other role's seed is derived from it, and the KMS key vouches for the
+            // role's public key.
+            let secret = match role.kind {
+                KeyKind::Secp256k1 => Zeroizing::new(*derived.secret),
+                _ => derived_seed(role, &derived.secret),
+            };
+            let public_key = public_key_of(role, &secret)?;
+            let link_signature = match role.kind {
+                KeyKind::Secp256k1 => None,
+                _ => Some(
+                    kms_key
                         .sign_message(custody_link_text(role.name, &public_key).as_bytes())
-                        .map_err(|_| KeyError::Invalid { role: role.name })?;
-                    (seed, public_key, Some(link.to_hex()))
-                }
+                        .map_err(|_| KeyError::Invalid { role: role.name })?
+                        .to_hex(),
+                ),
             };
             records.push(RoleCustody {
                 role: role.name,
@@ -240,6 +242,17 @@ impl ProvisionedKeys {
     /// Where the keys came from, as reports show it.
     pub fn custody(&self) -> &KeyCustody {
         &self.custody
+    }
+}
+
+/// The public key a role's 32 bytes make, as reports show it: an EIP-55 address (secp256k1)
+/// or 64 hex (Ed25519). A new kind of key adds its arm here.
+fn public_key_of(role: &KeyRole, secret: &[u8; 32]) -> Result<String, KeyError> {
+    match role.kind {
+        KeyKind::Secp256k1 => Signer::from_secret_bytes(secret)
+            .map(|signer| signer.address().to_checksum())
+            .map_err(|_| KeyError::Invalid { role: role.name }),
+        KeyKind::Ed25519 => Ok(Ed25519Signer::from_seed(secret).public_key_hex()),
     }
 }
 
