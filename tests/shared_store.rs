@@ -254,6 +254,80 @@ async fn an_aci_receipt_made_on_one_replica_is_served_by_another() {
     }
 }
 
+/// A fleet on `signing.key_source: dstack` behind one name: every replica has the same
+/// signing address and ACI keyset, so a receipt or signature one replica made verifies under
+/// the attestation of whichever replica a client asks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_on_kms_keys_shares_one_keyset_and_serves_its_receipts() {
+    use signet_core::aci::{self, AciReport};
+    let redis = RedisServer::start();
+    let upstream = Upstream::start();
+    let agent_dir = tempfile::tempdir().unwrap();
+    let socket = fake_kms_agent(agent_dir.path()).await;
+    // One keyset needs one not_after: an absolute time, not a lifetime from each start.
+    let not_after = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 10 * 24 * 3600;
+    let fleet = || {
+        Gateway::start_with_attestation(
+            &upstream.url(),
+            &format!(
+                "    mode: dev\n    gpu: none\n    dstack_socket: {}\n",
+                socket.display()
+            ),
+            &format!(
+                "  aci:\n    not_after: {not_after}\n  signing:\n    key_source: dstack\n  signatures:\n    ttl: 120s\n    backend: redis\n    redis:\n      url: \"{}\"\n      key_prefix: \"signet:kms-fleet:\"\n      lookup_timeout: 300ms\n",
+                redis.url()
+            ),
+        )
+    };
+    let (a, b) = (fleet(), fleet());
+    let address = a.signing_address().await;
+    assert_eq!(
+        b.signing_address().await,
+        address,
+        "one address for the fleet"
+    );
+    let report_of = |gateway: &Gateway| {
+        let addr = gateway.addr;
+        async move {
+            let body = request(addr, "GET", "/v1/aci/attestation", &[], Vec::new())
+                .await
+                .body;
+            serde_json::from_slice::<AciReport>(&body).unwrap()
+        }
+    };
+    let (a_report, b_report) = (report_of(&a).await, report_of(&b).await);
+    assert_eq!(
+        a_report.workload_keyset_digest,
+        b_report.workload_keyset_digest
+    );
+
+    let body = br#"{"model":"m-kms","stream":false}"#;
+    let reply = a
+        .post(
+            "/v1/chat/completions",
+            &[("x-mock-id", "kms-fleet-1")],
+            body,
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    let receipt_id = reply.headers["x-receipt-id"].to_str().unwrap().to_owned();
+    let on_b = fetch_receipt_eventually(&b, &receipt_id, &[]).await;
+    // Checked against B's own attestation: the fleet's keyset.
+    let verified = aci::verify_receipt(
+        &on_b.json(),
+        &b_report.attestation.workload_keyset,
+        &b_report.workload_keyset_digest,
+    )
+    .unwrap();
+    assert_eq!(verified.response_returned, aci::sha256_digest(&reply.body));
+    let signature = fetch_eventually(&b, "kms-fleet-1").await;
+    assert_receipt(&signature, body, &reply.body, &address);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_loses_no_signature_and_writes_resume() {
     let redis = RedisServer::start();
