@@ -21,8 +21,8 @@
 use crate::config::KeySource;
 use sha2::{Digest, Sha256};
 use signet_attest::dstack::DstackAgent;
-use signet_core::signing::Signer;
 use signet_core::signing::ed25519::Ed25519Signer;
+use signet_core::signing::{Signer, custody_link_text};
 use zeroize::Zeroizing;
 
 /// What a role's 32 bytes make.
@@ -124,11 +124,6 @@ pub struct KeyCustody {
     /// Per role, for `dstack`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<RoleCustody>,
-}
-
-/// The text a KMS-derived key signs to vouch for a role key made from it.
-pub fn custody_link_text(role: &str, public_key: &str) -> String {
-    format!("signet-key-custody:v1:{role}:{public_key}")
 }
 
 /// Every role's 32 bytes, and their custody.

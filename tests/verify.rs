@@ -1099,3 +1099,71 @@ async fn verify_receipt_checks_the_quote_against_intel_collateral_offline() {
         );
     }
 }
+
+/// `aci.key_custody`: a report whose keys come from the dstack KMS must show the receipt
+/// key vouched for by the KMS-derived key; a report that names another key, or a link made
+/// for another role, fails. Random keys are shown, not judged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kms_key_custody_is_checked() {
+    let upstream = Upstream::start();
+    let agent_dir = tempfile::tempdir().unwrap();
+    let socket = fake_kms_agent(agent_dir.path()).await;
+    let gateway = Gateway::start_with_attestation(
+        &upstream.url(),
+        &format!(
+            "    mode: dev\n    gpu: dev\n    dstack_socket: {}\n",
+            socket.display()
+        ),
+        "  signing:\n    key_source: dstack\n",
+    );
+    let (ok, list) = verify_json(vec![
+        "--url".into(),
+        format!("http://{}", gateway.addr),
+        "--allow-dev".into(),
+    ])
+    .await;
+    assert!(ok, "{list:#}");
+    assert_eq!(check_status(&list, "aci.key_custody"), "pass", "{list:#}");
+    assert!(check_detail(&list, "aci.key_custody").contains("signet/v1/aci-receipt"));
+
+    // Offline, and with the custody claim tampered with (it is evidence, outside the
+    // statement: only this check can catch it).
+    let (dir, receipt, report) = archived_aci(&gateway).await;
+    let (ok, list) = verify_receipt_json(&[&receipt, "--report", &report, "--allow-dev"]);
+    assert!(ok, "{list:#}");
+    assert_eq!(check_status(&list, "aci.key_custody"), "pass");
+    let original: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let entries = original["attestation"]["evidence"]["key_custody"]["keys"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let position = |role: &str| entries.iter().position(|e| e["role"] == role).unwrap();
+    let (receipt_at, legacy_at) = (position("aci-receipt"), position("legacy-ed25519"));
+    for what in ["another key", "another role's link"] {
+        let mut forged = original.clone();
+        let keys = &mut forged["attestation"]["evidence"]["key_custody"]["keys"];
+        if what == "another key" {
+            keys[receipt_at]["public_key"] = "11".repeat(32).into();
+        } else {
+            keys[receipt_at]["link_signature"] = keys[legacy_at]["link_signature"].clone();
+        }
+        let file = dir.path().join("forged.json");
+        std::fs::write(&file, forged.to_string()).unwrap();
+        let (ok, list) =
+            verify_receipt_json(&[&receipt, "--report", file.to_str().unwrap(), "--allow-dev"]);
+        assert!(!ok, "{what}: {list:#}");
+        assert_eq!(check_status(&list, "aci.key_custody"), "fail", "{what}");
+    }
+
+    // Random keys: shown, not deciding.
+    let random = dev_gateway(&upstream);
+    let (ok, list) = verify_json(vec![
+        "--url".into(),
+        format!("http://{}", random.addr),
+        "--allow-dev".into(),
+    ])
+    .await;
+    assert!(ok, "{list:#}");
+    assert_eq!(check_status(&list, "aci.key_custody"), "skip");
+}

@@ -150,6 +150,7 @@ pub(crate) async fn check_report(
         digest
     });
     let quote_ok = record_quote(quote.as_deref(), &slot, list);
+    record_key_custody(&evidence["key_custody"], &established.keyset, list);
     match quote_ok {
         Some(bytes) => {
             check_intel_chain("aci.quote_chain", &bytes, options, dev, tls, list).await;
@@ -447,6 +448,86 @@ fn record_receipt(
     Some(verified)
 }
 
+/// `aci.key_custody` (§3.3): where the receipt key comes from, as `evidence.key_custody`
+/// says. `random`: generated inside the attested workload, nothing more to check (shown).
+/// `dstack`: the custody entry of the `aci-receipt` role must name the attested receipt key,
+/// and the KMS-derived key must vouch for it (its EIP-191 `link_signature` over
+/// `signet-key-custody:v1:aci-receipt:<key>` recovers to the address of `kms_public_key`)
+/// with a non-empty `signature_chain`; required, since the report claims it. The chain up to
+/// the KMS root is the verifier policy's (it needs the KMS root the policy trusts).
+pub(crate) fn record_key_custody(custody: &Value, keyset: &Value, list: &mut Checklist) {
+    let outcome = match custody["source"].as_str() {
+        None => {
+            list.skip(
+                "aci.key_custody",
+                false,
+                "the report says nothing of the keys' custody",
+            );
+            return;
+        }
+        Some("random") => {
+            list.skip(
+                "aci.key_custody",
+                false,
+                "random: the keys were generated inside the attested workload at start",
+            );
+            return;
+        }
+        Some("dstack") => dstack_custody(custody, keyset),
+        Some(other) => Err(format!("unknown key source {other:?}")),
+    };
+    list.record("aci.key_custody", true, outcome);
+}
+
+fn dstack_custody(custody: &Value, keyset: &Value) -> Result<String, String> {
+    const ROLE: &str = "aci-receipt";
+    let attested = keyset["receipt_signing_keys"][0]["public_key"]
+        .as_str()
+        .ok_or("the keyset lists no receipt key")?;
+    let entry = custody["keys"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|entry| entry["role"] == ROLE)
+        .ok_or("key_custody has no aci-receipt entry")?;
+    let field = |name: &str| {
+        entry[name]
+            .as_str()
+            .ok_or_else(|| format!("key_custody aci-receipt entry has no {name}"))
+    };
+    let public_key = field("public_key")?;
+    if !public_key.eq_ignore_ascii_case(attested) {
+        return Err(format!(
+            "key_custody names receipt key {public_key}, the keyset {attested}"
+        ));
+    }
+    let kms_address = signet_core::signing::address_of_public_key_hex(field("kms_public_key")?)
+        .map_err(|e| format!("kms_public_key: {e}"))?;
+    let link = signet_core::signing::RecoverableSignature::parse(field("link_signature")?)
+        .map_err(|e| format!("link_signature: {e}"))?;
+    let text = signet_core::signing::custody_link_text(ROLE, public_key);
+    let signer = signet_core::signing::recover_address(text.as_bytes(), &link)
+        .map_err(|e| format!("link_signature: {e}"))?;
+    if signer != kms_address {
+        return Err(format!(
+            "the link signature is {}'s, not the KMS key's ({})",
+            signer.to_checksum(),
+            kms_address.to_checksum()
+        ));
+    }
+    if entry["signature_chain"]
+        .as_array()
+        .is_none_or(|chain| chain.is_empty())
+    {
+        return Err("no KMS signature_chain".to_owned());
+    }
+    Ok(format!(
+        "dstack KMS key at {}: it vouches for the receipt key; check its signature_chain up to \
+         the KMS root your policy trusts",
+        entry["path"].as_str().unwrap_or("?")
+    ))
+}
+
 /// What the user expects the report's `source_provenance` to name.
 #[derive(Debug, Clone, Default)]
 pub struct ProvenanceExpectations {
@@ -637,6 +718,7 @@ pub fn verify_offline(receipt: &[u8], report: &[u8], options: &OfflineOptions) -
     let mut digest = [0u8; 32];
     let _ = hex::decode_to_slice(&report.attestation.report_data, &mut digest);
     record_quote(quote.as_deref(), &aci::report_data_slot(&digest), &mut list);
+    record_key_custody(&evidence["key_custody"], &established.keyset, &mut list);
     let Some(verified) = record_receipt(
         &document,
         &established,
