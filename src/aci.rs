@@ -12,9 +12,16 @@
 //! is one) and taken back when the exchange's settlement says the client did not get every
 //! byte. Each is bound to a digest of the credential that made the request (§7.6); a lookup
 //! with another credential is told `not_found`, exactly as for an unknown id.
+//!
+//! With a shared store (Redis) every receipt is mirrored there as the document this process
+//! serves, signed by the writer off the response path, with its credential digest: any
+//! replica serves it byte for byte (signed by the key of the replica that made it, whose
+//! keyset digest it names), to the same credential only. Same TTL, never replacing another
+//! exchange's receipt, and a retraction withdraws exactly this process's record.
 
 use crate::config::{AciSettings, unix_now};
 use crate::routes::LocalResponse;
+use crate::shared_store::{RecordValue, SharedStore};
 use sha2::{Digest, Sha256};
 use signet_attest::Attestor;
 use signet_core::aci::store::{ReceiptId, ReceiptStore, ReceiptTicket, StoredReceipt};
@@ -56,8 +63,13 @@ pub struct AciService {
     keyset: WorkloadKeyset,
     keyset_value: serde_json::Value,
     digest: Arc<str>,
-    receipt_key: Ed25519Signer,
+    receipt_key: Arc<Ed25519Signer>,
     receipts: Arc<ReceiptStore>,
+    /// The receipts' TTL (to mirror them with it).
+    ttl: Duration,
+    shared: Option<Arc<SharedStore>>,
+    /// Where the keys come from (§3.3), for the evidence.
+    key_custody: Option<serde_json::Value>,
     provenance: Option<SourceProvenance>,
     cache_ttl: Duration,
     cache: Mutex<Option<CachedReport>>,
@@ -127,13 +139,29 @@ impl AciService {
             keyset,
             keyset_value,
             digest,
-            receipt_key,
+            receipt_key: Arc::new(receipt_key),
             receipts: Arc::new(ReceiptStore::new(limits.ttl, limits.max_entries, clock)),
+            ttl: limits.ttl,
+            shared: None,
+            key_custody: None,
             provenance: settings.source_provenance.clone(),
             cache_ttl,
             cache: Mutex::new(None),
             credentials_required,
         })
+    }
+
+    /// Mirrors every receipt to `shared`, and looks there for ids not issued here.
+    pub fn with_shared_store(mut self, shared: Arc<SharedStore>) -> Self {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// Makes the evidence say where the keys come from and how their custody is shown
+    /// (§3.3: `key_custody`).
+    pub fn with_key_custody(mut self, custody: serde_json::Value) -> Self {
+        self.key_custody = Some(custody);
+        self
     }
 
     /// `workload_keyset_digest`, as `X-ACI-Keyset-Digest` carries it.
@@ -212,52 +240,102 @@ impl AciService {
         };
         // Signed when it is fetched, not here: the document is fixed now (every field is
         // stored), Ed25519 is deterministic, so the bytes are the same, and the signing cost
-        // is paid only for receipts someone asks for, not on every request.
+        // is paid only for receipts someone asks for, not on every request. The shared
+        // store's copy is signed by its writer, off the response path.
+        if let Some(shared) = &self.shared {
+            shared.publish_under(
+                shared.receipt_keys(&pending.receipt_id, Some(completed.id.as_str())),
+                self.shared_record(&stored),
+                self.ttl,
+            );
+        }
         Some(self.receipts.insert(stored))
     }
 
-    /// Takes a receipt back: its response did not reach the client.
+    /// Takes a receipt back: its response did not reach the client. From the shared store
+    /// too, where only this process's record goes.
     pub fn retract(&self, ticket: ReceiptTicket) {
-        self.receipts.retract(ticket);
+        let Some(stored) = self.receipts.retract(ticket) else {
+            return;
+        };
+        if let Some(shared) = &self.shared {
+            let receipt_id = stored.receipt_id.to_string();
+            shared.withdraw_under(
+                shared.receipt_keys(&receipt_id, stored.chat_id.as_deref()),
+                self.shared_record(&stored),
+            );
+        }
     }
 
-    /// `GET /v1/aci/receipts/{id}` (§7.1, §7.6).
-    pub fn receipt(&self, path: &str, authorization: Option<&[u8]>) -> LocalResponse {
-        let not_found = || -> LocalResponse {
-            ApiError::aci_not_found(
-                "receipt_not_found",
-                "no receipt for this id: unknown, expired, or not yours",
-            )
-            .into()
-        };
+    /// The shared store's record of a receipt, made (and signed) when the writer takes it.
+    fn shared_record(&self, stored: &StoredReceipt) -> RecordValue {
+        let stored = stored.clone();
+        let key = self.receipt_key.clone();
+        let digest = self.digest.clone();
+        RecordValue::Deferred(Box::new(move || {
+            let document = render_document(&stored, &key, &digest)
+                .map_err(|e| log::error!("an ACI receipt could not be signed: {e}"))
+                .ok()?;
+            let record = SharedRecord {
+                credential: stored.credential.map(hex::encode),
+                document: String::from_utf8(document).ok()?,
+            };
+            serde_json::to_string(&record).ok()
+        }))
+    }
+
+    /// `GET /v1/aci/receipts/{id}` (§7.1, §7.6): this process's receipts first, then the
+    /// shared store's.
+    pub async fn receipt(&self, path: &str, authorization: Option<&[u8]>) -> LocalResponse {
         let id = path.strip_prefix(ACI_RECEIPT_PREFIX).unwrap_or_default();
         let presented = authorization.map(credential_digest);
         if presented.is_none() && self.credentials_required {
             return credential_required();
         }
         if signet_core::ids::validate_id_bytes(id.as_bytes()).is_err() {
-            return not_found();
+            return receipt_not_found();
         }
-        let Some(stored) = self.receipts.get(id) else {
-            return not_found();
-        };
-        match (stored.credential, presented) {
-            (None, _) => {}
-            (Some(_), None) => return credential_required(),
-            (Some(bound), Some(presented)) => {
-                if !constant_time_eq(&bound, &presented) {
-                    return not_found();
+        if let Some(stored) = self.receipts.get(id) {
+            if let Err(refusal) = authorize(stored.credential, presented) {
+                return refusal;
+            }
+            return match render_document(&stored, &self.receipt_key, &self.digest) {
+                Ok(body) => LocalResponse::ok_body(body),
+                Err(e) => {
+                    log::error!("an ACI receipt could not be signed: {e}");
+                    ApiError::internal().into()
                 }
-            }
+            };
         }
-        let body = stored.body(&self.digest, RECEIPT_KEY_ID);
-        match body.sign(&self.receipt_key) {
-            Ok(signature) => LocalResponse::ok_json(&body.signed_document(&signature)),
+        let Some(shared) = &self.shared else {
+            return receipt_not_found();
+        };
+        // `id` is a receipt id or a response id: either key may hold it, in that order.
+        let keys = shared.receipt_keys(id, Some(id));
+        let record = match shared.lookup_first(&keys).await {
+            Ok(found) => found.and_then(|json| serde_json::from_str::<SharedRecord>(&json).ok()),
             Err(e) => {
-                log::error!("an ACI receipt could not be signed: {e}");
-                ApiError::internal().into()
+                log::warn!("{e}");
+                return ApiError::unavailable(
+                    "receipt_store_unavailable",
+                    "this replica does not have the receipt and the shared store is unreachable",
+                )
+                .into();
             }
+        };
+        let Some(record) = record else {
+            return receipt_not_found();
+        };
+        let bound = match record.credential.as_deref().map(parse_digest) {
+            None => None,
+            Some(Some(digest)) => Some(digest),
+            // A record this code did not write: treat as absent.
+            Some(None) => return receipt_not_found(),
+        };
+        if let Err(refusal) = authorize(bound, presented) {
+            return refusal;
         }
+        LocalResponse::ok_body(record.document.into_bytes())
     }
 
     /// `GET /v1/aci/attestation?nonce=` (§4): the statement's digest into report_data,
@@ -319,6 +397,7 @@ impl AciService {
                     "info": evidence.info,
                     "attestation_mode": evidence.mode,
                     "gpu_evidence": evidence.gpu_evidence,
+                    "key_custody": self.key_custody,
                 }),
             },
             service_capabilities: ServiceCapabilities {
@@ -344,6 +423,50 @@ impl AciService {
             .filter(|c| c.made.elapsed() < self.cache_ttl)
             .map(|c| c.body.clone())
     }
+}
+
+/// A receipt as the shared store keeps it: the exact document served, and the digest of the
+/// credential it is bound to.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SharedRecord {
+    credential: Option<String>,
+    document: String,
+}
+
+/// The served bytes of a receipt: its document, signed by `key`.
+fn render_document(
+    stored: &StoredReceipt,
+    key: &Ed25519Signer,
+    digest: &Arc<str>,
+) -> Result<Vec<u8>, String> {
+    let body = stored.body(digest, RECEIPT_KEY_ID);
+    let signature = body.sign(key).map_err(|e| e.to_string())?;
+    serde_json::to_vec(&body.signed_document(&signature)).map_err(|e| e.to_string())
+}
+
+fn parse_digest(text: &str) -> Option<[u8; 32]> {
+    let mut digest = [0u8; 32];
+    hex::decode_to_slice(text, &mut digest).ok()?;
+    Some(digest)
+}
+
+/// Whether the credential `presented` may read a receipt bound to `bound` (§7.6): a wrong
+/// one is told `not_found`, exactly as for an unknown id.
+fn authorize(bound: Option<[u8; 32]>, presented: Option<[u8; 32]>) -> Result<(), LocalResponse> {
+    match (bound, presented) {
+        (None, _) => Ok(()),
+        (Some(_), None) => Err(credential_required()),
+        (Some(bound), Some(presented)) if constant_time_eq(&bound, &presented) => Ok(()),
+        (Some(_), Some(_)) => Err(receipt_not_found()),
+    }
+}
+
+fn receipt_not_found() -> LocalResponse {
+    ApiError::aci_not_found(
+        "receipt_not_found",
+        "no receipt for this id: unknown, expired, or not yours",
+    )
+    .into()
 }
 
 fn credential_required() -> LocalResponse {
@@ -430,8 +553,8 @@ mod tests {
         assert!(!service.expired());
     }
 
-    #[test]
-    fn a_receipt_is_served_to_its_credential_only_and_verifies() {
+    #[tokio::test]
+    async fn a_receipt_is_served_to_its_credential_only_and_verifies() {
         let service = service(false);
         let pending = service
             .pending("/v1/chat/completions", Some(b"Bearer token-aaaa-1111"))
@@ -442,7 +565,9 @@ mod tests {
             .issue(&pending, &completed(), Some(request), [3; 32])
             .unwrap();
         let path = format!("{ACI_RECEIPT_PREFIX}{}", pending.receipt_id);
-        let answer = service.receipt(&path, Some(b"bearer  token-aaaa-1111"));
+        let answer = service
+            .receipt(&path, Some(b"bearer  token-aaaa-1111"))
+            .await;
         assert_eq!(answer.status, 200);
         let document = body_of(&answer);
         let verified =
@@ -452,48 +577,60 @@ mod tests {
         assert_eq!(document["model"], "demo-model");
         assert_eq!(document["endpoint"], "/v1/chat/completions");
         // By response id too.
-        let by_chat = service.receipt(
-            &format!("{ACI_RECEIPT_PREFIX}chatcmpl-123"),
-            Some(b"Bearer token-aaaa-1111"),
-        );
+        let by_chat = service
+            .receipt(
+                &format!("{ACI_RECEIPT_PREFIX}chatcmpl-123"),
+                Some(b"Bearer token-aaaa-1111"),
+            )
+            .await;
         assert_eq!(by_chat.body, answer.body);
         // Another credential: not_found, as for an id that does not exist.
-        let other = service.receipt(&path, Some(b"Bearer token-bbbb-2222"));
-        let unknown = service.receipt(
-            &format!("{ACI_RECEIPT_PREFIX}rcpt-unknown"),
-            Some(b"Bearer token-bbbb-2222"),
-        );
+        let other = service
+            .receipt(&path, Some(b"Bearer token-bbbb-2222"))
+            .await;
+        let unknown = service
+            .receipt(
+                &format!("{ACI_RECEIPT_PREFIX}rcpt-unknown"),
+                Some(b"Bearer token-bbbb-2222"),
+            )
+            .await;
         assert_eq!((other.status, other.body.clone()), (404, unknown.body));
         assert_eq!(body_of(&other)["error"]["type"], "not_found");
         // No credential: unauthorized.
-        let none = service.receipt(&path, None);
+        let none = service.receipt(&path, None).await;
         assert_eq!(none.status, 401);
         assert_eq!(body_of(&none)["error"]["type"], "unauthorized");
         // Malformed ids are unknown ids.
-        let hostile = service.receipt(
-            &format!("{ACI_RECEIPT_PREFIX}..%2F"),
-            Some(b"Bearer token-aaaa-1111"),
-        );
+        let hostile = service
+            .receipt(
+                &format!("{ACI_RECEIPT_PREFIX}..%2F"),
+                Some(b"Bearer token-aaaa-1111"),
+            )
+            .await;
         assert_eq!(hostile.status, 404);
     }
 
-    #[test]
-    fn unauthenticated_receipts_are_public_unless_tokens_are_configured() {
+    #[tokio::test]
+    async fn unauthenticated_receipts_are_public_unless_tokens_are_configured() {
         let open = service(false);
         let pending = open.pending("/v1/completions", None).unwrap();
         let ticket = open.issue(&pending, &completed(), None, [3; 32]).unwrap();
         let path = format!("{ACI_RECEIPT_PREFIX}{}", pending.receipt_id);
-        assert_eq!(open.receipt(&path, None).status, 200);
-        assert_eq!(open.receipt(&path, Some(b"Bearer anything")).status, 200);
-        assert!(body_of(&open.receipt(&path, None))["model"].is_null());
+        assert_eq!(open.receipt(&path, None).await.status, 200);
+        assert_eq!(
+            open.receipt(&path, Some(b"Bearer anything")).await.status,
+            200
+        );
+        assert!(body_of(&open.receipt(&path, None).await)["model"].is_null());
         // Taken back: gone.
         open.retract(ticket);
-        assert_eq!(open.receipt(&path, None).status, 404);
+        assert_eq!(open.receipt(&path, None).await.status, 404);
 
         let closed = service(true);
         assert_eq!(
             closed
                 .receipt(&format!("{ACI_RECEIPT_PREFIX}rcpt-unknown"), None)
+                .await
                 .status,
             401,
             "without a credential an unknown id is not told from a known one"

@@ -3,9 +3,13 @@
 //! services to Pingora.
 
 use crate::aci::{AciService, ReceiptLimits};
-use crate::cli::{GpuEvidenceArgs, ServeArgs, VerifyArgs, VerifyReceiptArgs, VerifySignatureArgs};
+use crate::cli::{
+    GpuEvidenceArgs, ProvenanceArgs, ServeArgs, VerifyArgs, VerifyReceiptArgs, VerifySignatureArgs,
+};
+use crate::config::KeySource;
 use crate::config::{self, AttestationMode, ConfigError, LoadedConfig, Settings};
 use crate::gateway::Gateway;
+use crate::keys::{KeyError, ProvisionedKeys};
 use crate::notary::Notary;
 use crate::proxy::SignetProxy;
 use crate::shared_store::SharedStore;
@@ -21,7 +25,6 @@ use signet_attest::nras_payload;
 use signet_attest::nvml::{DriverEvidence, GpuDriver, NvmlDriver};
 use signet_attest::{Attestor, SignerIdentity};
 use signet_core::ids::Nonce;
-use signet_core::signing::Signer;
 use signet_core::signing::ed25519::Ed25519Signer;
 use signet_core::store::{MonotonicClock, SignatureStore};
 use std::path::Path;
@@ -53,6 +56,9 @@ pub enum StartError {
     /// The ACI keyset could not be built.
     #[error("signet.aci: {0}")]
     Aci(String),
+    /// The keys could not be had from their source.
+    #[error(transparent)]
+    Keys(#[from] crate::keys::KeyError),
 }
 
 /// `signet serve`: returns only on a start-up failure (Pingora exits the process itself).
@@ -100,8 +106,27 @@ pub fn verify(args: VerifyArgs) -> ExitCode {
     }
 }
 
+/// `--at`: Unix seconds or RFC 3339.
+fn parse_at(text: Option<&str>) -> Result<Option<u64>, String> {
+    text.map(|t| {
+        t.parse::<u64>()
+            .ok()
+            .or_else(|| signet_verify::parse_rfc3339(t))
+            .ok_or_else(|| format!("--at {t}: neither Unix seconds nor RFC 3339"))
+    })
+    .transpose()
+}
+
+fn provenance_expectations(args: ProvenanceArgs) -> signet_verify::aci::ProvenanceExpectations {
+    signet_verify::aci::ProvenanceExpectations {
+        repo_url: args.expect_repo,
+        commit: args.expect_commit,
+        image_digest: args.expect_image_digest,
+    }
+}
+
 fn verify_options(args: VerifyArgs) -> Result<signet_verify::VerifyOptions, String> {
-    use signet_verify::{CollateralSource, parse_rfc3339, quote::parse_collateral};
+    use signet_verify::{CollateralSource, quote::parse_collateral};
     let collateral = match (&args.collateral, &args.pccs_url) {
         (Some(path), _) => {
             let bytes =
@@ -111,16 +136,7 @@ fn verify_options(args: VerifyArgs) -> Result<signet_verify::VerifyOptions, Stri
         (None, Some(url)) => Some(CollateralSource::Service(url.clone())),
         (None, None) => None,
     };
-    let at = args
-        .at
-        .as_deref()
-        .map(|t| {
-            t.parse::<u64>()
-                .ok()
-                .or_else(|| parse_rfc3339(t))
-                .ok_or_else(|| format!("--at {t}: neither Unix seconds nor RFC 3339"))
-        })
-        .transpose()?;
+    let at = parse_at(args.at.as_deref())?;
     let ca_pem = args
         .ca_cert
         .as_ref()
@@ -154,6 +170,7 @@ fn verify_options(args: VerifyArgs) -> Result<signet_verify::VerifyOptions, Stri
         nras_jwks,
         ca_pem,
         timeout,
+        expect_provenance: provenance_expectations(args.provenance),
     })
 }
 
@@ -182,9 +199,21 @@ pub fn verify_receipt(args: VerifyReceiptArgs) -> ExitCode {
         let report = read(&args.report)?;
         let request = args.request.as_deref().map(read).transpose()?;
         let response = args.response.as_deref().map(read).transpose()?;
-        Ok((receipt, report, request, response))
+        let collateral = args
+            .collateral
+            .as_deref()
+            .map(|path| {
+                read(path).and_then(|bytes| {
+                    signet_verify::quote::parse_collateral(&bytes)
+                        .map(Box::new)
+                        .map_err(|e| format!("--collateral {}: {e}", path.display()))
+                })
+            })
+            .transpose()?;
+        let at = parse_at(args.at.as_deref())?;
+        Ok((receipt, report, request, response, collateral, at))
     })();
-    let (receipt, report, request, response) = match inputs {
+    let (receipt, report, request, response, collateral, at) = match inputs {
         Ok(inputs) => inputs,
         Err(e) => {
             eprintln!("signet verify-receipt: {e}");
@@ -199,6 +228,10 @@ pub fn verify_receipt(args: VerifyReceiptArgs) -> ExitCode {
             request,
             response,
             allow_dev: args.allow_dev,
+            collateral,
+            at,
+            accept_tcb: args.accept_tcb,
+            expect_provenance: provenance_expectations(args.provenance),
         },
     );
     if args.json {
@@ -263,11 +296,21 @@ fn start(args: ServeArgs) -> Result<ExitCode, StartError> {
         crate::hardening::key_material_protection()
     );
     let started = crate::config::unix_now();
-    let signer = Signer::generate();
-    let (notary, shared) = build_notary(&settings, signer)?;
+    let keys = provision_keys(&settings)?;
+    let custody = serde_json::to_value(keys.custody()).unwrap_or_default();
+    let (notary, shared) = build_notary(&settings, &keys)?;
     let (attestor, tls_spki) = build_attestor(&settings, &notary)?;
-    let attestor = Arc::new(attestor);
-    let aci = build_aci(&settings, tls_spki, started)?;
+    let attestor = Arc::new(attestor.with_key_custody(custody.clone()));
+    let aci = build_aci(
+        &settings,
+        keys.ed25519(crate::keys::ACI_RECEIPT)?,
+        tls_spki,
+        started,
+        shared.as_ref(),
+    )?
+    .with_key_custody(custody);
+    // Every secret is inside its signer now; the provisioned copies are wiped here.
+    drop(keys);
     if let Some(warning) = crate::hardening::ensure_descriptors(settings.limits.max_connections) {
         warn!("{warning}");
     }
@@ -338,16 +381,60 @@ fn build_attestor(
     Ok((attestor, tls_spki))
 }
 
+/// Every key role's key from `signet.signing.key_source`: drawn here (`random`), or asked of
+/// the dstack agent (`dstack`), which must answer before signet serves anything.
+fn provision_keys(settings: &Settings) -> Result<ProvisionedKeys, StartError> {
+    match settings.signing.key_source {
+        KeySource::Random => Ok(ProvisionedKeys::random()),
+        KeySource::Dstack => {
+            let agent =
+                signet_attest::dstack::DstackAgent::open(&settings.attestation.dstack_socket)
+                    .map_err(|e| KeyError::Dstack(e.to_string()))?;
+            // Before Pingora's runtimes exist: a small one for the few calls at start.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| KeyError::Dstack(format!("no runtime for the agent: {e}")))?;
+            let keys = runtime.block_on(async {
+                tokio::time::timeout(
+                    settings.attestation.timeout,
+                    ProvisionedKeys::from_dstack(&agent),
+                )
+                .await
+                .map_err(|_| {
+                    KeyError::Dstack(format!(
+                        "the agent did not give the keys within {:?}",
+                        settings.attestation.timeout
+                    ))
+                })?
+            })?;
+            info!(
+                "keys derived from the dstack KMS: {}",
+                keys.custody()
+                    .keys
+                    .iter()
+                    .map(|k| format!("{}={}", k.role, k.path))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+            Ok(keys)
+        }
+    }
+}
+
 /// The ACI service: the workload keyset (a receipt key of its own, the TLS key), its
-/// reports and the receipts, kept as long and as many as signatures.
+/// reports and the receipts, kept as long and as many as signatures, and mirrored to the
+/// same shared store.
 fn build_aci(
     settings: &Settings,
+    receipt_key: Ed25519Signer,
     tls_spki: Option<[u8; 32]>,
     started: u64,
+    shared: Option<&Arc<SharedStore>>,
 ) -> Result<AciService, StartError> {
     let aci = AciService::new(
         &settings.aci,
-        Ed25519Signer::generate(),
+        receipt_key,
         tls_spki,
         started,
         ReceiptLimits {
@@ -359,6 +446,10 @@ fn build_aci(
         settings.auth.is_some(),
     )
     .map_err(|e| StartError::Aci(e.to_string()))?;
+    let aci = match shared {
+        Some(shared) => aci.with_shared_store(shared.clone()),
+        None => aci,
+    };
     info!(
         "ACI keyset digest {} (receipt key {}, not_after {})",
         aci.digest(),
@@ -372,14 +463,15 @@ fn build_aci(
 /// mirror is returned too: its writer runs as a background service).
 fn build_notary(
     settings: &Settings,
-    signer: Signer,
+    keys: &ProvisionedKeys,
 ) -> Result<(Notary, Option<Arc<SharedStore>>), StartError> {
     let store = SignatureStore::new(
         settings.signatures.ttl,
         settings.signatures.max_entries,
         Arc::new(MonotonicClock::default()),
     );
-    let notary = Notary::new(signer, store);
+    let notary = Notary::new(keys.signer(crate::keys::SIGNING)?, store)
+        .with_ed25519(keys.ed25519(crate::keys::LEGACY_ED25519)?);
     match &settings.signatures.redis {
         None => Ok((notary, None)),
         Some(redis) => {
@@ -393,7 +485,7 @@ fn build_notary(
 /// One line that says what starts: listener, upstreams, signing address, attestation.
 fn log_start(settings: &Settings, notary: &Notary, threads: usize) {
     info!(
-        "signet {} starting: listen={}{} upstreams={} signing_address={} attestation={} gpu={} threads={}",
+        "signet {} starting: listen={}{} upstreams={} signing_address={} key_source={} attestation={} gpu={} threads={}",
         env!("CARGO_PKG_VERSION"),
         settings.listen,
         if settings.tls.is_some() { " (tls)" } else { "" },
@@ -404,6 +496,7 @@ fn log_start(settings: &Settings, notary: &Notary, threads: usize) {
             .collect::<Vec<_>>()
             .join(","),
         notary.address(),
+        settings.signing.key_source.as_str(),
         settings.attestation.mode.as_str(),
         settings.attestation.gpu.as_str(),
         threads,

@@ -53,9 +53,36 @@ pub struct VerifyReceiptArgs {
     /// Accept a dev-mode report (mock quote): NOT hardware-rooted.
     #[arg(long)]
     pub allow_dev: bool,
+    /// Intel collateral for the report's quote, saved as JSON: check its chain to Intel's
+    /// root offline.
+    #[arg(long)]
+    pub collateral: Option<std::path::PathBuf>,
+    /// Also accept this TCB status (e.g. OutOfDate); repeatable. Revoked is never accepted.
+    #[arg(long = "accept-tcb", value_name = "STATUS")]
+    pub accept_tcb: Vec<String>,
+    /// Judge the collateral as of this time (Unix seconds or RFC 3339) instead of now.
+    #[arg(long)]
+    pub at: Option<String>,
+    /// What the report's source provenance must name.
+    #[command(flatten)]
+    pub provenance: ProvenanceArgs,
     /// Print the checklist as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--expect-*`: the source the ACI report must name (`source_provenance`).
+#[derive(Debug, Args)]
+pub struct ProvenanceArgs {
+    /// The commit the report's `source_provenance.repo_commit` must be.
+    #[arg(long, value_name = "COMMIT")]
+    pub expect_commit: Option<String>,
+    /// The image digest (`sha256:<hex>`) `source_provenance.image_digest` must be.
+    #[arg(long, value_name = "DIGEST")]
+    pub expect_image_digest: Option<String>,
+    /// The repository URL `source_provenance.repo_url` must be.
+    #[arg(long, value_name = "URL")]
+    pub expect_repo: Option<String>,
 }
 
 /// `signet verify`.
@@ -114,6 +141,9 @@ pub struct VerifyArgs {
     /// for https URLs is to require it).
     #[arg(long)]
     pub no_tls_binding: bool,
+    /// What the ACI report's source provenance must name.
+    #[command(flatten)]
+    pub provenance: ProvenanceArgs,
 }
 
 /// `signet verify-signature`.

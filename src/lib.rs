@@ -17,6 +17,7 @@ pub mod config;
 pub mod gateway;
 pub mod hardening;
 pub mod inband_json;
+pub mod keys;
 pub mod logging;
 pub mod metrics;
 pub mod notary;

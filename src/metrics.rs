@@ -139,20 +139,20 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     ),
     shared_store_writes: counter_vec(
         "signet_shared_store_writes_total",
-        "Commands written to the shared (Redis) signature store, by result.",
+        "Commands written to the shared (Redis) store of signatures and receipts, by result.",
         &["result"],
     ),
     shared_store_dropped: register(
         IntCounter::new(
             "signet_shared_store_dropped_total",
-            "Signatures kept only locally because the shared store's queue or backlog was full.",
+            "Records (signatures, receipts) kept only locally because the shared store's queue or backlog was full.",
         )
         .unwrap_or_else(|_| unreachable_metric("signet_shared_store_dropped_total")),
     ),
     shared_store_backlog: register(
         IntGauge::new(
             "signet_shared_store_backlog",
-            "Signatures waiting to be written to the shared store.",
+            "Writes waiting for the shared store (a signature is one, a receipt one per key).",
         )
         .unwrap_or_else(|_| unreachable_metric("signet_shared_store_backlog")),
     ),

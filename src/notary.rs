@@ -57,6 +57,12 @@ impl Notary {
         }
     }
 
+    /// Uses `key` as the legacy protocol's Ed25519 key (from `signet.signing.key_source`).
+    pub fn with_ed25519(mut self, key: Ed25519Signer) -> Self {
+        self.ed25519 = key;
+        self
+    }
+
     /// The legacy protocol's Ed25519 key (`signing_algo=ed25519`).
     pub fn ed25519(&self) -> &Ed25519Signer {
         &self.ed25519

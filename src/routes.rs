@@ -35,6 +35,15 @@ impl LocalResponse {
             Err(_) => ApiError::internal().into(),
         }
     }
+
+    /// A 200 whose JSON body is already serialized.
+    pub fn ok_body(body: Vec<u8>) -> Self {
+        Self {
+            status: 200,
+            body,
+            headers: Vec::new(),
+        }
+    }
 }
 
 impl From<ApiError> for LocalResponse {
@@ -147,7 +156,7 @@ pub async fn answer_local(
             record_attestation(provider, started, answer.status);
             answer
         }
-        Route::AciReceipt => gateway.aci.receipt(path, authorization),
+        Route::AciReceipt => gateway.aci.receipt(path, authorization).await,
         Route::Health => LocalResponse::ok_json(&Health {
             status: "ok",
             version: env!("CARGO_PKG_VERSION"),

@@ -1,4 +1,4 @@
-//! A signature store shared by a fleet of signet replicas, on Redis.
+//! A signature and receipt store shared by a fleet of signet replicas, on Redis.
 //!
 //! Every replica keeps its own signatures in memory (the authoritative copy for its own
 //! lookups) and mirrors them to Redis so any replica can answer `GET /v1/signature/{id}` for a
@@ -8,6 +8,11 @@
 //! or deployments can share one Redis. `NX`: a record already there (another replica's, for
 //! the same id) is never replaced; a withdrawal deletes the key only while it still holds
 //! exactly the record this replica published (compare-and-delete in one Lua call).
+//!
+//! ACI receipts (`GET /v1/aci/receipts/{id}`) are mirrored the same way, under two keys of
+//! their own namespaces (`aci-receipt/<receipt id>`, `aci-chat/<response id>`), each written
+//! `NX` and withdrawn by compare-and-delete; their records are signed by the writer (see
+//! [`RecordValue::Deferred`]).
 //!
 //! Writes never block the response path: sealing hands the record to a bounded queue that a
 //! background writer drains, pipelining up to 256 commands per round trip. If Redis is down or
@@ -44,6 +49,67 @@ pub struct RedisSettings {
 #[error("shared signature store unavailable: {0}")]
 pub struct SharedStoreError(String);
 
+/// A record's value as queued: its text, or made by the writer when it takes the record
+/// (an ACI receipt is signed there, off the response path; signing is deterministic, so a
+/// withdrawal renders exactly the bytes its put wrote).
+pub enum RecordValue {
+    /// Ready to write.
+    Text(String),
+    /// Made when the writer takes it; `None` drops the write.
+    Deferred(Box<dyn FnOnce() -> Option<String> + Send>),
+}
+
+impl RecordValue {
+    fn render(self) -> Option<String> {
+        match self {
+            Self::Text(text) => Some(text),
+            Self::Deferred(make) => make(),
+        }
+    }
+}
+
+/// A write as queued: one value under one or more keys.
+enum Queued {
+    Put {
+        keys: Vec<String>,
+        value: RecordValue,
+        expires_at: Instant,
+    },
+    Delete {
+        keys: Vec<String>,
+        value: RecordValue,
+    },
+}
+
+impl Queued {
+    /// The write with its value rendered, one per key; nothing if there is no value.
+    fn into_writes(self) -> Vec<Write> {
+        match self {
+            Self::Put {
+                keys,
+                value,
+                expires_at,
+            } => value.render().map_or_else(Vec::new, |value| {
+                keys.into_iter()
+                    .map(|key| Write::Put {
+                        key,
+                        value: value.clone(),
+                        expires_at,
+                    })
+                    .collect()
+            }),
+            Self::Delete { keys, value } => value.render().map_or_else(Vec::new, |value| {
+                keys.into_iter()
+                    .map(|key| Write::Delete {
+                        key,
+                        value: value.clone(),
+                    })
+                    .collect()
+            }),
+        }
+    }
+}
+
 enum Write {
     Put {
         key: String,
@@ -65,8 +131,8 @@ pub struct SharedStore {
     settings: RedisSettings,
     client: redis::Client,
     connection: RwLock<Option<ConnectionManager>>,
-    queue: mpsc::Sender<Write>,
-    receiver: std::sync::Mutex<Option<mpsc::Receiver<Write>>>,
+    queue: mpsc::Sender<Queued>,
+    receiver: std::sync::Mutex<Option<mpsc::Receiver<Queued>>>,
 }
 
 impl std::fmt::Debug for SharedStore {
@@ -112,14 +178,7 @@ impl SharedStore {
         let Ok(value) = serde_json::to_string(receipt) else {
             return;
         };
-        let write = Write::Put {
-            key: self.key(id),
-            value,
-            expires_at: Instant::now() + ttl,
-        };
-        if self.queue.try_send(write).is_err() {
-            METRICS.shared_store_dropped.inc();
-        }
+        self.publish_under(vec![self.key(id)], RecordValue::Text(value), ttl);
     }
 
     /// Queues the removal of this replica's record for `id` (its response did not reach the
@@ -128,14 +187,39 @@ impl SharedStore {
         let Ok(value) = serde_json::to_string(receipt) else {
             return;
         };
-        if self
-            .queue
-            .try_send(Write::Delete {
-                key: self.key(id),
-                value,
-            })
-            .is_err()
-        {
+        self.withdraw_under(vec![self.key(id)], RecordValue::Text(value));
+    }
+
+    /// The keys of an ACI receipt: by receipt id, and by the response's id when it has one.
+    /// Their own namespaces (`aci-receipt/`, `aci-chat/`): an id never holds `/`, so they
+    /// meet neither each other nor the signatures' keys.
+    pub fn receipt_keys(&self, receipt_id: &str, chat_id: Option<&str>) -> Vec<String> {
+        let mut keys = vec![format!(
+            "{}aci-receipt/{receipt_id}",
+            self.settings.key_prefix
+        )];
+        if let Some(chat_id) = chat_id {
+            keys.push(format!("{}aci-chat/{chat_id}", self.settings.key_prefix));
+        }
+        keys
+    }
+
+    /// Queues `value` under every key of `keys`, each only where nothing is yet (`NX`), with
+    /// the store's TTL. Never waits.
+    pub fn publish_under(&self, keys: Vec<String>, value: RecordValue, ttl: Duration) {
+        let write = Queued::Put {
+            keys,
+            value,
+            expires_at: Instant::now() + ttl,
+        };
+        if self.queue.try_send(write).is_err() {
+            METRICS.shared_store_dropped.inc();
+        }
+    }
+
+    /// Queues the removal of `value` from every key of `keys` that still holds exactly it.
+    pub fn withdraw_under(&self, keys: Vec<String>, value: RecordValue) {
+        if self.queue.try_send(Queued::Delete { keys, value }).is_err() {
             METRICS.shared_store_dropped.inc();
         }
     }
@@ -146,16 +230,22 @@ impl SharedStore {
 
     /// Looks a receipt up in Redis: `Ok(None)` when Redis has no such record.
     pub async fn lookup(&self, id: &str) -> Result<Option<SignatureReceipt>, SharedStoreError> {
+        let found = self.lookup_first(&[self.key(id)]).await?;
+        Ok(found.and_then(|json| serde_json::from_str(&json).ok()))
+    }
+
+    /// The value of the first of `keys` that holds one (one round trip), `Ok(None)` when
+    /// none does.
+    pub async fn lookup_first(&self, keys: &[String]) -> Result<Option<String>, SharedStoreError> {
         let mut connection = self
             .connection()
             .await
             .ok_or_else(|| SharedStoreError("not connected".to_owned()))?;
-        let key = self.key(id);
         let answer = tokio::time::timeout(
             self.settings.lookup_timeout,
-            redis::cmd("GET")
-                .arg(&key)
-                .query_async::<Option<String>>(&mut connection),
+            redis::cmd("MGET")
+                .arg(keys)
+                .query_async::<Vec<Option<String>>>(&mut connection),
         )
         .await
         .map_err(|_| {
@@ -165,7 +255,7 @@ impl SharedStore {
             ))
         })?
         .map_err(|e| SharedStoreError(e.to_string()))?;
-        Ok(answer.and_then(|json| serde_json::from_str(&json).ok()))
+        Ok(answer.into_iter().flatten().next())
     }
 
     /// Connects (and keeps reconnecting), then drains the queue into Redis until `stop`.
@@ -238,7 +328,7 @@ impl SharedStore {
     /// backlog is empty). `false` when the writer must stop.
     async fn gather(
         &self,
-        receiver: &mut mpsc::Receiver<Write>,
+        receiver: &mut mpsc::Receiver<Queued>,
         backlog: &mut VecDeque<Write>,
         stop: &mut tokio::sync::watch::Receiver<bool>,
     ) -> bool {
@@ -246,14 +336,14 @@ impl SharedStore {
             tokio::select! {
                 _ = stop.changed() => return false,
                 next = receiver.recv() => match next {
-                    Some(write) => backlog.push_back(write),
+                    Some(queued) => backlog.extend(queued.into_writes()),
                     None => return false,
                 },
             }
         }
         while backlog.len() < self.settings.backlog {
             match receiver.try_recv() {
-                Ok(write) => backlog.push_back(write),
+                Ok(queued) => backlog.extend(queued.into_writes()),
                 Err(_) => break,
             }
         }

@@ -288,6 +288,27 @@ enum Agent {
     Recorded(Arc<Vec<Vec<u8>>>),
     /// Honest, but each quote takes this long, as real quote services do; counts its quotes.
     Slow(std::time::Duration, Arc<std::sync::atomic::AtomicUsize>),
+    /// Honest with quotes, but `GetKey` fails (a KMS that refuses this application).
+    NoKeys,
+}
+
+/// The key the fake agent's KMS derives for `path`: the same for every call, as the dstack
+/// KMS's is for one application.
+fn fake_kms_key(path: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(format!("fake-kms:{path}").as_bytes()).into()
+}
+
+/// The fake agent's signature chain for `path` and `purpose` (opaque to signet, which
+/// publishes it as given).
+fn fake_chain(path: &str, purpose: &str) -> Vec<String> {
+    use sha2::Digest;
+    vec![
+        hex::encode(sha2::Sha256::digest(
+            format!("app:{purpose}:{path}").as_bytes(),
+        )),
+        hex::encode(sha2::Sha256::digest(b"kms-root")),
+    ]
 }
 
 /// The `app_compose` the fake agent's `Info` describes, as dstack writes it: JSON text.
@@ -349,7 +370,7 @@ async fn fake_dstack_agent(dir: &Path, agent: Agent) -> PathBuf {
                                 ("/GetQuote", Some(Ok(data))) if data.len() == 64 => {
                                     let mut data: [u8; 64] = data.try_into().unwrap();
                                     let quote = match &agent {
-                                        Agent::Honest => quotes.mock_quote(&data),
+                                        Agent::Honest | Agent::NoKeys => quotes.mock_quote(&data),
                                         Agent::Slow(delay, count) => {
                                             count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                                             tokio::time::sleep(*delay).await;
@@ -373,6 +394,22 @@ async fn fake_dstack_agent(dir: &Path, agent: Agent) -> PathBuf {
                                     })
                                 }
                                 ("/Info", _) => agent_info(),
+                                ("/GetKey", _) if matches!(agent, Agent::NoKeys) => {
+                                    return Ok(http::Response::builder()
+                                        .status(500)
+                                        .body(Full::new(Bytes::from(
+                                            r#"{"error":"app not allowed by the KMS"}"#,
+                                        )))
+                                        .unwrap());
+                                }
+                                ("/GetKey", _) => {
+                                    let path = json["path"].as_str().unwrap_or_default();
+                                    let purpose = json["purpose"].as_str().unwrap_or_default();
+                                    serde_json::json!({
+                                        "key": hex::encode(fake_kms_key(path)),
+                                        "signature_chain": fake_chain(path, purpose),
+                                    })
+                                }
                                 _ => serde_json::json!({"error": "bad request"}),
                             };
                             Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
@@ -628,4 +665,175 @@ async fn an_attestation_flood_is_bounded_and_other_verifiers_are_served() {
     // And the flood was logged once, not once a request.
     let log = gateway.log();
     assert!(log.matches("attestation failed").count() <= 2, "{log}");
+}
+
+/// What a gateway shows of its keys: the signing address, the legacy Ed25519 key and the ACI
+/// receipt key.
+async fn shown_keys(gateway: &Gateway) -> (String, String, String) {
+    let legacy = request(
+        gateway.addr,
+        "GET",
+        "/v1/attestation/report?signing_algo=ed25519",
+        &[],
+        Vec::new(),
+    )
+    .await
+    .json();
+    let aci = request(gateway.addr, "GET", "/v1/aci/attestation", &[], Vec::new())
+        .await
+        .json();
+    (
+        gateway.signing_address().await,
+        legacy["signing_address"].as_str().unwrap().to_owned(),
+        aci["attestation"]["workload_keyset"]["receipt_signing_keys"][0]["public_key"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    )
+}
+
+fn dstack_keys_gateway(socket: &Path) -> Gateway {
+    Gateway::start_with_attestation(
+        &format!("http://127.0.0.1:{}", free_port()),
+        &format!(
+            "    mode: dstack\n    gpu: none\n    dstack_socket: {}\n",
+            socket.display()
+        ),
+        "  signing:\n    key_source: dstack\n",
+    )
+}
+
+/// `signing.key_source: dstack`: every key comes from the KMS (one path per role), so a
+/// restarted instance has the same keys, the roles' keys differ, a `random` start differs,
+/// and the reports say where the keys come from with what a verifier needs to check custody.
+/// The derivation is recomputed by Python (eth-account, cryptography), not by signet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dstack_keys_outlive_a_restart_and_each_role_has_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = fake_dstack_agent(dir.path(), Agent::Honest).await;
+    let mut first = dstack_keys_gateway(&socket);
+    let keys = shown_keys(&first).await;
+    first.kill();
+    let second = dstack_keys_gateway(&socket);
+    assert_eq!(
+        shown_keys(&second).await,
+        keys,
+        "the same keys after a restart"
+    );
+    let (signing, legacy, receipt) = keys.clone();
+    assert_ne!(legacy, receipt, "one key per role");
+
+    // The KMS keys as the fake derives them, turned into signet's keys independently: the
+    // signing key is the KMS key; an Ed25519 role's seed is
+    // sha256("signet dstack key seed v1\0" || role || "\0" || KMS key).
+    let script = "import sys, hashlib, json\nfrom eth_account import Account\nfrom cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey\nfrom cryptography.hazmat.primitives import serialization\nkeys = json.load(sys.stdin)\nprint(Account.from_key(bytes.fromhex(keys['signing'])).address)\nfor role in ['legacy-ed25519', 'aci-receipt']:\n    seed = hashlib.sha256(b'signet dstack key seed v1\\0' + role.encode() + b'\\0' + bytes.fromhex(keys[role])).digest()\n    print(Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex())";
+    let kms: serde_json::Value = ["signing", "legacy-ed25519", "aci-receipt"]
+        .iter()
+        .map(|role| {
+            (
+                role.to_string(),
+                serde_json::Value::from(hex::encode(fake_kms_key(&format!("signet/v1/{role}")))),
+            )
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    let expected = python(script, &kms.to_string());
+    let expected: Vec<&str> = expected.lines().collect();
+    assert_eq!(
+        expected,
+        [signing.as_str(), legacy.as_str(), receipt.as_str()]
+    );
+
+    // The reports say so, with each role's path, purpose, chain and link.
+    let report = request(
+        second.addr,
+        "GET",
+        "/v1/attestation/report",
+        &[],
+        Vec::new(),
+    )
+    .await
+    .json();
+    let custody = &report["key_custody"];
+    assert_eq!(custody["source"], "dstack");
+    let roles: Vec<&str> = custody["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["signing", "legacy-ed25519", "aci-receipt"]);
+    for entry in custody["keys"].as_array().unwrap() {
+        let role = entry["role"].as_str().unwrap();
+        let (path, purpose) = (format!("signet/v1/{role}"), format!("signet:{role}"));
+        assert_eq!(entry["path"], path.as_str());
+        assert_eq!(entry["purpose"], purpose.as_str());
+        assert_eq!(
+            entry["signature_chain"],
+            serde_json::json!(fake_chain(&path, &purpose))
+        );
+        // The chain covers the KMS key; an Ed25519 role's key is vouched for by it.
+        let kms_address = python(
+            "import sys\nfrom eth_keys import keys\nprint(keys.PublicKey.from_compressed_bytes(bytes.fromhex(sys.stdin.read().strip())).to_checksum_address())",
+            entry["kms_public_key"].as_str().unwrap(),
+        );
+        let kms_address = kms_address.trim();
+        let public_key = entry["public_key"].as_str().unwrap();
+        if role == "signing" {
+            assert_eq!(public_key, signing);
+            assert_eq!(kms_address, signing);
+            assert!(entry.get("link_signature").is_none());
+        } else {
+            let link = format!("signet-key-custody:v1:{role}:{public_key}");
+            assert_eq!(
+                recover_independently(&link, entry["link_signature"].as_str().unwrap()),
+                kms_address
+            );
+        }
+    }
+    let aci = request(second.addr, "GET", "/v1/aci/attestation", &[], Vec::new())
+        .await
+        .json();
+    assert_eq!(&aci["attestation"]["evidence"]["key_custody"], custody);
+
+    // A random start has keys of its own, and says so.
+    let random = Gateway::start(&format!("http://127.0.0.1:{}", free_port()));
+    let (r_signing, r_legacy, r_receipt) = shown_keys(&random).await;
+    assert!(r_signing != signing && r_legacy != legacy && r_receipt != receipt);
+    let report = request(
+        random.addr,
+        "GET",
+        "/v1/attestation/report",
+        &[],
+        Vec::new(),
+    )
+    .await
+    .json();
+    assert_eq!(
+        report["key_custody"],
+        serde_json::json!({"source": "random"})
+    );
+}
+
+/// A KMS that gives no key stops signet at start, saying why; it never falls back to
+/// random keys.
+#[test]
+fn an_agent_that_gives_no_key_stops_signet_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let socket = runtime.block_on(fake_dstack_agent(dir.path(), Agent::NoKeys));
+    let stderr = expect_start_failure(&format!(
+        "    mode: dstack\n    gpu: none\n    dstack_socket: {}\n  signing:\n    key_source: dstack\n",
+        socket.display()
+    ));
+    assert!(
+        stderr.contains("signet.signing.key_source dstack"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("GetKey"), "{stderr}");
+    assert!(stderr.contains("500"), "{stderr}");
+    let missing = expect_start_failure(
+        "    mode: dev\n    gpu: none\n    dstack_socket: /nonexistent/dstack.sock\n  signing:\n    key_source: dstack\n",
+    );
+    assert!(missing.contains("/nonexistent/dstack.sock"), "{missing}");
 }

@@ -134,17 +134,198 @@ async fn a_signature_served_by_one_replica_is_found_on_another() {
     let receipt = fetch_eventually(&b, "fleet-1").await;
     assert_receipt(&receipt, body, &reply.body, &a_address);
 
-    let keys = redis.keys("signet:test-fleet:*").await;
-    assert_eq!(keys.len(), 1, "{keys:?}");
-    assert_eq!(keys[0].0, "signet:test-fleet:fleet-1");
+    // The signature, and the ACI receipt under its receipt id and its response id.
+    let receipt_id = reply.headers["x-receipt-id"].to_str().unwrap().to_owned();
+    fetch_receipt_eventually(&b, &receipt_id, &[]).await;
+    let mut keys = redis.keys("signet:test-fleet:*").await;
+    keys.sort();
+    let names: Vec<&str> = keys.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "signet:test-fleet:aci-chat/fleet-1".to_owned(),
+            format!("signet:test-fleet:aci-receipt/{receipt_id}"),
+            "signet:test-fleet:fleet-1".to_owned(),
+        ],
+        "{keys:?}"
+    );
     assert!(
-        (1..=120).contains(&keys[0].1),
+        keys.iter().all(|(_, ttl)| (1..=120).contains(ttl)),
         "written with the TTL: {keys:?}"
     );
 
     // Another deployment on the same Redis does not see this one's signatures.
     let other = replica(&upstream, &redis.url(), "signet:other-model:");
     assert_eq!(other.signature("fleet-1").await.status, 404);
+}
+
+async fn receipt(gateway: &Gateway, id: &str, headers: &[(&str, &str)]) -> Reply {
+    request(
+        gateway.addr,
+        "GET",
+        &format!("/v1/aci/receipts/{id}"),
+        headers,
+        Vec::new(),
+    )
+    .await
+}
+
+/// Waits until `gateway` can serve the ACI receipt `id` to `headers`' credential.
+async fn fetch_receipt_eventually(gateway: &Gateway, id: &str, headers: &[(&str, &str)]) -> Reply {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let reply = receipt(gateway, id, headers).await;
+        if reply.status == 200 {
+            return reply;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "receipt {id} never reached the shared store: {}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An ACI receipt made on one replica is served by another byte for byte (signed by the
+/// first replica's receipt key, naming its keyset), to the credential that made the request
+/// only, by receipt id and by response id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aci_receipt_made_on_one_replica_is_served_by_another() {
+    use signet_core::aci::{self, AciReport};
+    let redis = RedisServer::start();
+    let upstream = Upstream::start();
+    let fleet = |redis_url: &str| {
+        Gateway::start_with(
+            &upstream.url(),
+            &format!(
+                "  auth:\n    tokens: [\"token-alice-0000001\", \"token-bob-000000002\"]\n  signatures:\n    ttl: 120s\n    backend: redis\n    redis:\n      url: \"{redis_url}\"\n      key_prefix: \"signet:aci-fleet:\"\n      lookup_timeout: 300ms\n"
+            ),
+        )
+    };
+    let (a, b) = (fleet(&redis.url()), fleet(&redis.url()));
+    let alice = ("authorization", "Bearer token-alice-0000001");
+    let bob = ("authorization", "Bearer token-bob-000000002");
+    let a_report: AciReport = serde_json::from_slice(
+        &request(a.addr, "GET", "/v1/aci/attestation", &[], Vec::new())
+            .await
+            .body,
+    )
+    .unwrap();
+    let body = br#"{"model":"m-fleet","stream":true}"#;
+    let reply = a
+        .post(
+            "/v1/chat/completions",
+            &[alice, ("x-mock-id", "aci-fleet-1")],
+            body,
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    let receipt_id = reply.headers["x-receipt-id"].to_str().unwrap().to_owned();
+
+    let on_a = receipt(&a, &receipt_id, &[alice]).await;
+    assert_eq!(on_a.status, 200);
+    let on_b = fetch_receipt_eventually(&b, &receipt_id, &[alice]).await;
+    assert_eq!(on_b.body, on_a.body, "the same bytes and signature");
+    assert_eq!(receipt(&b, "aci-fleet-1", &[alice]).await.body, on_a.body);
+    // It verifies under A's attested keyset, B's is another.
+    let verified = aci::verify_receipt(
+        &on_b.json(),
+        &a_report.attestation.workload_keyset,
+        &a_report.workload_keyset_digest,
+    )
+    .unwrap();
+    assert_eq!(verified.response_returned, aci::sha256_digest(&reply.body));
+    assert_eq!(verified.request_received, aci::sha256_digest(body));
+    let b_report = request(b.addr, "GET", "/v1/aci/attestation", &[], Vec::new())
+        .await
+        .json();
+    assert_ne!(
+        b_report["workload_keyset_digest"], a_report.workload_keyset_digest,
+        "each replica has its own receipt key"
+    );
+    // Bound to the same credential on B: another is told not_found, as for an unknown id.
+    for id in [receipt_id.as_str(), "aci-fleet-1"] {
+        let wrong = receipt(&b, id, &[bob]).await;
+        assert_eq!(wrong.status, 404, "{id}");
+        let unknown = receipt(&b, "rcpt-nothing-here", &[bob]).await;
+        assert_eq!(wrong.body, unknown.body);
+        assert_eq!(receipt(&b, id, &[]).await.status, 401, "{id}");
+    }
+}
+
+/// A fleet on `signing.key_source: dstack` behind one name: every replica has the same
+/// signing address and ACI keyset, so a receipt or signature one replica made verifies under
+/// the attestation of whichever replica a client asks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_on_kms_keys_shares_one_keyset_and_serves_its_receipts() {
+    use signet_core::aci::{self, AciReport};
+    let redis = RedisServer::start();
+    let upstream = Upstream::start();
+    let agent_dir = tempfile::tempdir().unwrap();
+    let socket = fake_kms_agent(agent_dir.path()).await;
+    // One keyset needs one not_after: an absolute time, not a lifetime from each start.
+    let not_after = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 10 * 24 * 3600;
+    let fleet = || {
+        Gateway::start_with_attestation(
+            &upstream.url(),
+            &format!(
+                "    mode: dev\n    gpu: none\n    dstack_socket: {}\n",
+                socket.display()
+            ),
+            &format!(
+                "  aci:\n    not_after: {not_after}\n  signing:\n    key_source: dstack\n  signatures:\n    ttl: 120s\n    backend: redis\n    redis:\n      url: \"{}\"\n      key_prefix: \"signet:kms-fleet:\"\n      lookup_timeout: 300ms\n",
+                redis.url()
+            ),
+        )
+    };
+    let (a, b) = (fleet(), fleet());
+    let address = a.signing_address().await;
+    assert_eq!(
+        b.signing_address().await,
+        address,
+        "one address for the fleet"
+    );
+    let report_of = |gateway: &Gateway| {
+        let addr = gateway.addr;
+        async move {
+            let body = request(addr, "GET", "/v1/aci/attestation", &[], Vec::new())
+                .await
+                .body;
+            serde_json::from_slice::<AciReport>(&body).unwrap()
+        }
+    };
+    let (a_report, b_report) = (report_of(&a).await, report_of(&b).await);
+    assert_eq!(
+        a_report.workload_keyset_digest,
+        b_report.workload_keyset_digest
+    );
+
+    let body = br#"{"model":"m-kms","stream":false}"#;
+    let reply = a
+        .post(
+            "/v1/chat/completions",
+            &[("x-mock-id", "kms-fleet-1")],
+            body,
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    let receipt_id = reply.headers["x-receipt-id"].to_str().unwrap().to_owned();
+    let on_b = fetch_receipt_eventually(&b, &receipt_id, &[]).await;
+    // Checked against B's own attestation: the fleet's keyset.
+    let verified = aci::verify_receipt(
+        &on_b.json(),
+        &b_report.attestation.workload_keyset,
+        &b_report.workload_keyset_digest,
+    )
+    .unwrap();
+    assert_eq!(verified.response_returned, aci::sha256_digest(&reply.body));
+    let signature = fetch_eventually(&b, "kms-fleet-1").await;
+    assert_receipt(&signature, body, &reply.body, &address);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -245,6 +426,19 @@ async fn an_abandoned_stream_leaves_nothing_in_the_shared_store() {
     assert!(redis.keys("signet:retract:*").await.is_empty());
 }
 
+/// The `X-Receipt-Id` of a raw HTTP/1.1 response head.
+fn receipt_id_in(raw: &[u8]) -> String {
+    let head = String::from_utf8_lossy(raw);
+    head.lines()
+        .take_while(|line| !line.is_empty())
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("x-receipt-id")
+                .then(|| value.trim().to_owned())
+        })
+        .expect("the response head names its receipt")
+}
+
 async fn lookup_until(
     store: &signet::shared_store::SharedStore,
     id: &str,
@@ -328,6 +522,7 @@ async fn a_signature_whose_last_bytes_never_reach_the_client_is_taken_back_every
             redis.url()
         ),
     );
+    let other = replica(&upstream, &redis.url(), "signet:last-bytes:");
     let body = br#"{"stream":true}"#;
     for attempt in 0..3 {
         let id = format!("last-bytes-{attempt}");
@@ -384,19 +579,20 @@ async fn a_signature_whose_last_bytes_never_reach_the_client_is_taken_back_every
             "the whole body came from the upstream: {line:?}"
         );
         // Either the reset was seen before the last bytes went out (never signed: nothing
-        // written to Redis), or only after (signed, then taken back: a put and a delete).
-        // Either way nothing stays, once nothing waits to be written.
+        // written to Redis), or only after (signed, then taken back: a put and a delete of
+        // the signature, and of the receipt under its two keys). Either way nothing stays,
+        // once nothing waits to be written.
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let text = scrape(admin).await;
             let writes = metric(&text, "signet_shared_store_writes_total{result=\"ok\"}");
             let idle = metric(&text, "signet_shared_store_backlog") == 0.0;
-            if idle && (writes == writes_before || writes == writes_before + 2.0) {
+            if idle && (writes == writes_before || writes == writes_before + 6.0) {
                 break;
             }
             assert!(
-                writes <= writes_before + 2.0,
-                "more than a put and a delete: {text}"
+                writes <= writes_before + 6.0,
+                "more than the puts and deletes of a signature and a receipt: {text}"
             );
             assert!(
                 Instant::now() < deadline,
@@ -409,6 +605,15 @@ async fn a_signature_whose_last_bytes_never_reach_the_client_is_taken_back_every
             .signature(&id)
             .await
             .assert_envelope(404, "signature_not_found");
+        // The receipt the response head named is gone too, here and on the other replica.
+        let receipt_id = receipt_id_in(&raw);
+        for replica in [&gateway, &other] {
+            for lookup in [receipt_id.as_str(), id.as_str()] {
+                receipt(replica, lookup, &[])
+                    .await
+                    .assert_envelope(404, "receipt_not_found");
+            }
+        }
     }
     let text = scrape(admin).await;
     assert_eq!(metric(&text, "signet_shared_store_dropped_total"), 0.0);

@@ -876,3 +876,294 @@ fn verify_signature_recovers_and_checks_the_signer() {
     assert!(!ok);
     assert!(stderr.contains("65 bytes"), "{stderr}");
 }
+
+/// An archived ACI receipt and report from a live gateway, written to files: (dir, receipt
+/// file, report file).
+async fn archived_aci(gateway: &Gateway) -> (tempfile::TempDir, String, String) {
+    let reply = gateway
+        .post(
+            "/v1/chat/completions",
+            &[("x-mock-id", "verify-archived")],
+            br#"{"model":"m","stream":false}"#,
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    let receipt_id = reply.headers["x-receipt-id"].to_str().unwrap().to_owned();
+    let receipt = request(
+        gateway.addr,
+        "GET",
+        &format!("/v1/aci/receipts/{receipt_id}"),
+        &[],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(receipt.status, 200);
+    let nonce = "07".repeat(32);
+    let report = request(
+        gateway.addr,
+        "GET",
+        &format!("/v1/aci/attestation?nonce={nonce}"),
+        &[],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(report.status, 200);
+    let dir = tempfile::tempdir().unwrap();
+    let receipt_file = dir.path().join("receipt.json");
+    let report_file = dir.path().join("report.json");
+    std::fs::write(&receipt_file, &receipt.body).unwrap();
+    std::fs::write(&report_file, &report.body).unwrap();
+    (
+        dir,
+        receipt_file.display().to_string(),
+        report_file.display().to_string(),
+    )
+}
+
+fn verify_receipt_json(args: &[&str]) -> (bool, serde_json::Value) {
+    let mut all = vec!["verify-receipt", "--json"];
+    all.extend_from_slice(args);
+    let (ok, stdout, stderr) = run_signet(&all);
+    let value: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("verify-receipt printed no JSON ({e}): {stdout}\n{stderr}"));
+    assert_eq!(ok, value["verdict"] == "pass", "{value}");
+    (ok, value)
+}
+
+fn check_detail(checklist: &serde_json::Value, name: &str) -> String {
+    checklist["checks"]
+        .as_array()
+        .and_then(|checks| checks.iter().find(|c| c["name"] == name))
+        .and_then(|c| c["detail"].as_str())
+        .unwrap_or_else(|| panic!("no check {name} in {checklist}"))
+        .to_owned()
+}
+
+/// `--expect-commit`, `--expect-image-digest`, `--expect-repo`: the ACI report's
+/// `source_provenance` must name them, live and offline; a different or null field fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_provenance_is_judged_when_asked() {
+    const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
+    let upstream = Upstream::start();
+    let gateway = Gateway::start_with_attestation(
+        &upstream.url(),
+        "    mode: dev\n    gpu: dev\n",
+        &format!(
+            "  aci:\n    source_provenance:\n      repo_url: \"https://github.com/example/signet\"\n      repo_commit: \"{COMMIT}\"\n"
+        ),
+    );
+    let (_dir, receipt, report) = archived_aci(&gateway).await;
+    let offline = |extra: &[&str]| {
+        let mut args = vec![receipt.as_str(), "--report", report.as_str(), "--allow-dev"];
+        args.extend_from_slice(extra);
+        verify_receipt_json(&args)
+    };
+    // Not asked: shown, not deciding.
+    let (ok, list) = offline(&[]);
+    assert!(ok, "{list:#}");
+    assert_eq!(check_status(&list, "aci.provenance"), "skip");
+    assert!(check_detail(&list, "aci.provenance").contains(COMMIT));
+    // Asked and matching (a commit in capitals is the same commit).
+    let (ok, list) = offline(&[
+        "--expect-commit",
+        &COMMIT.to_uppercase(),
+        "--expect-repo",
+        "https://github.com/example/signet/",
+    ]);
+    assert!(ok, "{list:#}");
+    assert_eq!(check_status(&list, "aci.provenance"), "pass");
+    // Another commit, or an image digest the report leaves null: a failed check, named.
+    let other = "f".repeat(40);
+    let (ok, list) = offline(&["--expect-commit", &other]);
+    assert!(!ok);
+    assert_eq!(check_status(&list, "aci.provenance"), "fail");
+    let detail = check_detail(&list, "aci.provenance");
+    assert!(
+        detail.contains(COMMIT) && detail.contains(&other),
+        "{detail}"
+    );
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let (ok, list) = offline(&["--expect-image-digest", &digest]);
+    assert!(!ok);
+    assert!(
+        check_detail(&list, "aci.provenance").contains("null"),
+        "{list:#}"
+    );
+
+    // Live: the same judgement in `signet verify`.
+    let url = format!("http://{}", gateway.addr);
+    let (ok, list) = verify_json(vec![
+        "--url".into(),
+        url.clone(),
+        "--allow-dev".into(),
+        "--expect-commit".into(),
+        COMMIT.into(),
+    ])
+    .await;
+    assert!(ok, "{list:#}");
+    assert_eq!(check_status(&list, "aci.provenance"), "pass");
+    let (ok, list) = verify_json(vec![
+        "--url".into(),
+        url,
+        "--allow-dev".into(),
+        "--expect-commit".into(),
+        other,
+    ])
+    .await;
+    assert!(!ok);
+    assert_eq!(check_status(&list, "aci.provenance"), "fail");
+    // A gateway without provenance: null fails when asked.
+    let bare = dev_gateway(&upstream);
+    let (ok, list) = verify_json(vec![
+        "--url".into(),
+        format!("http://{}", bare.addr),
+        "--allow-dev".into(),
+        "--expect-commit".into(),
+        COMMIT.into(),
+    ])
+    .await;
+    assert!(!ok);
+    assert!(
+        check_detail(&list, "aci.provenance").contains("null"),
+        "{list:#}"
+    );
+}
+
+/// `verify-receipt --collateral`: the archived report's quote is checked against Intel's
+/// roots offline, as `signet verify --collateral` does. Real quotes with their real
+/// collateral (tests/fixtures/tdx/real) chain, as of the instant their CRLs are valid; not
+/// after, not with the other quote's collateral; a dev quote never chains (shown, not
+/// deciding, under --allow-dev).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_receipt_checks_the_quote_against_intel_collateral_offline() {
+    let upstream = Upstream::start();
+    let gateway = dev_gateway(&upstream);
+    let (dir, receipt, report) = archived_aci(&gateway).await;
+    let real = fixtures_dir().join("tdx/real");
+    let v4_collateral = real.join("v4_collateral.json").display().to_string();
+    let v5_collateral = real.join("v5_collateral.json").display().to_string();
+
+    // The dev report as served: its mock quote never chains to Intel.
+    let (ok, list) = verify_receipt_json(&[
+        &receipt,
+        "--report",
+        &report,
+        "--allow-dev",
+        "--collateral",
+        &v4_collateral,
+        "--at",
+        "2025-06-19T11:16:03Z",
+    ]);
+    assert!(ok, "the chain of a dev quote does not decide: {list:#}");
+    assert_eq!(check_status(&list, "aci.quote_chain"), "fail");
+    assert!(check_detail(&list, "aci.quote_chain").contains("does not chain"));
+    // Without --collateral: not asked.
+    let (_, list) = verify_receipt_json(&[&receipt, "--report", &report, "--allow-dev"]);
+    assert_eq!(check_status(&list, "aci.quote_chain"), "skip");
+
+    // The same report carrying a real TDX quote (which binds someone else's report data).
+    let mut real_report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let evidence = &mut real_report["attestation"]["evidence"];
+    evidence["quote"] = hex::encode(std::fs::read(real.join("v4_quote.bin")).unwrap()).into();
+    evidence["attestation_mode"] = "tdx".into();
+    let real_file = dir.path().join("real-report.json").display().to_string();
+    std::fs::write(&real_file, real_report.to_string()).unwrap();
+    let judge = |collateral: &str, at: &str| {
+        verify_receipt_json(&[
+            &receipt,
+            "--report",
+            &real_file,
+            "--collateral",
+            collateral,
+            "--at",
+            at,
+        ])
+    };
+    let (ok, list) = judge(&v4_collateral, "2025-06-19T11:16:03Z");
+    assert_eq!(check_status(&list, "aci.quote_chain"), "pass", "{list:#}");
+    assert!(check_detail(&list, "aci.quote_chain").contains("UpToDate"));
+    assert!(!ok, "its report_data is not this keyset's statement");
+    assert_eq!(check_status(&list, "aci.quote"), "fail");
+    // After the CRLs expire, or with another quote's collateral: no chain, and it decides.
+    for (collateral, at) in [
+        (&v4_collateral, "2030-01-01T00:00:00Z"),
+        (&v5_collateral, "2026-02-18T11:58:51Z"),
+    ] {
+        let (ok, list) = judge(collateral, at);
+        assert!(!ok);
+        assert_eq!(
+            check_status(&list, "aci.quote_chain"),
+            "fail",
+            "{collateral} at {at}: {list:#}"
+        );
+    }
+}
+
+/// `aci.key_custody`: a report whose keys come from the dstack KMS must show the receipt
+/// key vouched for by the KMS-derived key; a report that names another key, or a link made
+/// for another role, fails. Random keys are shown, not judged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kms_key_custody_is_checked() {
+    let upstream = Upstream::start();
+    let agent_dir = tempfile::tempdir().unwrap();
+    let socket = fake_kms_agent(agent_dir.path()).await;
+    let gateway = Gateway::start_with_attestation(
+        &upstream.url(),
+        &format!(
+            "    mode: dev\n    gpu: dev\n    dstack_socket: {}\n",
+            socket.display()
+        ),
+        "  signing:\n    key_source: dstack\n",
+    );
+    let (ok, list) = verify_json(vec![
+        "--url".into(),
+        format!("http://{}", gateway.addr),
+        "--allow-dev".into(),
+    ])
+    .await;
+    assert!(ok, "{list:#}");
+    assert_eq!(check_status(&list, "aci.key_custody"), "pass", "{list:#}");
+    assert!(check_detail(&list, "aci.key_custody").contains("signet/v1/aci-receipt"));
+
+    // Offline, and with the custody claim tampered with (it is evidence, outside the
+    // statement: only this check can catch it).
+    let (dir, receipt, report) = archived_aci(&gateway).await;
+    let (ok, list) = verify_receipt_json(&[&receipt, "--report", &report, "--allow-dev"]);
+    assert!(ok, "{list:#}");
+    assert_eq!(check_status(&list, "aci.key_custody"), "pass");
+    let original: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let entries = original["attestation"]["evidence"]["key_custody"]["keys"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let position = |role: &str| entries.iter().position(|e| e["role"] == role).unwrap();
+    let (receipt_at, legacy_at) = (position("aci-receipt"), position("legacy-ed25519"));
+    for what in ["another key", "another role's link"] {
+        let mut forged = original.clone();
+        let keys = &mut forged["attestation"]["evidence"]["key_custody"]["keys"];
+        if what == "another key" {
+            keys[receipt_at]["public_key"] = "11".repeat(32).into();
+        } else {
+            keys[receipt_at]["link_signature"] = keys[legacy_at]["link_signature"].clone();
+        }
+        let file = dir.path().join("forged.json");
+        std::fs::write(&file, forged.to_string()).unwrap();
+        let (ok, list) =
+            verify_receipt_json(&[&receipt, "--report", file.to_str().unwrap(), "--allow-dev"]);
+        assert!(!ok, "{what}: {list:#}");
+        assert_eq!(check_status(&list, "aci.key_custody"), "fail", "{what}");
+    }
+
+    // Random keys: shown, not deciding.
+    let random = dev_gateway(&upstream);
+    let (ok, list) = verify_json(vec![
+        "--url".into(),
+        format!("http://{}", random.addr),
+        "--allow-dev".into(),
+    ])
+    .await;
+    assert!(ok, "{list:#}");
+    assert_eq!(check_status(&list, "aci.key_custody"), "skip");
+}

@@ -18,6 +18,7 @@ mod auth;
 mod limits;
 mod listen;
 mod signatures;
+mod signing;
 mod upstreams;
 
 pub use aci::{AciSettings, MAX_KEYSET_LIFETIME, NotAfter, unix_now};
@@ -25,6 +26,7 @@ pub use auth::AuthSettings;
 pub use limits::{ClientTimeouts, Limits};
 pub use listen::TlsSettings;
 pub use signatures::SignatureSettings;
+pub use signing::{KeySource, SigningSettings};
 pub use upstreams::{HealthCheckSettings, UpstreamTarget, UpstreamTimeouts, parse_upstream};
 
 use pingora_core::server::configuration::ServerConf;
@@ -146,6 +148,8 @@ struct RawSignet {
     admin: Option<listen::RawAdmin>,
     #[serde(default)]
     aci: aci::RawAci,
+    #[serde(default)]
+    signing: signing::RawSigning,
 }
 
 /// The checked `signet:` section.
@@ -177,6 +181,8 @@ pub struct Settings {
     pub upstream_timeouts: UpstreamTimeouts,
     /// ACI: the keyset's subject and expiry, source provenance.
     pub aci: AciSettings,
+    /// Where the keys come from.
+    pub signing: SigningSettings,
 }
 
 /// The whole file, checked: Pingora's part and signet's.
@@ -312,6 +318,7 @@ fn validate(raw: RawSignet) -> Result<Settings, ConfigError> {
     let aci = aci::check(raw.aci, "signet.aci", raw.tls.is_some())?;
     Ok(Settings {
         aci,
+        signing: signing::check(raw.signing, "signet.signing")?,
         listen,
         tls: raw
             .tls

@@ -806,7 +806,7 @@ impl Gateway {
 
 /// Runs a Python script (python3 with eth-account, installed by `scripts/setup.sh`) with
 /// `input` on its standard input; returns its standard output.
-fn python(script: &str, input: &str) -> String {
+pub fn python(script: &str, input: &str) -> String {
     use std::io::Write;
     let mut child = Command::new("python3")
         .args(["-c", script])
@@ -986,4 +986,49 @@ pub fn spki_sha256_by_openssl(cert_der: &[u8]) -> String {
     let hash = text.split_whitespace().next().unwrap().to_owned();
     assert_eq!(hash.len(), 64, "{text}");
     hash
+}
+
+/// A dstack agent on a unix socket in `dir` that answers only `POST /GetKey`: the key of a
+/// path is sha256("fake-kms:" + path), the same on every call, as the dstack KMS's is for
+/// one application; its chain is two opaque hex strings.
+pub async fn fake_kms_agent(dir: &Path) -> PathBuf {
+    use sha2::Digest;
+    let path = dir.join("dstack.sock");
+    let listener = tokio::net::UnixListener::bind(&path).expect("bind the agent socket");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |req: http::Request<Incoming>| async move {
+                        let is_get_key = req.uri().path() == "/GetKey";
+                        let body = req.into_body().collect().await.map(|b| b.to_bytes());
+                        let json: serde_json::Value = body
+                            .ok()
+                            .and_then(|b| serde_json::from_slice(&b).ok())
+                            .unwrap_or_default();
+                        let (status, answer) = match json["path"].as_str() {
+                            Some(key_path) if is_get_key => (
+                                200,
+                                serde_json::json!({
+                                    "key": hex::encode(sha2::Sha256::digest(format!("fake-kms:{key_path}"))),
+                                    "signature_chain": ["aa".repeat(65), "bb".repeat(65)],
+                                }),
+                            ),
+                            _ => (404, serde_json::json!({"error": "not here"})),
+                        };
+                        Ok::<_, std::convert::Infallible>(
+                            http::Response::builder()
+                                .status(status)
+                                .body(Full::new(Bytes::from(answer.to_string())))
+                                .expect("response"),
+                        )
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    path
 }

@@ -8,6 +8,13 @@
 //! - `POST /Info` with `{}`, answered with the application's description: `app_id`,
 //!   `tcb_info` (JSON text holding `app_compose`, the measurements and the boot event log),
 //!   `compose_hash`, `vm_config`, `os_image_hash`, ….
+//! - `POST /GetKey` with `{"path": …, "purpose": …}`, answered with `{"key": "<hex>",
+//!   "signature_chain": ["<hex>", …]}`: a secp256k1 key the KMS derives for this application
+//!   and path (the same on every instance of the application, across restarts), and the
+//!   chain that proves it (the application key's signature over `purpose:<the derived
+//!   key's compressed public key in hex>`, then the KMS root's over the application key).
+//!   signet asks for it once per key role at start ([`DstackAgent::get_key`]); the key never
+//!   leaves a zeroizing buffer and is never formatted.
 //!
 //! All three are passed on in the report as the agent gave them: verifiers replay
 //! `event_log` into RTMR3, check sha256(`info.tcb_info.app_compose`) against the quote's
@@ -23,6 +30,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
 
 /// Largest agent answer read (a quote with its event log is tens of KiB).
 const MAX_ANSWER: usize = 4 << 20;
@@ -41,6 +49,30 @@ struct GetQuoteAnswer {
     event_log: Option<String>,
     #[serde(default)]
     vm_config: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct GetKeyAnswer {
+    key: String,
+    #[serde(default)]
+    signature_chain: Vec<String>,
+}
+
+/// A key the dstack KMS derived for this application (`GetKey`).
+pub struct DerivedKey {
+    /// The 32-byte secp256k1 secret key.
+    pub secret: Zeroizing<[u8; 32]>,
+    /// The signature chain the agent gave with it, as it gave it (hex strings).
+    pub signature_chain: Vec<String>,
+}
+
+impl std::fmt::Debug for DerivedKey {
+    // The chain is public; the secret never reaches a formatter.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DerivedKey")
+            .field("signature_chain", &self.signature_chain)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `None` for an absent or empty text field (the agent sends `""` for what it lacks).
@@ -100,6 +132,36 @@ impl DstackAgent {
             return Err(failed(format!("answered {status}")));
         }
         Ok(bytes)
+    }
+
+    /// `GetKey`: the key the KMS derives for this application at `path`, for `purpose`
+    /// (which the chain's first signature covers).
+    pub async fn get_key(&self, path: &str, purpose: &str) -> Result<DerivedKey, AttestationError> {
+        let body = serde_json::json!({ "path": path, "purpose": purpose }).to_string();
+        let bytes = Zeroizing::new(self.call("GetKey", body).await?.to_vec());
+        let failed = |what: &str| {
+            AttestationError::Provider(format!("dstack agent GetKey (path {path}): {what}"))
+        };
+        // Never the serde error's text: it could quote the key.
+        let answer: GetKeyAnswer = serde_json::from_slice(&bytes)
+            .map_err(|_| failed("the answer is not {\"key\": hex, \"signature_chain\": [hex]}"))?;
+        let key = Zeroizing::new(answer.key);
+        let text = key.trim().trim_start_matches("0x");
+        let mut secret = Zeroizing::new([0u8; 32]);
+        hex::decode_to_slice(text, secret.as_mut())
+            .map_err(|_| failed("the key is not 32 bytes of hex"))?;
+        if secret.iter().all(|&b| b == 0) {
+            return Err(failed("the key is all zero"));
+        }
+        if answer.signature_chain.is_empty() {
+            return Err(failed(
+                "no signature chain: the key's custody could not be shown",
+            ));
+        }
+        Ok(DerivedKey {
+            secret,
+            signature_chain: answer.signature_chain,
+        })
     }
 
     async fn get_quote(&self, report_data: &[u8; 64]) -> Result<ProvidedQuote, AttestationError> {
@@ -223,6 +285,18 @@ mod tests {
                                     });
                                     (script.quote_status, answer)
                                 }
+                                "/GetKey" => {
+                                    // Deterministic per path, as the KMS is per application.
+                                    use sha2::Digest;
+                                    let path = json["path"].as_str().unwrap();
+                                    let purpose = json["purpose"].as_str().unwrap();
+                                    let key = sha2::Sha256::digest(path.as_bytes());
+                                    let answer = serde_json::json!({
+                                        "key": hex::encode(key),
+                                        "signature_chain": [hex::encode(purpose), "ab".repeat(65)],
+                                    });
+                                    (script.quote_status, answer)
+                                }
                                 "/Info" => {
                                     assert_eq!(json, serde_json::json!({}));
                                     script.info_calls.fetch_add(1, Ordering::SeqCst);
@@ -292,6 +366,30 @@ mod tests {
         let err = agent.quote(&[4; 64]).await.unwrap_err();
         assert!(err.to_string().contains("GetQuote"), "{err}");
         assert!(err.to_string().contains("500"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn keys_come_per_path_with_their_chain() {
+        use sha2::Digest;
+        let dir = tempfile::tempdir().unwrap();
+        let socket = fake_agent(dir.path(), script(200, 200)).await;
+        let agent = DstackAgent::open(&socket).unwrap();
+        let key = agent.get_key("signet/a", "signet:a").await.unwrap();
+        let expected: [u8; 32] = sha2::Sha256::digest(b"signet/a").into();
+        assert_eq!(*key.secret, expected);
+        assert_eq!(key.signature_chain[0], hex::encode("signet:a"));
+        assert!(!format!("{key:?}").contains(&hex::encode(expected)));
+        let other = agent.get_key("signet/b", "signet:b").await.unwrap();
+        assert_ne!(*other.secret, *key.secret);
+
+        std::fs::create_dir(dir.path().join("failing")).unwrap();
+        let failing = fake_agent(&dir.path().join("failing"), script(500, 200)).await;
+        let err = DstackAgent::open(&failing)
+            .unwrap()
+            .get_key("signet/a", "signet:a")
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("GetKey"), "{err}");
     }
 
     #[test]

@@ -196,6 +196,7 @@ pub struct Attestor {
     /// ECDSA key, the same (2, 3) for the Ed25519 key.
     cache: Mutex<[Option<CachedReport>; 4]>,
     tls_spki_sha256: Option<[u8; 32]>,
+    key_custody: Option<serde_json::Value>,
     nras_claims_version: NrasClaimsVersion,
     gate: gate::ReportGate,
     flood: gate::FloodLog,
@@ -227,10 +228,17 @@ impl Attestor {
             cache_ttl: settings.cache_ttl,
             cache: Mutex::new([None, None, None, None]),
             tls_spki_sha256: None,
+            key_custody: None,
             nras_claims_version: settings.nras_claims_version,
             gate: gate::ReportGate::new(settings.max_concurrent, settings.max_waiting),
             flood: gate::FloodLog::default(),
         }
+    }
+
+    /// Makes every report say where the keys come from (`key_custody`).
+    pub fn with_key_custody(mut self, custody: serde_json::Value) -> Self {
+        self.key_custody = Some(custody);
+        self
     }
 
     /// Makes `?tls_binding=true` reports bind this certificate key (sha256 of its DER SPKI).
@@ -453,6 +461,7 @@ impl Attestor {
             vm_config: quote.vm_config,
             info: quote.info,
             tls_cert_fingerprint: tls_spki_sha256.map(hex::encode),
+            key_custody: self.key_custody.clone(),
         })
     }
 

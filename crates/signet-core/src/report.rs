@@ -139,6 +139,11 @@ pub struct AttestationReport {
         skip_serializing_if = "Option::is_none"
     )]
     pub tls_cert_fingerprint: Option<String>,
+    /// Where the signing keys come from (`signet.signing.key_source`): `{"source":
+    /// "random"}`, or `{"source": "dstack", "keys": [...]}` with each key role's KMS path,
+    /// purpose and signature chain (docs/API.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_custody: Option<serde_json::Value>,
 }
 
 /// Reads one report field, or its default when the field holds another type (a foreign
@@ -190,6 +195,7 @@ mod tests {
             vm_config: None,
             info: None,
             tls_cert_fingerprint: None,
+            key_custody: None,
         }
     }
 

@@ -10,7 +10,13 @@
 //! attested receipt key, names the attested keyset, and its hashes are those of the bytes the
 //! verifier sent and received.
 //!
-//! Offline: an archived receipt is re-checked against an archived report, with no network.
+//! Offline: an archived receipt is re-checked against an archived report, with no network;
+//! with saved Intel collateral, the report's quote is checked against Intel's roots too.
+//!
+//! Both judge `source_provenance` when asked (`--expect-commit`, `--expect-image-digest`,
+//! `--expect-repo`): each expected value must be the report's, and a `null` field fails. The
+//! report states these fields outside the quote (§4.1): a match says what the service
+//! claims to run, to be corroborated by measured evidence (e.g. dstack's compose hash).
 
 use crate::{
     Checklist, VerifyOptions, check_intel_chain, judge_gpu_evidence as gpu_evidence_outcome,
@@ -18,8 +24,9 @@ use crate::{
 };
 use ::http::Method;
 use bytes::Bytes;
+use dcap_qvl::QuoteCollateralV3;
 use serde_json::Value;
-use signet_core::aci::{self, AciNonce, AciReport, VerifiedReceipt};
+use signet_core::aci::{self, AciNonce, AciReport, SourceProvenance, VerifiedReceipt};
 use signet_core::ids::Nonce;
 use std::sync::Arc;
 
@@ -116,6 +123,11 @@ pub(crate) async fn check_report(
         true,
         Ok("an aci/1 report for a fresh random nonce".to_owned()),
     );
+    record_provenance(
+        report.attestation.source_provenance.as_ref(),
+        &options.expect_provenance,
+        list,
+    );
     let nonce = AciNonce::parse(&nonce_text).ok();
     let Some(established) = check_binding(&report, nonce.as_ref(), list) else {
         for name in &REPORT_CHECKS[2..] {
@@ -138,6 +150,7 @@ pub(crate) async fn check_report(
         digest
     });
     let quote_ok = record_quote(quote.as_deref(), &slot, list);
+    record_key_custody(&evidence["key_custody"], &established.keyset, list);
     match quote_ok {
         Some(bytes) => {
             check_intel_chain("aci.quote_chain", &bytes, options, dev, tls, list).await;
@@ -435,6 +448,174 @@ fn record_receipt(
     Some(verified)
 }
 
+/// `aci.key_custody` (§3.3): where the receipt key comes from, as `evidence.key_custody`
+/// says. `random`: generated inside the attested workload, nothing more to check (shown).
+/// `dstack`: the custody entry of the `aci-receipt` role must name the attested receipt key,
+/// and the KMS-derived key must vouch for it (its EIP-191 `link_signature` over
+/// `signet-key-custody:v1:aci-receipt:<key>` recovers to the address of `kms_public_key`)
+/// with a non-empty `signature_chain`; required, since the report claims it. The chain up to
+/// the KMS root is the verifier policy's (it needs the KMS root the policy trusts).
+pub(crate) fn record_key_custody(custody: &Value, keyset: &Value, list: &mut Checklist) {
+    let outcome = match custody["source"].as_str() {
+        None => {
+            list.skip(
+                "aci.key_custody",
+                false,
+                "the report says nothing of the keys' custody",
+            );
+            return;
+        }
+        Some("random") => {
+            list.skip(
+                "aci.key_custody",
+                false,
+                "random: the keys were generated inside the attested workload at start",
+            );
+            return;
+        }
+        Some("dstack") => dstack_custody(custody, keyset),
+        Some(other) => Err(format!("unknown key source {other:?}")),
+    };
+    list.record("aci.key_custody", true, outcome);
+}
+
+fn dstack_custody(custody: &Value, keyset: &Value) -> Result<String, String> {
+    const ROLE: &str = "aci-receipt";
+    let attested = keyset["receipt_signing_keys"][0]["public_key"]
+        .as_str()
+        .ok_or("the keyset lists no receipt key")?;
+    let entry = custody["keys"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|entry| entry["role"] == ROLE)
+        .ok_or("key_custody has no aci-receipt entry")?;
+    let field = |name: &str| {
+        entry[name]
+            .as_str()
+            .ok_or_else(|| format!("key_custody aci-receipt entry has no {name}"))
+    };
+    let public_key = field("public_key")?;
+    if !public_key.eq_ignore_ascii_case(attested) {
+        return Err(format!(
+            "key_custody names receipt key {public_key}, the keyset {attested}"
+        ));
+    }
+    let kms_address = signet_core::signing::address_of_public_key_hex(field("kms_public_key")?)
+        .map_err(|e| format!("kms_public_key: {e}"))?;
+    let link = signet_core::signing::RecoverableSignature::parse(field("link_signature")?)
+        .map_err(|e| format!("link_signature: {e}"))?;
+    let text = signet_core::signing::custody_link_text(ROLE, public_key);
+    let signer = signet_core::signing::recover_address(text.as_bytes(), &link)
+        .map_err(|e| format!("link_signature: {e}"))?;
+    if signer != kms_address {
+        return Err(format!(
+            "the link signature is {}'s, not the KMS key's ({})",
+            signer.to_checksum(),
+            kms_address.to_checksum()
+        ));
+    }
+    if entry["signature_chain"]
+        .as_array()
+        .is_none_or(|chain| chain.is_empty())
+    {
+        return Err("no KMS signature_chain".to_owned());
+    }
+    Ok(format!(
+        "dstack KMS key at {}: it vouches for the receipt key; check its signature_chain up to \
+         the KMS root your policy trusts",
+        entry["path"].as_str().unwrap_or("?")
+    ))
+}
+
+/// What the user expects the report's `source_provenance` to name.
+#[derive(Debug, Clone, Default)]
+pub struct ProvenanceExpectations {
+    /// `repo_url`.
+    pub repo_url: Option<String>,
+    /// `repo_commit` (compared without regard to case).
+    pub commit: Option<String>,
+    /// `image_digest` (`sha256:<hex>`, compared without regard to case).
+    pub image_digest: Option<String>,
+}
+
+impl ProvenanceExpectations {
+    /// Whether anything is expected.
+    pub fn is_asked(&self) -> bool {
+        self.repo_url.is_some() || self.commit.is_some() || self.image_digest.is_some()
+    }
+}
+
+/// `aci.provenance`: required and judged when something is expected, else shown.
+pub(crate) fn record_provenance(
+    provenance: Option<&SourceProvenance>,
+    expect: &ProvenanceExpectations,
+    list: &mut Checklist,
+) {
+    let field = |name: &str| -> Option<&str> {
+        let provenance = provenance?;
+        match name {
+            "repo_url" => provenance.repo_url.as_deref(),
+            "repo_commit" => provenance.repo_commit.as_deref(),
+            _ => provenance.image_digest.as_deref(),
+        }
+    };
+    let stated = ["repo_url", "repo_commit", "image_digest"]
+        .iter()
+        .map(|name| format!("{name} {}", field(name).unwrap_or("null")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if !expect.is_asked() {
+        list.skip(
+            "aci.provenance",
+            false,
+            format!(
+                "not asked (--expect-commit, --expect-image-digest, --expect-repo); the report \
+                 states {stated}"
+            ),
+        );
+        return;
+    }
+    let mut problems = Vec::new();
+    let mut matched = Vec::new();
+    let expectations = [
+        ("repo_url", expect.repo_url.as_deref(), "--expect-repo"),
+        ("repo_commit", expect.commit.as_deref(), "--expect-commit"),
+        (
+            "image_digest",
+            expect.image_digest.as_deref(),
+            "--expect-image-digest",
+        ),
+    ];
+    for (name, wanted, flag) in expectations {
+        let Some(wanted) = wanted else { continue };
+        let same = |stated: &str| match name {
+            "repo_url" => stated.trim_end_matches('/') == wanted.trim_end_matches('/'),
+            _ => stated.eq_ignore_ascii_case(wanted.trim()),
+        };
+        match field(name) {
+            None => problems.push(format!(
+                "the report states no {name} (null), {flag} wants {wanted}"
+            )),
+            Some(stated) if same(stated) => matched.push(format!("{name} {stated}")),
+            Some(stated) => problems.push(format!("{name} is {stated}, {flag} wants {wanted}")),
+        }
+    }
+    list.record(
+        "aci.provenance",
+        true,
+        if problems.is_empty() {
+            Ok(format!(
+                "{} as expected (stated by the report, outside the quote: corroborate with \
+                 measured evidence)",
+                matched.join(", ")
+            ))
+        } else {
+            Err(problems.join("; "))
+        },
+    );
+}
+
 /// What `signet verify-receipt` is given besides the two documents.
 #[derive(Debug, Clone, Default)]
 pub struct OfflineOptions {
@@ -446,11 +627,20 @@ pub struct OfflineOptions {
     pub response: Option<Vec<u8>>,
     /// Accept a dev report (mock quote).
     pub allow_dev: bool,
+    /// Intel collateral for the report's quote (`--collateral`): check its chain offline.
+    pub collateral: Option<Box<QuoteCollateralV3>>,
+    /// Judge the collateral as of this time (Unix seconds) instead of now.
+    pub at: Option<u64>,
+    /// TCB statuses accepted besides `UpToDate`.
+    pub accept_tcb: Vec<String>,
+    /// What `source_provenance` must name.
+    pub expect_provenance: ProvenanceExpectations,
 }
 
 /// `signet verify-receipt`: re-checks an archived receipt against an archived report, with
-/// no network: the report's keyset digest and statement, its quote's binding, that the
-/// keyset was not expired when the receipt was served, and the receipt itself.
+/// no network: the report's keyset digest and statement, its quote's binding (and, given
+/// collateral, its chain to Intel's root), the provenance asked for, that the keyset was
+/// not expired when the receipt was served, and the receipt itself.
 pub fn verify_offline(receipt: &[u8], report: &[u8], options: &OfflineOptions) -> Checklist {
     let mut list = Checklist {
         url: "(offline)".to_owned(),
@@ -495,6 +685,15 @@ pub fn verify_offline(receipt: &[u8], report: &[u8], options: &OfflineOptions) -
             (true, false) => Err("dev: a mock quote (pass --allow-dev to accept)".to_owned()),
         },
     );
+    record_provenance(
+        report.attestation.source_provenance.as_ref(),
+        &options.expect_provenance,
+        &mut list,
+    );
+    // The chain does not depend on the binding: judged for any quote the report carries.
+    let quote = hex::decode(evidence["quote"].as_str().unwrap_or_default())
+        .map_err(|_| "evidence.quote is not hex".to_owned());
+    record_offline_chain(quote.as_deref().ok(), options, dev, &mut list);
     let nonce_text = options
         .nonce
         .clone()
@@ -518,9 +717,8 @@ pub fn verify_offline(receipt: &[u8], report: &[u8], options: &OfflineOptions) -
     };
     let mut digest = [0u8; 32];
     let _ = hex::decode_to_slice(&report.attestation.report_data, &mut digest);
-    let quote = hex::decode(evidence["quote"].as_str().unwrap_or_default())
-        .map_err(|_| "evidence.quote is not hex".to_owned());
     record_quote(quote.as_deref(), &aci::report_data_slot(&digest), &mut list);
+    record_key_custody(&evidence["key_custody"], &established.keyset, &mut list);
     let Some(verified) = record_receipt(
         &document,
         &established,
@@ -535,6 +733,39 @@ pub fn verify_offline(receipt: &[u8], report: &[u8], options: &OfflineOptions) -
     list.completion_id = verified.chat_id;
     list.aci_keyset_digest = Some(established.digest);
     list
+}
+
+/// `aci.quote_chain` offline: against the collateral given, as of `--at` (or now). Not
+/// asked: shown, not deciding (the live `signet verify` checks it). A dev quote never
+/// chains, and its check does not decide.
+fn record_offline_chain(
+    quote: Option<&[u8]>,
+    options: &OfflineOptions,
+    dev: bool,
+    list: &mut Checklist,
+) {
+    let Some(collateral) = &options.collateral else {
+        list.skip(
+            "aci.quote_chain",
+            false,
+            "not asked (give --collateral with Intel collateral saved for this quote)",
+        );
+        return;
+    };
+    let Some(quote) = quote else {
+        list.record(
+            "aci.quote_chain",
+            !dev,
+            Err("evidence.quote is not hex".to_owned()),
+        );
+        return;
+    };
+    let at = options.at.unwrap_or_else(now_secs);
+    list.record(
+        "aci.quote_chain",
+        !dev,
+        crate::judge_chain(quote, collateral, at, &options.accept_tcb),
+    );
 }
 
 fn check_quietly(report: &AciReport, nonce: Option<&AciNonce>) -> bool {

@@ -211,6 +211,8 @@ pub struct VerifyOptions {
     pub timeout: Duration,
     /// Require the report to bind the TLS certificate this client saw (https only).
     pub tls_binding: bool,
+    /// What the ACI report's `source_provenance` must name, if anything.
+    pub expect_provenance: aci::ProvenanceExpectations,
 }
 
 /// Parses an RFC 3339 time to Unix seconds.
@@ -258,6 +260,15 @@ pub async fn run(options: &VerifyOptions) -> Checklist {
     let client = Client::new(base, tls.clone(), options.timeout);
     let attested = check_report(&client, options, tls.clone(), &mut list).await;
     let aci = aci::check_report(&client, options, tls, &mut list).await;
+    if options.expect_provenance.is_asked()
+        && !list.checks.iter().any(|c| c.name == "aci.provenance")
+    {
+        list.record(
+            "aci.provenance",
+            true,
+            Err("no aci/1 report was read: no source_provenance to compare".to_owned()),
+        );
+    }
     check_completion(&client, options, attested.as_ref(), aci.as_ref(), &mut list).await;
     list
 }
@@ -590,29 +601,44 @@ async fn check_intel_chain(
             .map_err(|e| format!("collateral from {url}: {e}")),
     };
     let outcome = collateral.and_then(|collateral| {
-        let at = options.at.unwrap_or_else(now_secs);
-        let verdict = quote::verify_chain(quote, &collateral, at)
-            .map_err(|e| format!("does not chain to Intel's root: {e}"))?;
-        let advisories = if verdict.advisory_ids.is_empty() {
-            String::new()
-        } else {
-            format!(", advisories {}", verdict.advisory_ids.join(","))
-        };
-        let accepted = quote::GOOD_TCB_STATUSES.contains(&verdict.status.as_str())
-            || (verdict.status != "Revoked" && options.accept_tcb.contains(&verdict.status));
-        if accepted {
-            Ok(format!(
-                "signed by Intel's root, TCB status {}{advisories}",
-                verdict.status
-            ))
-        } else {
-            Err(format!(
-                "TCB status {}{advisories} (accept it with --accept-tcb {})",
-                verdict.status, verdict.status
-            ))
-        }
+        judge_chain(
+            quote,
+            &collateral,
+            options.at.unwrap_or_else(now_secs),
+            &options.accept_tcb,
+        )
     });
     list.record(name, required, outcome);
+}
+
+/// Whether `quote` chains to Intel's root with `collateral` as of `at`, with a TCB status
+/// that passes (`UpToDate`) or that the user accepted (never `Revoked`).
+pub(crate) fn judge_chain(
+    quote: &[u8],
+    collateral: &QuoteCollateralV3,
+    at: u64,
+    accept_tcb: &[String],
+) -> Result<String, String> {
+    let verdict = quote::verify_chain(quote, collateral, at)
+        .map_err(|e| format!("does not chain to Intel's root: {e}"))?;
+    let advisories = if verdict.advisory_ids.is_empty() {
+        String::new()
+    } else {
+        format!(", advisories {}", verdict.advisory_ids.join(","))
+    };
+    let accepted = quote::GOOD_TCB_STATUSES.contains(&verdict.status.as_str())
+        || (verdict.status != "Revoked" && accept_tcb.contains(&verdict.status));
+    if accepted {
+        Ok(format!(
+            "signed by Intel's root, TCB status {}{advisories}",
+            verdict.status
+        ))
+    } else {
+        Err(format!(
+            "TCB status {}{advisories} (accept it with --accept-tcb {})",
+            verdict.status, verdict.status
+        ))
+    }
 }
 
 /// `gpu.evidence`, then `gpu.nras` when an NRAS endpoint is given.

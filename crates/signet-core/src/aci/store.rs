@@ -260,13 +260,13 @@ impl ReceiptStore {
     }
 
     /// Takes a receipt back: its response did not reach the client. The record leaves both
-    /// indexes at once; its place in the ring goes when it would have expired.
-    pub fn retract(&self, ticket: ReceiptTicket) -> bool {
+    /// indexes at once; its place in the ring goes when it would have expired. The receipt
+    /// taken back, if it was still there.
+    pub fn retract(&self, ticket: ReceiptTicket) -> Option<StoredReceipt> {
         let mut inner = self.lock();
-        let Some(receipt) = inner.entry(ticket.seq).map(|e| e.receipt.clone()) else {
-            return false;
-        };
+        let receipt = inner.entry(ticket.seq).map(|e| e.receipt.clone())?;
         self.unindex(&mut inner, &receipt, ticket.seq)
+            .then_some(receipt)
     }
 
     /// Removes expired receipts; returns how many went.
@@ -377,11 +377,14 @@ mod tests {
         let (store, _clock) = new_store(300, 10);
         let first = store.insert(receipt(1, Some("chat-a")));
         store.insert(receipt(2, Some("chat-b")));
-        assert!(store.retract(first));
+        assert_eq!(
+            store.retract(first).map(|r| r.receipt_id),
+            Some(ReceiptId([1; 16]))
+        );
         assert!(store.get(&id(1)).is_none());
         assert!(store.get("chat-a").is_none());
         assert!(store.get(&id(2)).is_some());
-        assert!(!store.retract(first), "only once");
+        assert!(store.retract(first).is_none(), "only once");
     }
 
     #[test]

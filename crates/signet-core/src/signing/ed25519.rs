@@ -1,5 +1,6 @@
-//! Ed25519 keys (RFC 8032), born in memory like the secp256k1 key: drawn from the OS RNG at
-//! start, never written, never formatted. The seed is held only inside
+//! Ed25519 keys (RFC 8032), held in memory like the secp256k1 key: drawn from the OS RNG at
+//! start or derived from the dstack KMS (`signet.signing.key_source`), never written, never
+//! formatted. The seed is held only inside
 //! [`ed25519_dalek::SigningKey`], which zeroizes it on drop; the 32 random bytes it is made
 //! from live in a [`zeroize::Zeroizing`] buffer for the instant of construction.
 //!
@@ -52,8 +53,8 @@ impl Ed25519Signer {
         Self::from_seed(&seed)
     }
 
-    /// A key from its 32-byte seed (RFC 8032 private key). Tests and the spec's vectors use
-    /// it; the gateway itself only ever calls [`Ed25519Signer::generate`].
+    /// A key from its 32-byte seed (RFC 8032 private key): from the configured key source
+    /// (drawn at start, or derived from the dstack KMS), or the spec's vectors in tests.
     pub fn from_seed(seed: &[u8; 32]) -> Self {
         Self {
             key: SigningKey::from_bytes(seed),

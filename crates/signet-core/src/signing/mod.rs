@@ -52,8 +52,8 @@ impl Signer {
         Self::from_key(SigningKey::random(&mut OsRng))
     }
 
-    /// Builds a signer from a 32-byte secret. Used by tests and tools that need a second,
-    /// known identity; the gateway itself only ever calls [`Signer::generate`].
+    /// Builds a signer from a 32-byte secret: a key from the configured key source (drawn at
+    /// start, or derived by the dstack KMS), or a known identity in tests and tools.
     pub fn from_secret_bytes(secret: &[u8; 32]) -> Result<Self, SigningError> {
         let key = SigningKey::from_bytes(secret.into()).map_err(SigningError::Sign)?;
         Ok(Self::from_key(key))
@@ -102,11 +102,22 @@ pub fn recover_address(
     Ok(Address::from_public_key(&uncompressed_xy(&key)))
 }
 
+/// The text a key the dstack KMS derived signs (EIP-191) to vouch for a key signet made from
+/// it (`key_custody.keys[].link_signature`, docs/API.md §5).
+pub fn custody_link_text(role: &str, public_key: &str) -> String {
+    format!("signet-key-custody:v1:{role}:{public_key}")
+}
+
 /// Parses a public key given as 128 hex chars (x ‖ y) or 130 with the `04` prefix, as
-/// attestation reports carry it, and returns its address.
+/// attestation reports carry it, or compressed (66 hex chars, `02`/`03`), and returns its
+/// address.
 pub fn address_of_public_key_hex(hex_key: &str) -> Result<Address, AddressError> {
     let trimmed = hex_key.strip_prefix("0x").unwrap_or(hex_key);
     let bytes = hex::decode(trimmed).map_err(|_| AddressError::NotHex)?;
+    if bytes.len() == 33 && matches!(bytes.first(), Some(0x02 | 0x03)) {
+        let key = VerifyingKey::from_sec1_bytes(&bytes).map_err(|_| AddressError::NotOnCurve)?;
+        return Ok(Address::from_public_key(&uncompressed_xy(&key)));
+    }
     let xy: [u8; 64] = match bytes.len() {
         64 => bytes
             .as_slice()
@@ -153,6 +164,17 @@ mod tests {
     #[test]
     fn address_matches_a_published_vector() {
         assert_eq!(doc_signer().address().to_checksum(), DOC_ADDRESS);
+    }
+
+    #[test]
+    fn a_compressed_public_key_gives_the_same_address() {
+        // eth_keys: PrivateKey(DOC_SECRET).public_key.to_compressed_bytes()
+        let compressed = "024e3b81af9c2234cad09d679ce6035ed1392347ce64ce405f5dcd36228a25de6e";
+        assert_eq!(
+            address_of_public_key_hex(compressed).unwrap().to_checksum(),
+            DOC_ADDRESS
+        );
+        assert!(address_of_public_key_hex(&format!("05{}", &compressed[2..])).is_err());
     }
 
     #[test]
