@@ -13,13 +13,13 @@ use crate::notary::SealError;
 use crate::routes::{self, LocalResponse};
 use async_trait::async_trait;
 use bytes::Bytes;
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 use pingora_core::prelude::HttpPeer;
 use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use signet_core::aci::store::ReceiptTicket;
-use signet_core::error::ApiError;
+use signet_core::error::{ApiError, UnreadableHead};
 use signet_core::exchange::{
     AttemptError, BodyStep, ClientState, End, Exchange, Failure, HeadDecision, HttpVersion,
     Refusal, RequestHead, ResponseEdits, ResponseHead, RetryFacts, Settlement, Side,
@@ -147,6 +147,38 @@ fn attempt_error(error: &Error) -> AttemptError {
         _ => Failure::Other,
     };
     AttemptError { side, failure }
+}
+
+/// Why Pingora could not read a request head, from its error: too large (its size limit,
+/// which signet sets to `limits.max_header_bytes`, or more header fields than it reads), or
+/// malformed.
+fn unreadable_head(error: &Error) -> UnreadableHead {
+    let too_many_fields = matches!(
+        error.root_cause().downcast_ref::<httparse::Error>(),
+        Some(httparse::Error::TooManyHeaders)
+    );
+    let too_large = error
+        .context
+        .as_ref()
+        .is_some_and(|c| c.as_str().starts_with("Request header larger than"));
+    if too_many_fields || too_large {
+        UnreadableHead::TooLarge
+    } else {
+        UnreadableHead::Malformed
+    }
+}
+
+/// The envelope for a request head Pingora could not read (sent before it closes).
+fn unreadable_head_response(why: UnreadableHead) -> Result<(ResponseHeader, Bytes)> {
+    let answer = LocalResponse::from(ApiError::unreadable_head(why));
+    let mut header = ResponseHeader::build(answer.status, Some(4))?;
+    header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    header.insert_header(http::header::CONTENT_LENGTH, answer.body.len())?;
+    header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    for (name, value) in &answer.headers {
+        header.insert_header(*name, value.as_str())?;
+    }
+    Ok((header, Bytes::from(answer.body)))
 }
 
 // --- Carrying out decisions -----------------------------------------------------------------
@@ -708,6 +740,13 @@ impl ProxyHttp for SignetProxy {
             }
         }
         Ok(None)
+    }
+
+    fn invalid_request_response(&self, e: &Error) -> Option<(ResponseHeader, Bytes)> {
+        let why = unreadable_head(e);
+        // The error's text carries the head's bytes: only its kind is logged.
+        debug!("refusing an unreadable request head: {why:?}");
+        unreadable_head_response(why).ok()
     }
 
     async fn fail_to_proxy(

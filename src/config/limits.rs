@@ -63,6 +63,8 @@ fn default_json_response_bytes() -> ByteSize {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawClientTimeouts {
+    #[serde(default = "default_client_handshake_timeout")]
+    handshake: HumanDuration,
     #[serde(default = "default_client_head_timeout")]
     head: HumanDuration,
     #[serde(default = "default_client_body_timeout")]
@@ -76,12 +78,17 @@ pub(super) struct RawClientTimeouts {
 impl Default for RawClientTimeouts {
     fn default() -> Self {
         Self {
+            handshake: default_client_handshake_timeout(),
             head: default_client_head_timeout(),
             body: default_client_body_timeout(),
             body_total: default_client_body_total_timeout(),
             write: default_client_write_timeout(),
         }
     }
+}
+
+fn default_client_handshake_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
 }
 
 fn default_client_head_timeout() -> HumanDuration {
@@ -122,6 +129,9 @@ pub struct Limits {
 /// Timeouts toward the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientTimeouts {
+    /// Longest time from accepting a TLS connection to the end of its handshake (the
+    /// connection is closed beyond).
+    pub handshake: Duration,
     /// Longest silence while a client sends a request head (the connection is closed beyond).
     pub head: Duration,
     /// Longest silence while the client sends its request body (408 beyond).
@@ -172,6 +182,7 @@ pub(super) fn check_client_timeouts(
     key: &str,
 ) -> Result<ClientTimeouts, ConfigError> {
     Ok(ClientTimeouts {
+        handshake: positive_duration(&format!("{key}.handshake"), raw.handshake)?,
         head: positive_duration(&format!("{key}.head"), raw.head)?,
         body: positive_duration(&format!("{key}.body"), raw.body)?,
         body_total: positive_duration(&format!("{key}.body_total"), raw.body_total)?,
