@@ -64,7 +64,8 @@ impl Gateway {
                 tokens,
                 settings.limits.max_concurrent_streams,
                 settings.attestation_per_client_per_minute,
-            ),
+            )
+            .with_body_memory(settings.limits.body_memory_total),
             upstreams: upstreams.with_header_policy(HeaderPolicy {
                 strip_authorization,
             }),

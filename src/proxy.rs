@@ -5,7 +5,7 @@
 //! The per-request state is [`RequestCtx`]: the exchange plus what only the I/O side needs.
 
 use crate::aci::{AciService, PendingReceipt};
-use crate::admission::InFlightSlot;
+use crate::admission::{BodyReservation, InFlightSlot};
 use crate::config::UpstreamTarget;
 use crate::gateway::Gateway;
 use crate::metrics::METRICS;
@@ -46,6 +46,8 @@ pub struct RequestCtx {
     client_request_id: Option<String>,
     /// A place among the completions in flight (signed routes).
     slot: Option<InFlightSlot>,
+    /// The memory this request's body holds (signed routes).
+    body_memory: Option<BodyReservation>,
     /// The upstream of the current attempt.
     target: Option<UpstreamTarget>,
     /// Upstreams this request could not connect to.
@@ -299,12 +301,14 @@ fn apply_aci_headers(
 async fn read_body_first(
     session: &mut Session,
     exchange: &mut Exchange,
+    memory: &mut BodyReservation,
     started: Instant,
 ) -> std::result::Result<(), Refusal> {
     loop {
         match session.as_mut().read_request_body().await {
             Ok(Some(chunk)) => {
                 exchange.push_request_body(&chunk)?;
+                hold_body_memory(exchange, memory)?;
                 if let Some(refusal) = exchange.body_overdue(started.elapsed()) {
                     return Err(refusal);
                 }
@@ -315,6 +319,17 @@ async fn read_body_first(
             }
         }
     }
+}
+
+/// Reserves the memory the exchange now holds for the request body, or refuses (503) when
+/// every byte `limits.body_memory_total` allows is taken.
+fn hold_body_memory(
+    exchange: &mut Exchange,
+    memory: &mut BodyReservation,
+) -> std::result::Result<(), Refusal> {
+    memory
+        .grow_to(exchange.held_request_bytes())
+        .map_err(|error| exchange.refuse(error, true))
 }
 
 /// Looks at the client's socket without reading from it: closed (FIN), reset, or open.
@@ -385,6 +400,9 @@ impl SignetProxy {
             Ok(slot) => ctx.slot = Some(slot),
             Err(refusal) => return Err(refuse(session, ctx.exchange.refuse(refusal, true))),
         }
+        let memory = ctx
+            .body_memory
+            .insert(self.gateway.admission.body_memory.reservation());
         // A client that closes before its answer is complete is abandoned (never signed),
         // unless the exchange says it may finish: decided again once the body is known.
         session.as_downstream_mut().set_abort_on_close(true);
@@ -395,7 +413,9 @@ impl SignetProxy {
             // A body read here is replayed to the upstream from Pingora's retry buffer.
             session.as_mut().enable_retry_buffering();
         }
-        if let Err(refusal) = read_body_first(session, &mut ctx.exchange, ctx.started).await {
+        if let Err(refusal) =
+            read_body_first(session, &mut ctx.exchange, memory, ctx.started).await
+        {
             return Err(refuse(session, refusal));
         }
         // SDKs close a stream as soon as they have read `data: [DONE]`, often before the
@@ -447,6 +467,7 @@ impl ProxyHttp for SignetProxy {
             request_id: new_request_id(),
             client_request_id: None,
             slot: None,
+            body_memory: None,
             target: None,
             failed_connects: Vec::new(),
             sent_upstream_at: None,
@@ -608,10 +629,16 @@ impl ProxyHttp for SignetProxy {
         if let Some(refusal) = ctx.exchange.body_overdue(ctx.started.elapsed()) {
             return Err(refuse(session, refusal));
         }
-        match ctx
+        let forwarded = ctx
             .exchange
-            .forward_request_body(body.take(), end_of_stream)
-        {
+            .forward_request_body(body.take(), end_of_stream);
+        let held = match (&mut ctx.body_memory, forwarded) {
+            (Some(memory), Ok(forward)) => {
+                hold_body_memory(&mut ctx.exchange, memory).map(|()| forward)
+            }
+            (_, forwarded) => forwarded,
+        };
+        match held {
             Ok(forward) => {
                 *body = forward;
                 if end_of_stream && ctx.exchange.tolerates_client_close() {

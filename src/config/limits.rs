@@ -22,6 +22,8 @@ pub(super) struct RawLimits {
     id_scan_bytes: ByteSize,
     #[serde(default = "default_json_response_bytes")]
     json_response_bytes: ByteSize,
+    #[serde(default = "default_body_memory_total")]
+    body_memory_total: ByteSize,
 }
 
 impl Default for RawLimits {
@@ -34,6 +36,7 @@ impl Default for RawLimits {
             max_connections_per_client: default_max_connections_per_client(),
             id_scan_bytes: default_id_scan_bytes(),
             json_response_bytes: default_json_response_bytes(),
+            body_memory_total: default_body_memory_total(),
         }
     }
 }
@@ -58,6 +61,9 @@ fn default_id_scan_bytes() -> ByteSize {
 }
 fn default_json_response_bytes() -> ByteSize {
     ByteSize(8 << 20)
+}
+fn default_body_memory_total() -> ByteSize {
+    ByteSize(1 << 30)
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,6 +130,9 @@ pub struct Limits {
     pub id_scan_bytes: usize,
     /// Largest JSON response body kept to read its id.
     pub json_response_bytes: usize,
+    /// Most memory the request bodies signet holds (to check and sign them) may take, all
+    /// requests together (503 beyond).
+    pub body_memory_total: usize,
 }
 
 /// Timeouts toward the client.
@@ -173,6 +182,12 @@ pub(super) fn check(raw: RawLimits, key: &str) -> Result<Limits, ConfigError> {
         )?,
         id_scan_bytes: size(at("id_scan_bytes"), raw.id_scan_bytes, 1024)?,
         json_response_bytes: size(at("json_response_bytes"), raw.json_response_bytes, 1024)?,
+        // At least one largest body must fit, or such a request could never be served.
+        body_memory_total: size(
+            at("body_memory_total"),
+            raw.body_memory_total,
+            raw.max_request_body.0,
+        )?,
     })
 }
 
