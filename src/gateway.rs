@@ -111,4 +111,7 @@ impl StateSource for Gateway {
     fn completions_in_flight(&self) -> usize {
         self.admission.in_flight()
     }
+    fn request_body_memory(&self) -> usize {
+        self.admission.body_memory.held()
+    }
 }

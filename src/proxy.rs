@@ -413,8 +413,7 @@ impl SignetProxy {
             // A body read here is replayed to the upstream from Pingora's retry buffer.
             session.as_mut().enable_retry_buffering();
         }
-        if let Err(refusal) =
-            read_body_first(session, &mut ctx.exchange, memory, ctx.started).await
+        if let Err(refusal) = read_body_first(session, &mut ctx.exchange, memory, ctx.started).await
         {
             return Err(refuse(session, refusal));
         }

@@ -788,12 +788,17 @@ impl Gateway {
     /// A gateway terminating TLS with `cert`, kept in its directory as `serving.pem` and
     /// `serving.key` (rewrite them there to rotate the certificate).
     pub fn start_tls(upstream_url: &str, cert: &TestCert) -> Self {
+        Self::start_tls_with(upstream_url, cert, "")
+    }
+
+    /// The same, with `extra` configuration (indented under `signet:`).
+    pub fn start_tls_with(upstream_url: &str, cert: &TestCert, extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (cert_path, key_path) = write_cert(dir.path(), "serving", cert);
         let port = free_port();
         let config = dir.path().join("signet.yaml");
         let tls = format!(
-            "  tls:\n    cert: {}\n    key: {}\n",
+            "  tls:\n    cert: {}\n    key: {}\n{extra}",
             cert_path.display(),
             key_path.display()
         );

@@ -269,7 +269,11 @@ mod tests {
     fn an_unreadable_head_is_too_large_or_malformed() {
         let large = ApiError::unreadable_head(UnreadableHead::TooLarge);
         assert_eq!((large.status, large.code), (431, "headers_too_large"));
-        assert_eq!(large, ApiError::from_status(431), "as signet's own head check");
+        assert_eq!(
+            large,
+            ApiError::from_status(431),
+            "as signet's own head check"
+        );
         let bad = ApiError::unreadable_head(UnreadableHead::Malformed);
         assert_eq!((bad.status, bad.code), (400, "malformed_request"));
         assert_eq!(bad.kind, ErrorType::InvalidRequest);
