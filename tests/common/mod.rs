@@ -936,6 +936,24 @@ pub fn tls_client(cert_pem: &str, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector 
     tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
 }
 
+/// A kept-alive HTTP/1.1 connection over TLS (trusting `cert`, as `localhost`).
+pub async fn https_connection(
+    addr: SocketAddr,
+    cert: &TestCert,
+) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tls_client(&cert.cert_pem, &[b"http/1.1"])
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
 /// GET `path` over HTTP/1.1 and TLS (trusting `cert`, as `localhost`): the reply and the DER
 /// certificate the server presented.
 pub async fn https_get(addr: SocketAddr, cert: &TestCert, path: &str) -> (Reply, Vec<u8>) {
