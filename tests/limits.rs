@@ -414,3 +414,44 @@ async fn a_tls_handshake_counts_against_the_client_cap_and_is_cut_at_its_deadlin
     }
     assert_eq!(refusals(), 2, "{}", gateway.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_request_with_a_large_body_is_not_taken_for_a_large_head() {
+    let upstream = Upstream::start();
+    let gateway = Gateway::start_with(&upstream.url(), "  limits:\n    max_header_bytes: 4KiB\n");
+    // Two requests in one write: the bytes read past the first one's body (the second's head
+    // and 40 KB of its body) are more than the head limit, but the head itself is small.
+    let padded = |size: usize| {
+        let mut body =
+            br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"pad":""#
+                .to_vec();
+        body.resize(size - 2, b'p');
+        body.extend_from_slice(b"\"}");
+        body
+    };
+    let (first, big) = (padded(10_000), padded(40_000));
+    // The first is chunked: its body is read in large pieces, which may run past its end.
+    let mut wire = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: signet\r\ncontent-type: application/json\r\n\
+         transfer-encoding: chunked\r\n\r\n{:x}\r\n",
+        first.len()
+    )
+    .into_bytes();
+    wire.extend_from_slice(&first);
+    wire.extend_from_slice(b"\r\n0\r\n\r\n");
+    wire.extend_from_slice(
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: signet\r\ncontent-type: application/json\r\n\
+             connection: close\r\ncontent-length: {}\r\n\r\n",
+            big.len()
+        )
+        .as_bytes(),
+    );
+    wire.extend_from_slice(&big);
+    let mut stream = std::net::TcpStream::connect(gateway.addr).unwrap();
+    stream.write_all(&wire).unwrap();
+    let answer = read_to_close(&mut stream, Duration::from_secs(20)).expect("never closed");
+    let text = String::from_utf8_lossy(&answer);
+    assert_eq!(text.matches("HTTP/1.1 200 ").count(), 2, "{text}");
+    assert!(!text.contains("HTTP/1.1 431"), "{text}");
+}

@@ -317,7 +317,9 @@ impl HttpSession {
         let mut skip_next_read = already_read != 0;
         let mut detached_suffix = None;
         loop {
-            if already_read > self.max_header_size {
+            // A pipelined prefix is parsed before the limit applies: it may hold a small
+            // header followed by body bytes well past the limit.
+            if !skip_next_read && already_read > self.max_header_size {
                 /* NOTE: this check only blocks second read. The first large read is allowed
                 since the buf is already allocated. The goal is to avoid slowly bloating
                 this buffer */
