@@ -223,7 +223,10 @@ impl HandshakeGuard {
 
 /// The place a connection holds, as Pingora's connection tracer (it traces nothing).
 #[derive(Debug, Clone)]
-struct PlaceOnSocket(#[allow(dead_code)] Arc<Place>);
+struct PlaceOnSocket {
+    /// Held, never read: dropping the socket drops it, giving the place back.
+    _place: Arc<Place>,
+}
 
 impl pingora_core::upstreams::peer::Tracing for PlaceOnSocket {
     fn on_connected(&self) {}
@@ -247,7 +250,9 @@ impl pingora_core::listeners::PreTlsProcess for HandshakeGuard {
         match self.places.take(client) {
             Ok(place) => {
                 stream.tracer = Some(pingora_core::upstreams::peer::Tracer(Box::new(
-                    PlaceOnSocket(Arc::new(place)),
+                    PlaceOnSocket {
+                        _place: Arc::new(place),
+                    },
                 )));
                 Ok(())
             }
