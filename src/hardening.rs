@@ -224,13 +224,19 @@ impl HandshakeGuard {
 /// The place a connection holds, as Pingora's connection tracer (it traces nothing).
 #[derive(Debug, Clone)]
 struct PlaceOnSocket {
-    /// Held, never read: dropping the socket drops it, giving the place back.
-    _place: Arc<Place>,
+    place: Arc<std::sync::Mutex<Option<Place>>>,
 }
 
 impl pingora_core::upstreams::peer::Tracing for PlaceOnSocket {
     fn on_connected(&self) {}
-    fn on_disconnected(&self) {}
+    /// Called as the socket is dropped, before it is closed: the place is free by the time
+    /// the client sees the close (were it only dropped with the tracer, after the socket, a
+    /// client reconnecting at once could still find it taken).
+    fn on_disconnected(&self) {
+        if let Ok(mut place) = self.place.lock() {
+            place.take();
+        }
+    }
     fn boxed_clone(&self) -> Box<dyn pingora_core::upstreams::peer::Tracing> {
         Box::new(self.clone())
     }
@@ -251,7 +257,7 @@ impl pingora_core::listeners::PreTlsProcess for HandshakeGuard {
             Ok(place) => {
                 stream.tracer = Some(pingora_core::upstreams::peer::Tracer(Box::new(
                     PlaceOnSocket {
-                        _place: Arc::new(place),
+                        place: Arc::new(std::sync::Mutex::new(Some(place))),
                     },
                 )));
                 Ok(())
@@ -308,11 +314,12 @@ where
             _ => None,
         };
         // A TLS connection took its place when it was accepted (HandshakeGuard), and holds
-        // it until it closes.
+        // it until it closes: that place covers its HTTP/1 requests, one at a time. Each of
+        // the streams an HTTP/2 connection carries at once still takes a place of its own.
         let over_tls = session
             .digest()
             .is_some_and(|digest| digest.ssl_digest.is_some());
-        let _place = if over_tls {
+        let _place = if over_tls && matches!(session, ServerSession::H1(_)) {
             None
         } else {
             match self.places.take(client) {
