@@ -1,7 +1,9 @@
 //! Admission: who may use the gateway and how many completions run at once. Bearer tokens
 //! (checked on every route but health and attestation), the concurrency slots of signed
-//! routes, and how often one client address may ask for an attestation report. What is refused for its shape (head size, method, length, path) is decided by
-//! `signet_core::exchange`; this module holds the shared state those decisions cannot.
+//! routes, how much memory the request bodies signet holds may take together, and how
+//! often one client address may ask for an attestation report. What is refused for its
+//! shape (head size, method, length, path) is decided by `signet_core::exchange`; this
+//! module holds the shared state those decisions cannot.
 
 use crate::auth::BearerTokens;
 use signet_core::error::ApiError;
@@ -18,6 +20,8 @@ pub struct Admission {
     in_flight: Arc<AtomicUsize>,
     max_concurrent: usize,
     attestation_rate: RateLimiter,
+    /// The memory request bodies may take, all requests together.
+    pub body_memory: BodyMemory,
 }
 
 /// A token bucket per client address: `per_minute` requests a minute, as a burst of up to
@@ -74,6 +78,77 @@ impl Drop for InFlightSlot {
     }
 }
 
+/// The memory all request bodies signet holds may take at once (`limits.body_memory_total`).
+#[derive(Debug)]
+pub struct BodyMemory {
+    held: Arc<AtomicUsize>,
+    total: usize,
+}
+
+impl BodyMemory {
+    /// At most `total` bytes at once.
+    pub fn new(total: usize) -> Self {
+        Self {
+            held: Arc::new(AtomicUsize::new(0)),
+            total,
+        }
+    }
+
+    /// A reservation holding nothing yet, for one request's body.
+    pub fn reservation(&self) -> BodyReservation {
+        BodyReservation {
+            held: self.held.clone(),
+            total: self.total,
+            bytes: 0,
+        }
+    }
+
+    /// Bytes reserved now, all requests together.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Acquire)
+    }
+}
+
+/// The body memory one request holds; given back when dropped (when the request ends).
+#[derive(Debug)]
+pub struct BodyReservation {
+    held: Arc<AtomicUsize>,
+    total: usize,
+    bytes: usize,
+}
+
+impl BodyReservation {
+    /// Grows the reservation to `bytes` (it never shrinks), or refuses with a 503 when that
+    /// would take the total past its limit: the request is answered at once rather than
+    /// queued, so a refused client holds nothing while it waits to retry.
+    pub fn grow_to(&mut self, bytes: usize) -> Result<(), ApiError> {
+        let Some(more) = bytes.checked_sub(self.bytes).filter(|&more| more > 0) else {
+            return Ok(());
+        };
+        let total = self.total;
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(more).filter(|&after| after <= total)
+            })
+            .map_err(|_| {
+                let mut error = ApiError::unavailable(
+                    "too_many_requests",
+                    "signet holds as many request bodies as it may at once; retry shortly",
+                );
+                error.headers.push(("retry-after", "1".to_owned()));
+                error
+            })?;
+        self.bytes = bytes;
+        Ok(())
+    }
+}
+
+impl Drop for BodyReservation {
+    fn drop(&mut self) {
+        self.held.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
 impl Admission {
     /// Admission with these tokens (none: every request is authorized) and at most
     /// `max_concurrent` signed requests in flight.
@@ -87,7 +162,14 @@ impl Admission {
             in_flight: Arc::new(AtomicUsize::new(0)),
             max_concurrent,
             attestation_rate: RateLimiter::new(attestation_per_minute),
+            body_memory: BodyMemory::new(usize::MAX),
         }
+    }
+
+    /// The same, with request bodies bounded to `total` bytes of memory at once.
+    pub fn with_body_memory(mut self, total: usize) -> Self {
+        self.body_memory = BodyMemory::new(total);
+        self
     }
 
     /// Admits a request for one of signet's own routes from `client`: attestation reports
@@ -201,5 +283,26 @@ mod tests {
         assert_eq!(e.status, 429);
         assert!(e.headers.iter().any(|(k, _)| *k == "retry-after"));
         assert!(refused.admit_attestation(None).is_ok());
+    }
+
+    #[test]
+    fn body_memory_is_bounded_in_total_and_given_back_when_a_request_ends() {
+        let memory = BodyMemory::new(100);
+        let mut a = memory.reservation();
+        let mut b = memory.reservation();
+        a.grow_to(60).unwrap();
+        a.grow_to(40).unwrap();
+        assert_eq!(memory.held(), 60, "a reservation never shrinks");
+        let refused = b.grow_to(41).unwrap_err();
+        assert_eq!((refused.status, refused.code), (503, "too_many_requests"));
+        assert!(refused.headers.iter().any(|(k, _)| *k == "retry-after"));
+        assert_eq!(memory.held(), 60, "a refused growth takes nothing");
+        b.grow_to(40).unwrap();
+        assert_eq!(memory.held(), 100);
+        drop(a);
+        assert_eq!(memory.held(), 40);
+        b.grow_to(100).unwrap();
+        drop(b);
+        assert_eq!(memory.held(), 0);
     }
 }

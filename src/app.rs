@@ -516,13 +516,18 @@ fn write_pid_file(opt: &Opt, server: &ServerConf) {
 /// The proxy on the client listener (TLS when configured), behind the connection guards.
 fn add_proxy_service(pingora: &mut Server, gateway: &Arc<Gateway>) -> Result<(), StartError> {
     let settings = &gateway.settings;
-    let app = crate::hardening::GuardedApp::new(
-        pingora_proxy::http_proxy(&pingora.configuration, SignetProxy::new(gateway.clone())),
-        settings.client_timeouts.head,
+    let places = crate::hardening::Places::new(
         settings.limits.max_connections,
         settings.limits.max_connections_per_client,
     );
+    let app = crate::hardening::GuardedApp::new(
+        pingora_proxy::http_proxy(&pingora.configuration, SignetProxy::new(gateway.clone())),
+        settings.client_timeouts.head,
+        settings.limits.max_header_bytes,
+        places.clone(),
+    );
     let mut proxy = pingora_core::services::listening::Service::new("signet".to_owned(), app);
+    proxy.set_handshake_timeout(settings.client_timeouts.handshake);
     // No read buffer in front of client sockets (measured in BENCHMARKS.md): Pingora's
     // default is a 64 KiB one per connection, zero-filled when allocated, which cost every
     // open stream memory for nothing: request heads and bodies are read into Pingora's own
@@ -539,6 +544,10 @@ fn add_proxy_service(pingora: &mut Server, gateway: &Arc<Gateway>) -> Result<(),
                 tls_settings.enable_h2();
             }
             proxy.add_listener(listener.tls(tls_settings));
+            // Before its handshake a TLS connection already counts against the caps.
+            proxy
+                .endpoints()
+                .set_pre_tls_callback(Arc::new(crate::hardening::HandshakeGuard::new(places)));
         }
     }
     pingora.add_service(proxy);

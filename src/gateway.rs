@@ -64,7 +64,8 @@ impl Gateway {
                 tokens,
                 settings.limits.max_concurrent_streams,
                 settings.attestation_per_client_per_minute,
-            ),
+            )
+            .with_body_memory(settings.limits.body_memory_total),
             upstreams: upstreams.with_header_policy(HeaderPolicy {
                 strip_authorization,
             }),
@@ -109,5 +110,8 @@ impl StateSource for Gateway {
     }
     fn completions_in_flight(&self) -> usize {
         self.admission.in_flight()
+    }
+    fn request_body_memory(&self) -> usize {
+        self.admission.body_memory.held()
     }
 }

@@ -9,6 +9,11 @@
 //!   bounds each single read of a head by its keep-alive timeout, so a client trickling a
 //!   byte a minute would hold a connection for ever, and it has no connection cap. The cap
 //!   holds per client address too, so one client's idle sockets cannot take every place.
+//!   Heads are read no further than `limits.max_header_bytes` (Pingora's own limit is
+//!   1 MiB, lowered per session through signet's patched copy, vendor/README.md).
+//! - [`HandshakeGuard`]: a TLS connection takes its place (same caps) when it is accepted,
+//!   before its handshake, which Pingora runs before any of the above; the handshake itself
+//!   is bounded by `client_timeouts.handshake` (set on the listening service).
 //! - [`ensure_descriptors`]: raises the open-file limit toward what `max_connections` needs
 //!   (a client and an upstream socket each), and says when the hard limit is short.
 //!   It also turns on HTTP/1.1 pipelining, which Pingora leaves off (a pipelined request
@@ -108,8 +113,6 @@ pub fn ensure_descriptors(max_connections: usize) -> Option<String> {
     })
 }
 
-/// The proxy, with a head-read timeout and caps on requests in progress, overall and per
-/// client address.
 /// What the kernel now says about core dumps of this process, read back after
 /// [`protect_key_material`]: `RLIMIT_CORE=<soft>/<hard> dumpable=<0|1>` (for the log).
 pub fn key_material_protection() -> String {
@@ -128,40 +131,32 @@ pub fn key_material_protection() -> String {
     )
 }
 
-/// The proxy, with a head-read timeout and a cap on requests in progress.
-pub struct GuardedApp<A> {
-    inner: Arc<A>,
-    head_timeout: Duration,
+/// The caps on requests in progress, overall and per client address, shared by the proxy
+/// and the TLS handshake guard.
+pub struct Places {
     max_in_progress: usize,
     max_per_client: usize,
     in_progress: AtomicUsize,
     per_client: dashmap::DashMap<std::net::IpAddr, usize>,
 }
 
-impl<A> GuardedApp<A> {
-    /// Wraps `inner`.
-    pub fn new(
-        inner: A,
-        head_timeout: Duration,
-        max_in_progress: usize,
-        max_per_client: usize,
-    ) -> Self {
-        Self {
-            inner: Arc::new(inner),
-            head_timeout,
+impl Places {
+    /// At most `max_in_progress` places, `max_per_client` of them for one address.
+    pub fn new(max_in_progress: usize, max_per_client: usize) -> Arc<Self> {
+        Arc::new(Self {
             max_in_progress,
             max_per_client,
             in_progress: AtomicUsize::new(0),
             per_client: dashmap::DashMap::new(),
-        }
+        })
     }
 
-    /// Takes a place for a request from `client`, or says which cap is full.
-    fn take_place(&self, client: Option<std::net::IpAddr>) -> Result<Place<'_>, &'static str> {
+    /// Takes a place for `client`, or says which cap is full.
+    fn take(self: &Arc<Self>, client: Option<std::net::IpAddr>) -> Result<Place, &'static str> {
         let before = self.in_progress.fetch_add(1, Ordering::AcqRel);
         let mut place = Place {
-            total: &self.in_progress,
-            per_client: None,
+            places: self.clone(),
+            client: None,
         };
         if before >= self.max_in_progress {
             return Err("limits.max_connections");
@@ -171,7 +166,7 @@ impl<A> GuardedApp<A> {
             *count += 1;
             let over = *count > self.max_per_client;
             drop(count);
-            place.per_client = Some((&self.per_client, ip));
+            place.client = Some(ip);
             if over {
                 return Err("limits.max_connections_per_client");
             }
@@ -180,25 +175,126 @@ impl<A> GuardedApp<A> {
     }
 }
 
-/// Gives the place back when the request is done, however it ends.
-struct Place<'a> {
-    total: &'a AtomicUsize,
-    per_client: Option<(
-        &'a dashmap::DashMap<std::net::IpAddr, usize>,
-        std::net::IpAddr,
-    )>,
+/// A place among the requests in progress; given back when dropped, however the request or
+/// connection ends.
+#[derive(Debug)]
+struct Place {
+    places: Arc<Places>,
+    client: Option<std::net::IpAddr>,
 }
 
-impl Drop for Place<'_> {
+impl std::fmt::Debug for Places {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Places")
+            .field("in_progress", &self.in_progress.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Place {
     fn drop(&mut self) {
-        self.total.fetch_sub(1, Ordering::AcqRel);
-        if let Some((map, ip)) = self.per_client {
+        self.places.in_progress.fetch_sub(1, Ordering::AcqRel);
+        if let Some(ip) = self.client {
             // Forget an address once it holds nothing, so the map stays as small as the
             // set of clients connected now.
-            map.remove_if_mut(&ip, |_, count| {
+            self.places.per_client.remove_if_mut(&ip, |_, count| {
                 *count = count.saturating_sub(1);
                 *count == 0
             });
+        }
+    }
+}
+
+/// Holds a TLS connection's place from the moment it is accepted, before its handshake, for
+/// as long as its socket lives. Pingora hands the raw socket to a pre-TLS callback and
+/// nothing else before the handshake; the place rides on the socket in its connection
+/// tracer slot (whose value is dropped with the socket), so a handshake that fails, stalls
+/// until the handshake deadline, or completes and is later closed gives it back alike.
+pub struct HandshakeGuard {
+    places: Arc<Places>,
+}
+
+impl HandshakeGuard {
+    /// Takes places from `places` (the proxy's own, see [`GuardedApp::places`]).
+    pub fn new(places: Arc<Places>) -> Self {
+        Self { places }
+    }
+}
+
+/// The place a connection holds, as Pingora's connection tracer (it traces nothing).
+#[derive(Debug, Clone)]
+struct PlaceOnSocket {
+    place: Arc<std::sync::Mutex<Option<Place>>>,
+}
+
+impl pingora_core::upstreams::peer::Tracing for PlaceOnSocket {
+    fn on_connected(&self) {}
+    /// Called as the socket is dropped, before it is closed: the place is free by the time
+    /// the client sees the close (were it only dropped with the tracer, after the socket, a
+    /// client reconnecting at once could still find it taken).
+    fn on_disconnected(&self) {
+        if let Ok(mut place) = self.place.lock() {
+            place.take();
+        }
+    }
+    fn boxed_clone(&self) -> Box<dyn pingora_core::upstreams::peer::Tracing> {
+        Box::new(self.clone())
+    }
+}
+
+#[async_trait]
+impl pingora_core::listeners::PreTlsProcess for HandshakeGuard {
+    async fn process(
+        &self,
+        stream: &mut pingora_core::protocols::l4::stream::Stream,
+    ) -> pingora_core::Result<()> {
+        use pingora_core::protocols::GetSocketDigest;
+        let client = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().cloned())
+            .and_then(|addr| addr.as_inet().map(|a| a.ip()));
+        match self.places.take(client) {
+            Ok(place) => {
+                stream.tracer = Some(pingora_core::upstreams::peer::Tracer(Box::new(
+                    PlaceOnSocket {
+                        place: Arc::new(std::sync::Mutex::new(Some(place))),
+                    },
+                )));
+                Ok(())
+            }
+            Err(cap) => {
+                // Over a cap: close before the handshake costs anything.
+                log::warn!("refusing a connection: {cap} reached");
+                pingora_core::Error::e_explain(
+                    pingora_core::ErrorType::AcceptError,
+                    "connection cap reached",
+                )
+            }
+        }
+    }
+}
+
+/// The proxy, with a head-read timeout, a head-size limit and caps on requests in progress.
+pub struct GuardedApp<A> {
+    inner: Arc<A>,
+    head_timeout: Duration,
+    max_header_bytes: usize,
+    places: Arc<Places>,
+}
+
+impl<A> GuardedApp<A> {
+    /// Wraps `inner`.
+    pub fn new(
+        inner: A,
+        head_timeout: Duration,
+        max_header_bytes: usize,
+        places: Arc<Places>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(inner),
+            head_timeout,
+            max_header_bytes,
+            places,
         }
     }
 }
@@ -217,17 +313,30 @@ where
             Some(pingora_core::protocols::l4::socket::SocketAddr::Inet(addr)) => Some(addr.ip()),
             _ => None,
         };
-        let _place = match self.take_place(client) {
-            Ok(place) => place,
-            Err(cap) => {
-                // Over a cap: close at once rather than queue (the client may retry).
-                log::warn!("refusing a connection: {cap} reached");
-                return None;
+        // A TLS connection took its place when it was accepted (HandshakeGuard), and holds
+        // it until it closes: that place covers its HTTP/1 requests, one at a time. Each of
+        // the streams an HTTP/2 connection carries at once still takes a place of its own.
+        let over_tls = session
+            .digest()
+            .is_some_and(|digest| digest.ssl_digest.is_some());
+        let _place = if over_tls && matches!(session, ServerSession::H1(_)) {
+            None
+        } else {
+            match self.places.take(client) {
+                Ok(place) => Some(place),
+                Err(cap) => {
+                    // Over a cap: close at once rather than queue (the client may retry).
+                    log::warn!("refusing a connection: {cap} reached");
+                    return None;
+                }
             }
         };
         if let ServerSession::H1(h1) = &mut session {
             // Answered strictly in order, one after the other (RFC 9112 §9.3.2).
             h1.set_pipelining_enabled(true);
+            // A head is read no further than signet accepts one: Pingora would otherwise
+            // buffer up to 1 MiB of it first.
+            h1.set_max_header_size(self.max_header_bytes);
         }
         let head = Arc::new(AtomicBool::new(false));
         let serve =
@@ -322,27 +431,27 @@ mod tests {
 
     #[test]
     fn one_client_cannot_take_every_place() {
-        let app = GuardedApp::new((), Duration::from_secs(1), 10, 2);
+        let places = Places::new(10, 2);
         let a: std::net::IpAddr = "10.0.0.1".parse().unwrap();
         let b: std::net::IpAddr = "10.0.0.2".parse().unwrap();
-        let first = app.take_place(Some(a)).unwrap();
-        let _second = app.take_place(Some(a)).unwrap();
+        let first = places.take(Some(a)).unwrap();
+        let _second = places.take(Some(a)).unwrap();
         assert_eq!(
-            app.take_place(Some(a)).err(),
-            Some("limits.max_connections_per_client")
+            places.take(Some(a)).unwrap_err(),
+            "limits.max_connections_per_client"
         );
-        let _other = app.take_place(Some(b)).unwrap();
-        assert_eq!(app.in_progress.load(Ordering::Acquire), 3);
+        let _other = places.take(Some(b)).unwrap();
+        assert_eq!(places.in_progress.load(Ordering::Acquire), 3);
         drop(first);
-        let _again = app.take_place(Some(a)).unwrap();
+        let _again = places.take(Some(a)).unwrap();
         drop(_again);
         drop(_second);
         assert!(
-            app.per_client.get(&a).is_none(),
+            places.per_client.get(&a).is_none(),
             "a client holding nothing is forgotten"
         );
-        let full = GuardedApp::new((), Duration::from_secs(1), 1, 5);
-        let _only = full.take_place(None).unwrap();
-        assert_eq!(full.take_place(None).err(), Some("limits.max_connections"));
+        let full = Places::new(1, 5);
+        let _only = full.take(None).unwrap();
+        assert_eq!(full.take(None).unwrap_err(), "limits.max_connections");
     }
 }

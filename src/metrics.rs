@@ -167,6 +167,8 @@ pub trait StateSource: Send + Sync + 'static {
     fn removed_signatures(&self) -> (u64, u64);
     /// Completions in flight.
     fn completions_in_flight(&self) -> usize;
+    /// Bytes of request body held now, all requests together.
+    fn request_body_memory(&self) -> usize;
 }
 
 /// Reads [`StateSource`] at scrape time.
@@ -190,6 +192,10 @@ impl<S: StateSource> StateCollector<S> {
             (
                 "signet_completions_in_flight",
                 "Completions being proxied now.",
+            ),
+            (
+                "signet_request_body_memory_bytes",
+                "Bytes of request body held to be checked and signed, all requests together.",
             ),
         ]
         .iter()
@@ -244,6 +250,13 @@ impl<S: StateSource> Collector for StateCollector<S> {
             "Completions being proxied now.",
         ) {
             gauge.set(i64::try_from(self.source.completions_in_flight()).unwrap_or(i64::MAX));
+            families.extend(gauge.collect());
+        }
+        if let Ok(gauge) = IntGauge::new(
+            "signet_request_body_memory_bytes",
+            "Bytes of request body held to be checked and signed, all requests together.",
+        ) {
+            gauge.set(i64::try_from(self.source.request_body_memory()).unwrap_or(i64::MAX));
             families.extend(gauge.collect());
         }
         families

@@ -5,7 +5,7 @@
 //! The per-request state is [`RequestCtx`]: the exchange plus what only the I/O side needs.
 
 use crate::aci::{AciService, PendingReceipt};
-use crate::admission::InFlightSlot;
+use crate::admission::{BodyReservation, InFlightSlot};
 use crate::config::UpstreamTarget;
 use crate::gateway::Gateway;
 use crate::metrics::METRICS;
@@ -13,13 +13,13 @@ use crate::notary::SealError;
 use crate::routes::{self, LocalResponse};
 use async_trait::async_trait;
 use bytes::Bytes;
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 use pingora_core::prelude::HttpPeer;
 use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use signet_core::aci::store::ReceiptTicket;
-use signet_core::error::ApiError;
+use signet_core::error::{ApiError, UnreadableHead};
 use signet_core::exchange::{
     AttemptError, BodyStep, ClientState, End, Exchange, Failure, HeadDecision, HttpVersion,
     Refusal, RequestHead, ResponseEdits, ResponseHead, RetryFacts, Settlement, Side,
@@ -46,6 +46,8 @@ pub struct RequestCtx {
     client_request_id: Option<String>,
     /// A place among the completions in flight (signed routes).
     slot: Option<InFlightSlot>,
+    /// The memory this request's body holds (signed routes).
+    body_memory: Option<BodyReservation>,
     /// The upstream of the current attempt.
     target: Option<UpstreamTarget>,
     /// Upstreams this request could not connect to.
@@ -147,6 +149,38 @@ fn attempt_error(error: &Error) -> AttemptError {
         _ => Failure::Other,
     };
     AttemptError { side, failure }
+}
+
+/// Why Pingora could not read a request head, from its error: too large (its size limit,
+/// which signet sets to `limits.max_header_bytes`, or more header fields than it reads), or
+/// malformed.
+fn unreadable_head(error: &Error) -> UnreadableHead {
+    let too_many_fields = matches!(
+        error.root_cause().downcast_ref::<httparse::Error>(),
+        Some(httparse::Error::TooManyHeaders)
+    );
+    let too_large = error
+        .context
+        .as_ref()
+        .is_some_and(|c| c.as_str().starts_with("Request header larger than"));
+    if too_many_fields || too_large {
+        UnreadableHead::TooLarge
+    } else {
+        UnreadableHead::Malformed
+    }
+}
+
+/// The envelope for a request head Pingora could not read (sent before it closes).
+fn unreadable_head_response(why: UnreadableHead) -> Result<(ResponseHeader, Bytes)> {
+    let answer = LocalResponse::from(ApiError::unreadable_head(why));
+    let mut header = ResponseHeader::build(answer.status, Some(4))?;
+    header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    header.insert_header(http::header::CONTENT_LENGTH, answer.body.len())?;
+    header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    for (name, value) in &answer.headers {
+        header.insert_header(*name, value.as_str())?;
+    }
+    Ok((header, Bytes::from(answer.body)))
 }
 
 // --- Carrying out decisions -----------------------------------------------------------------
@@ -267,12 +301,14 @@ fn apply_aci_headers(
 async fn read_body_first(
     session: &mut Session,
     exchange: &mut Exchange,
+    memory: &mut BodyReservation,
     started: Instant,
 ) -> std::result::Result<(), Refusal> {
     loop {
         match session.as_mut().read_request_body().await {
             Ok(Some(chunk)) => {
                 exchange.push_request_body(&chunk)?;
+                hold_body_memory(exchange, memory)?;
                 if let Some(refusal) = exchange.body_overdue(started.elapsed()) {
                     return Err(refusal);
                 }
@@ -283,6 +319,17 @@ async fn read_body_first(
             }
         }
     }
+}
+
+/// Reserves the memory the exchange now holds for the request body, or refuses (503) when
+/// every byte `limits.body_memory_total` allows is taken.
+fn hold_body_memory(
+    exchange: &mut Exchange,
+    memory: &mut BodyReservation,
+) -> std::result::Result<(), Refusal> {
+    memory
+        .grow_to(exchange.held_request_bytes())
+        .map_err(|error| exchange.refuse(error, true))
 }
 
 /// Looks at the client's socket without reading from it: closed (FIN), reset, or open.
@@ -353,6 +400,9 @@ impl SignetProxy {
             Ok(slot) => ctx.slot = Some(slot),
             Err(refusal) => return Err(refuse(session, ctx.exchange.refuse(refusal, true))),
         }
+        let memory = ctx
+            .body_memory
+            .insert(self.gateway.admission.body_memory.reservation());
         // A client that closes before its answer is complete is abandoned (never signed),
         // unless the exchange says it may finish: decided again once the body is known.
         session.as_downstream_mut().set_abort_on_close(true);
@@ -363,7 +413,8 @@ impl SignetProxy {
             // A body read here is replayed to the upstream from Pingora's retry buffer.
             session.as_mut().enable_retry_buffering();
         }
-        if let Err(refusal) = read_body_first(session, &mut ctx.exchange, ctx.started).await {
+        if let Err(refusal) = read_body_first(session, &mut ctx.exchange, memory, ctx.started).await
+        {
             return Err(refuse(session, refusal));
         }
         // SDKs close a stream as soon as they have read `data: [DONE]`, often before the
@@ -415,6 +466,7 @@ impl ProxyHttp for SignetProxy {
             request_id: new_request_id(),
             client_request_id: None,
             slot: None,
+            body_memory: None,
             target: None,
             failed_connects: Vec::new(),
             sent_upstream_at: None,
@@ -576,10 +628,16 @@ impl ProxyHttp for SignetProxy {
         if let Some(refusal) = ctx.exchange.body_overdue(ctx.started.elapsed()) {
             return Err(refuse(session, refusal));
         }
-        match ctx
+        let forwarded = ctx
             .exchange
-            .forward_request_body(body.take(), end_of_stream)
-        {
+            .forward_request_body(body.take(), end_of_stream);
+        let held = match (&mut ctx.body_memory, forwarded) {
+            (Some(memory), Ok(forward)) => {
+                hold_body_memory(&mut ctx.exchange, memory).map(|()| forward)
+            }
+            (_, forwarded) => forwarded,
+        };
+        match held {
             Ok(forward) => {
                 *body = forward;
                 if end_of_stream && ctx.exchange.tolerates_client_close() {
@@ -708,6 +766,13 @@ impl ProxyHttp for SignetProxy {
             }
         }
         Ok(None)
+    }
+
+    fn invalid_request_response(&self, e: &Error) -> Option<(ResponseHeader, Bytes)> {
+        let why = unreadable_head(e);
+        // The error's text carries the head's bytes: only its kind is logged.
+        debug!("refusing an unreadable request head: {why:?}");
+        unreadable_head_response(why).ok()
     }
 
     async fn fail_to_proxy(

@@ -318,3 +318,84 @@ async fn an_admin_listener_beyond_loopback_is_warned_about() {
     );
     assert!(!quiet.log().contains("no authentication"));
 }
+
+/// Request heads Pingora itself cannot read are answered, like every error signet gives,
+/// with the JSON envelope (Pingora's own answer is a bare 400), and nothing reaches the
+/// upstream.
+#[tokio::test]
+async fn heads_the_http_layer_cannot_read_get_the_envelope() {
+    use std::io::{Read, Write};
+    let upstream = Upstream::start();
+    let gateway = Gateway::start_with(&upstream.url(), "  limits:\n    max_header_bytes: 4KiB\n");
+    let many_fields: String = (0..300).map(|i| format!("x-f{i}: v\r\n")).collect();
+    let cases = [
+        (
+            "an absolute-form target naming another host",
+            "POST http://other.example/v1/chat/completions HTTP/1.1\r\nhost: signet\r\n".to_owned(),
+            400,
+            "malformed_request",
+        ),
+        (
+            "differing Content-Length values",
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: signet\r\ncontent-length: 2\r\n\
+             content-length: 3\r\n"
+                .to_owned(),
+            400,
+            "malformed_request",
+        ),
+        (
+            "more than 256 header fields",
+            format!("POST /v1/chat/completions HTTP/1.1\r\nhost: signet\r\n{many_fields}"),
+            431,
+            "headers_too_large",
+        ),
+        (
+            "a head over max_header_bytes",
+            format!(
+                "POST /v1/chat/completions HTTP/1.1\r\nhost: signet\r\nx-pad: {}\r\n",
+                "p".repeat(20 << 10)
+            ),
+            431,
+            "headers_too_large",
+        ),
+    ];
+    for (case, head, status, code) in cases {
+        let mut stream = std::net::TcpStream::connect(gateway.addr).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        let request = format!("{head}content-type: application/json\r\n\r\n{{}}");
+        let _ = stream.write_all(request.as_bytes());
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+        let text = String::from_utf8_lossy(&answer);
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("{case}: {text:?}"));
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{case}: {head}"
+        );
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/json"),
+            "{case}: {head}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{case}: {e}: {body:?}"));
+        assert_eq!(json["error"]["code"], code, "{case}: {json}");
+        assert!(json["error"]["message"].is_string(), "{case}: {json}");
+        assert_eq!(
+            json["error"]["type"], "invalid_request_error",
+            "{case}: {json}"
+        );
+    }
+    let stats = upstream.stats().await;
+    assert_eq!(stats["requests"].as_array().unwrap().len(), 0, "{stats}");
+}

@@ -22,6 +22,8 @@ pub(super) struct RawLimits {
     id_scan_bytes: ByteSize,
     #[serde(default = "default_json_response_bytes")]
     json_response_bytes: ByteSize,
+    #[serde(default = "default_body_memory_total")]
+    body_memory_total: ByteSize,
 }
 
 impl Default for RawLimits {
@@ -34,6 +36,7 @@ impl Default for RawLimits {
             max_connections_per_client: default_max_connections_per_client(),
             id_scan_bytes: default_id_scan_bytes(),
             json_response_bytes: default_json_response_bytes(),
+            body_memory_total: default_body_memory_total(),
         }
     }
 }
@@ -59,10 +62,15 @@ fn default_id_scan_bytes() -> ByteSize {
 fn default_json_response_bytes() -> ByteSize {
     ByteSize(8 << 20)
 }
+fn default_body_memory_total() -> ByteSize {
+    ByteSize(1 << 30)
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawClientTimeouts {
+    #[serde(default = "default_client_handshake_timeout")]
+    handshake: HumanDuration,
     #[serde(default = "default_client_head_timeout")]
     head: HumanDuration,
     #[serde(default = "default_client_body_timeout")]
@@ -76,12 +84,17 @@ pub(super) struct RawClientTimeouts {
 impl Default for RawClientTimeouts {
     fn default() -> Self {
         Self {
+            handshake: default_client_handshake_timeout(),
             head: default_client_head_timeout(),
             body: default_client_body_timeout(),
             body_total: default_client_body_total_timeout(),
             write: default_client_write_timeout(),
         }
     }
+}
+
+fn default_client_handshake_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
 }
 
 fn default_client_head_timeout() -> HumanDuration {
@@ -117,11 +130,17 @@ pub struct Limits {
     pub id_scan_bytes: usize,
     /// Largest JSON response body kept to read its id.
     pub json_response_bytes: usize,
+    /// Most memory the request bodies signet holds (to check and sign them) may take, all
+    /// requests together (503 beyond).
+    pub body_memory_total: usize,
 }
 
 /// Timeouts toward the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientTimeouts {
+    /// Longest time from accepting a TLS connection to the end of its handshake (the
+    /// connection is closed beyond).
+    pub handshake: Duration,
     /// Longest silence while a client sends a request head (the connection is closed beyond).
     pub head: Duration,
     /// Longest silence while the client sends its request body (408 beyond).
@@ -163,6 +182,12 @@ pub(super) fn check(raw: RawLimits, key: &str) -> Result<Limits, ConfigError> {
         )?,
         id_scan_bytes: size(at("id_scan_bytes"), raw.id_scan_bytes, 1024)?,
         json_response_bytes: size(at("json_response_bytes"), raw.json_response_bytes, 1024)?,
+        // At least one largest body must fit, or such a request could never be served.
+        body_memory_total: size(
+            at("body_memory_total"),
+            raw.body_memory_total,
+            raw.max_request_body.0,
+        )?,
     })
 }
 
@@ -172,6 +197,7 @@ pub(super) fn check_client_timeouts(
     key: &str,
 ) -> Result<ClientTimeouts, ConfigError> {
     Ok(ClientTimeouts {
+        handshake: positive_duration(&format!("{key}.handshake"), raw.handshake)?,
         head: positive_duration(&format!("{key}.head"), raw.head)?,
         body: positive_duration(&format!("{key}.body"), raw.body)?,
         body_total: positive_duration(&format!("{key}.body_total"), raw.body_total)?,

@@ -384,6 +384,8 @@ signet:
         assert_eq!(s.signatures.ttl, Duration::from_secs(300));
         assert_eq!(s.signatures.max_entries, 100_000);
         assert_eq!(s.limits.max_request_body, 10 << 20);
+        assert_eq!(s.limits.body_memory_total, 1 << 30);
+        assert_eq!(s.client_timeouts.handshake, Duration::from_secs(10));
         assert_eq!(s.attestation.mode, AttestationMode::Dev);
         assert_eq!(s.attestation.quote_encoding, QuoteEncoding::Base64);
         assert_eq!(s.attestation.nras_claims_version, NrasClaimsVersion::V2);
@@ -471,6 +473,15 @@ signet:
             "{MINIMAL}  limits:\n    max_request_body: 10 parsecs\n"
         ));
         assert_eq!(e.key, "signet.limits.max_request_body");
+
+        // At least one largest body must fit in the body memory.
+        let e = error_of(&format!(
+            "{MINIMAL}  limits:\n    max_request_body: 2MiB\n    body_memory_total: 1MiB\n"
+        ));
+        assert_eq!(e.key, "signet.limits.body_memory_total");
+
+        let e = error_of(&format!("{MINIMAL}  client_timeouts:\n    handshake: 0s\n"));
+        assert_eq!(e.key, "signet.client_timeouts.handshake");
 
         let e = error_of(&MINIMAL.replace("threads: 2", "threads: many"));
         assert_eq!(e.key, "threads");

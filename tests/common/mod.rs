@@ -788,12 +788,17 @@ impl Gateway {
     /// A gateway terminating TLS with `cert`, kept in its directory as `serving.pem` and
     /// `serving.key` (rewrite them there to rotate the certificate).
     pub fn start_tls(upstream_url: &str, cert: &TestCert) -> Self {
+        Self::start_tls_with(upstream_url, cert, "")
+    }
+
+    /// The same, with `extra` configuration (indented under `signet:`).
+    pub fn start_tls_with(upstream_url: &str, cert: &TestCert, extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (cert_path, key_path) = write_cert(dir.path(), "serving", cert);
         let port = free_port();
         let config = dir.path().join("signet.yaml");
         let tls = format!(
-            "  tls:\n    cert: {}\n    key: {}\n",
+            "  tls:\n    cert: {}\n    key: {}\n{extra}",
             cert_path.display(),
             key_path.display()
         );
@@ -929,6 +934,24 @@ pub fn tls_client(cert_pem: &str, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector 
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
+/// A kept-alive HTTP/1.1 connection over TLS (trusting `cert`, as `localhost`).
+pub async fn https_connection(
+    addr: SocketAddr,
+    cert: &TestCert,
+) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tls_client(&cert.cert_pem, &[b"http/1.1"])
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
 }
 
 /// GET `path` over HTTP/1.1 and TLS (trusting `cert`, as `localhost`): the reply and the DER

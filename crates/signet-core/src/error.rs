@@ -37,6 +37,15 @@ impl ErrorType {
     }
 }
 
+/// Why a request head could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnreadableHead {
+    /// Larger than the head limit, or with more header fields than are read.
+    TooLarge,
+    /// Not a well-formed HTTP/1 request head.
+    Malformed,
+}
+
 /// An error answer produced by signet itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -158,6 +167,20 @@ impl ApiError {
         Self::new(500, ErrorType::Server, "internal_error", "internal error")
     }
 
+    /// The answer to a request head the HTTP layer could not read, before any route is known:
+    /// 431 for one over `limits.max_header_bytes` or with too many header fields, else 400
+    /// (a malformed request line or header, an absolute-form target, conflicting
+    /// `Content-Length` values).
+    pub fn unreadable_head(why: UnreadableHead) -> Self {
+        match why {
+            UnreadableHead::TooLarge => Self::from_status(431),
+            UnreadableHead::Malformed => Self::bad_request(
+                "malformed_request",
+                "the request line or headers could not be parsed",
+            ),
+        }
+    }
+
     /// A generic envelope for a bare status code.
     pub fn from_status(status: u16) -> Self {
         match status {
@@ -240,5 +263,19 @@ mod tests {
         );
         let aci = ApiError::aci_unauthorized("credential_required", "no");
         assert_eq!((aci.status, aci.kind.as_str()), (401, "unauthorized"));
+    }
+
+    #[test]
+    fn an_unreadable_head_is_too_large_or_malformed() {
+        let large = ApiError::unreadable_head(UnreadableHead::TooLarge);
+        assert_eq!((large.status, large.code), (431, "headers_too_large"));
+        assert_eq!(
+            large,
+            ApiError::from_status(431),
+            "as signet's own head check"
+        );
+        let bad = ApiError::unreadable_head(UnreadableHead::Malformed);
+        assert_eq!((bad.status, bad.code), (400, "malformed_request"));
+        assert_eq!(bad.kind, ErrorType::InvalidRequest);
     }
 }

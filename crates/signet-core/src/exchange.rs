@@ -543,6 +543,18 @@ impl Exchange {
         self.fits_retry_buffer
     }
 
+    /// Bytes of request body this exchange makes signet hold in memory: the body kept to be
+    /// checked and signed, and its copy in Pingora's retry buffer when it is replayed from
+    /// there. Held until the exchange ends; bounded overall by `limits.body_memory_total`.
+    pub fn held_request_bytes(&self) -> usize {
+        let held = self.request.as_ref().map_or(0, RequestCapture::held_bytes);
+        if self.fits_retry_buffer {
+            held.saturating_mul(2)
+        } else {
+            held
+        }
+    }
+
     /// Whether a client that closes its connection before the response is complete may be
     /// let finish: only a stream (OpenAI SDKs close as soon as they have read
     /// `data: [DONE]`, sometimes before the upstream's end-of-body arrives). A non-streamed

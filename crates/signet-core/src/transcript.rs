@@ -86,6 +86,17 @@ impl RequestCapture {
         }
     }
 
+    /// Bytes of the body held in memory (none for an opaque body, which only passes).
+    pub fn held_bytes(&self) -> usize {
+        if self.opaque {
+            return 0;
+        }
+        match &self.complete {
+            Some((body, _)) => body.len(),
+            None => self.held.len(),
+        }
+    }
+
     /// The request's `stream` field, once the body is complete (`None` if absent or not a
     /// boolean).
     pub fn stream(&self) -> Option<bool> {
