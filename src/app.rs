@@ -94,6 +94,13 @@ pub fn verify(args: VerifyArgs) -> ExitCode {
         }
     };
     let checklist = runtime.block_on(signet_verify::run(&options));
+    print_verdict(&checklist, json)
+}
+
+/// `--at`: Unix seconds or RFC 3339.
+/// Prints a verifier's checklist (JSON or the readable form) and turns its verdict into the
+/// process's exit code: `signet verify` and `verify-receipt` answer scripts the same way.
+fn print_verdict(checklist: &signet_verify::Checklist, json: bool) -> ExitCode {
     if json {
         println!("{}", checklist.to_json());
     } else {
@@ -106,7 +113,6 @@ pub fn verify(args: VerifyArgs) -> ExitCode {
     }
 }
 
-/// `--at`: Unix seconds or RFC 3339.
 fn parse_at(text: Option<&str>) -> Result<Option<u64>, String> {
     text.map(|t| {
         t.parse::<u64>()
@@ -234,16 +240,7 @@ pub fn verify_receipt(args: VerifyReceiptArgs) -> ExitCode {
             expect_provenance: provenance_expectations(args.provenance),
         },
     );
-    if args.json {
-        println!("{}", checklist.to_json());
-    } else {
-        print!("{}", checklist.render());
-    }
-    if checklist.passed() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    print_verdict(&checklist, args.json)
 }
 
 /// `signet gpu-evidence`: the NVML path on this machine, end to end, printed.
