@@ -20,6 +20,7 @@ use pingora_core::services::background::{BackgroundService, background_service};
 use signet_attest::nras_payload;
 use signet_attest::nvml::{DriverEvidence, GpuDriver, NvmlDriver};
 use signet_attest::{Attestor, SignerIdentity};
+use signet_core::e2ee::E2eeService;
 use signet_core::ids::Nonce;
 use signet_core::signing::Signer;
 use signet_core::signing::ed25519::Ed25519Signer;
@@ -267,7 +268,10 @@ fn start(args: ServeArgs) -> Result<ExitCode, StartError> {
     let (notary, shared) = build_notary(&settings, signer)?;
     let (attestor, tls_spki) = build_attestor(&settings, &notary)?;
     let attestor = Arc::new(attestor);
-    let aci = build_aci(&settings, tls_spki, started)?;
+    let e2ee = build_e2ee();
+    let aci = build_aci(&settings, tls_spki, started)?
+        .with_e2ee_keys(e2ee.keyset_entries())
+        .map_err(|e| StartError::Aci(e.to_string()))?;
     if let Some(warning) = crate::hardening::ensure_descriptors(settings.limits.max_connections) {
         warn!("{warning}");
     }
@@ -277,13 +281,8 @@ fn start(args: ServeArgs) -> Result<ExitCode, StartError> {
         settings.upstream_timeouts,
     )?;
     log_start(&settings, &notary, server.threads);
-    let gateway = Arc::new(Gateway::new(
-        settings,
-        notary,
-        attestor.clone(),
-        aci,
-        upstreams,
-    ));
+    let gateway =
+        Arc::new(Gateway::new(settings, notary, attestor.clone(), aci, upstreams).with_e2ee(e2ee));
 
     write_pid_file(&opt, &server);
     let mut pingora = Server::new_with_opt_and_conf(opt, server);
@@ -336,6 +335,23 @@ fn build_attestor(
         );
     }
     Ok((attestor, tls_spki))
+}
+
+/// Most E2EE v2 nonces remembered at once (each for 601 s): about 830 E2EE requests a
+/// second sustained; past it new E2EE requests are refused as replays until nonces expire.
+const E2EE_REPLAY_CAPACITY: usize = 500_000;
+
+/// The E2EE v2 keys, one per suite, drawn at start: a role of their own (never the
+/// receipt key, never the signing key), published in the ACI keyset.
+fn build_e2ee() -> Arc<E2eeService> {
+    let e2ee = E2eeService::generate(E2EE_REPLAY_CAPACITY);
+    for entry in e2ee.keyset_entries() {
+        info!(
+            "E2EE v2 key {} ({}): {}",
+            entry.key_id, entry.algo, entry.public_key
+        );
+    }
+    Arc::new(e2ee)
 }
 
 /// The ACI service: the workload keyset (a receipt key of its own, the TLS key), its

@@ -19,6 +19,7 @@ use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use signet_core::aci::store::ReceiptTicket;
+use signet_core::e2ee;
 use signet_core::error::ApiError;
 use signet_core::exchange::{
     AttemptError, BodyStep, ClientState, End, Exchange, Failure, HeadDecision, HttpVersion,
@@ -113,7 +114,32 @@ fn request_facts<'a>(
             .get(inband::REQUEST_HEADER)
             .map(|v| v.as_bytes()),
         request_id,
+        e2ee: e2ee_facts(&header.headers),
+        now_unix: crate::config::unix_now(),
     }
+}
+
+/// The E2EE v2 request headers, as facts.
+fn e2ee_facts(headers: &http::HeaderMap) -> e2ee::RequestHeaders<'_> {
+    let get = |name: &str| headers.get(name).map(|v| v.as_bytes());
+    e2ee::RequestHeaders {
+        version: get(e2ee::headers::VERSION),
+        client_pub_key: get(e2ee::headers::CLIENT_PUB_KEY),
+        model_pub_key: get(e2ee::headers::MODEL_PUB_KEY),
+        nonce: get(e2ee::headers::NONCE),
+        timestamp: get(e2ee::headers::TIMESTAMP),
+        signing_algo: get(e2ee::headers::SIGNING_ALGO),
+    }
+}
+
+/// An E2EE request goes upstream decrypted: its length is the restored body's, and the
+/// protocol's headers stay with signet.
+fn prepare_e2ee_request(upstream_request: &mut RequestHeader, forwarded: usize) -> Result<()> {
+    for name in e2ee::headers::REQUEST {
+        upstream_request.remove_header(name);
+    }
+    upstream_request.remove_header(&http::header::TRANSFER_ENCODING);
+    upstream_request.insert_header(http::header::CONTENT_LENGTH, forwarded)
 }
 
 /// What a Pingora error was, as the exchange's rules see it.
@@ -228,6 +254,19 @@ fn apply_edits(
     }
     if let Some(id) = edits.completion_id {
         response.insert_header(inband::headers::COMPLETION_ID, id)?;
+    }
+    // An upstream's E2EE hints never pass: only signet says what it encrypted.
+    for name in [
+        e2ee::headers::APPLIED,
+        e2ee::headers::VERSION,
+        e2ee::headers::ALGO,
+    ] {
+        response.remove_header(name);
+    }
+    if let Some(algo) = edits.e2ee_algo {
+        response.insert_header(e2ee::headers::APPLIED, "true")?;
+        response.insert_header(e2ee::headers::VERSION, e2ee::VERSION)?;
+        response.insert_header(e2ee::headers::ALGO, algo)?;
     }
     Ok(())
 }
@@ -563,7 +602,11 @@ impl ProxyHttp for SignetProxy {
             ctx.exchange.is_signed_route(),
             target,
             &ctx.request_id,
-        )
+        )?;
+        match ctx.exchange.forwarded_body() {
+            Some(body) => prepare_e2ee_request(upstream_request, body.len()),
+            None => Ok(()),
+        }
     }
 
     async fn request_body_filter(
@@ -694,6 +737,7 @@ impl ProxyHttp for SignetProxy {
                         pending,
                         &completed,
                         ctx.exchange.request_body().map(|b| b.as_ref()),
+                        ctx.exchange.restored_request(),
                         ctx.exchange.emitted_sha256(&completed),
                     );
                 }

@@ -15,7 +15,13 @@
 //! - **Retry**: a POST goes again only when the upstream (never the client) closed an idle
 //!   pooled connection without a byte of answer, and only once, on a fresh connection.
 //! - **Settle**: a signature stands only if every byte it covers reached the client's socket.
+//! - **E2EE v2**: a request that asks for it is checked with its head, read whole, its fields
+//!   decrypted before it goes upstream (the received bytes stay what the EIP-191 text
+//!   hashes); its answer's content fields are encrypted before they are hashed and sent.
 
+use crate::e2ee::fields::ResponseSealer;
+use crate::e2ee::stream::ResponseEncryptor;
+use crate::e2ee::{E2eeService, RequestHeaders as E2eeHeaders, Session as E2eeSession};
 use crate::error::ApiError;
 use crate::ids::CompletionId;
 use crate::inband::{self, InbandSignature};
@@ -56,6 +62,8 @@ pub struct ExchangePolicy {
     pub body_deadline: std::time::Duration,
     /// Which routes are signed, and how.
     pub routes: std::sync::Arc<RouteTable>,
+    /// The E2EE v2 keys and replay state (`None`: the service terminates no E2EE).
+    pub e2ee: Option<std::sync::Arc<E2eeService>>,
 }
 
 /// HTTP version of the client's request.
@@ -93,6 +101,10 @@ pub struct RequestHead<'a> {
     /// signet's own id for this request (a body without an id of its own is filed under
     /// `signet-<request id>`).
     pub request_id: &'a str,
+    /// The E2EE v2 request headers.
+    pub e2ee: E2eeHeaders<'a>,
+    /// The Unix time the head came (E2EE timestamps and replay window).
+    pub now_unix: u64,
 }
 
 /// A refusal: the envelope to answer with, and whether the connection must close (the body
@@ -165,6 +177,8 @@ pub struct ResponseEdits {
     pub request_id: bool,
     /// Add `x-signet-completion-id` with this id (a body that carries no id of its own).
     pub completion_id: Option<String>,
+    /// Add `X-E2EE-Applied: true`, `X-E2EE-Version: 2` and `X-E2EE-Algo` with this algo.
+    pub e2ee_algo: Option<&'static str>,
 }
 
 /// What the response body filter does after a chunk.
@@ -304,6 +318,17 @@ pub struct Exchange {
     response_midstate: Option<sha2::Sha256>,
     /// sha256 of every response body byte emitted once sealed, trailer included.
     emitted_sha256: Option<[u8; 32]>,
+    /// An E2EE v2 request: its session, its restored body, its answer's encryptor.
+    e2ee: Option<E2eeExchange>,
+}
+
+/// The E2EE side of one exchange.
+#[derive(Debug)]
+struct E2eeExchange {
+    session: E2eeSession,
+    /// The decrypted body as forwarded, its sha256 and its model.
+    restored: Option<(Bytes, [u8; 32], String)>,
+    encryptor: Option<ResponseEncryptor>,
 }
 
 /// The last few bytes of a body.
@@ -405,6 +430,7 @@ impl Exchange {
             client_left: false,
             response_midstate: None,
             emitted_sha256: None,
+            e2ee: None,
         }
     }
 
@@ -482,6 +508,19 @@ impl Exchange {
             ));
         }
         self.inband = inband::requested(head.inband);
+        match self.check_e2ee(head) {
+            Ok(Some(session)) => {
+                // The in-band JSON path sends the body it received: never a ciphertext.
+                self.inband = false;
+                self.e2ee = Some(E2eeExchange {
+                    session,
+                    restored: None,
+                    encryptor: None,
+                });
+            }
+            Ok(None) => {}
+            Err(error) => return HeadDecision::Refuse(self.refuse(error, true)),
+        }
         let fits_retry_buffer =
             !head.transfer_encoding && declared.is_some_and(|length| length <= PREREAD_LIMIT);
         self.fits_retry_buffer = fits_retry_buffer;
@@ -498,8 +537,9 @@ impl Exchange {
                 RequestCapture::opaque(limit)
             }
         });
-        // The in-band JSON path sends the request itself: it needs the whole body.
-        self.read_body_first = fits_retry_buffer || self.inband;
+        // The in-band JSON path sends the request itself: it needs the whole body; so does
+        // an E2EE request, decrypted whole before anything goes upstream.
+        self.read_body_first = fits_retry_buffer || self.inband || self.e2ee.is_some();
         HeadDecision::Admit {
             read_body_first: self.read_body_first,
         }
@@ -522,9 +562,74 @@ impl Exchange {
             return Ok(());
         };
         match capture.finish() {
-            Ok(_) => Ok(()),
+            Ok(complete) => self.restore_e2ee(&complete),
             Err(e) => Err(self.refuse(body_refusal(e), true)),
         }
+    }
+
+    /// Checks the E2EE headers of a signed request: a session when it asks for v2.
+    fn check_e2ee(&self, head: &RequestHead<'_>) -> Result<Option<E2eeSession>, ApiError> {
+        let Some(service) = &self.policy.e2ee else {
+            return if head.e2ee.any() {
+                Err(crate::e2ee::E2eeError::InvalidVersion.to_api_error())
+            } else {
+                Ok(None)
+            };
+        };
+        service
+            .check_request(&head.e2ee, head.path, head.now_unix)
+            .map_err(|e| e.to_api_error())
+    }
+
+    /// Decrypts an E2EE request's complete body (nothing when the request is not E2EE):
+    /// what goes upstream from now on.
+    fn restore_e2ee(&mut self, complete: &Bytes) -> Result<(), Refusal> {
+        let (Some(state), Some(service)) = (self.e2ee.as_mut(), self.policy.e2ee.as_ref()) else {
+            return Ok(());
+        };
+        if state.restored.is_some() {
+            return Ok(());
+        }
+        let restored = service
+            .restore_request(&state.session, complete)
+            .and_then(|body| {
+                let value: serde_json::Value = serde_json::from_slice(&body).map_err(|_| {
+                    crate::e2ee::E2eeError::DecryptionFailed("unreadable".to_owned())
+                })?;
+                let model = crate::e2ee::fields::request_model(&value)?;
+                Ok((body, model))
+            });
+        match restored {
+            Ok((body, model)) => {
+                let sha256: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&body).into();
+                state.restored = Some((Bytes::from(body), sha256, model));
+                Ok(())
+            }
+            Err(e) => Err(self.refuse(e.to_api_error(), true)),
+        }
+    }
+
+    /// The body as it goes upstream when it differs from the one received (an E2EE
+    /// request, decrypted): its length sets the upstream request's `Content-Length`.
+    pub fn forwarded_body(&self) -> Option<&Bytes> {
+        self.e2ee
+            .as_ref()
+            .and_then(|state| state.restored.as_ref())
+            .map(|(body, _, _)| body)
+    }
+
+    /// What ACI's `request.received` and `request.forwarded` cover, when it is not the
+    /// received body: an E2EE request's restored plaintext, and its sha256.
+    pub fn restored_request(&self) -> Option<(&[u8], [u8; 32])> {
+        self.e2ee
+            .as_ref()
+            .and_then(|state| state.restored.as_ref())
+            .map(|(body, sha256, _)| (body.as_ref(), *sha256))
+    }
+
+    /// Whether this is an E2EE v2 exchange.
+    pub fn is_e2ee(&self) -> bool {
+        self.e2ee.is_some()
     }
 
     /// The body could not be read up front.
@@ -627,11 +732,12 @@ impl Exchange {
             return Ok(chunk);
         }
         if let Some(complete) = capture.complete_body() {
-            return Ok(Some(if end_of_stream {
-                complete.clone()
-            } else {
-                Bytes::new()
-            }));
+            if !end_of_stream {
+                return Ok(Some(Bytes::new()));
+            }
+            let complete = complete.clone();
+            self.restore_e2ee(&complete)?;
+            return Ok(Some(self.forwarded_body().cloned().unwrap_or(complete)));
         }
         if let Some(chunk) = chunk
             && let Err(e) = capture.push(&chunk)
@@ -642,7 +748,10 @@ impl Exchange {
             return Ok(Some(Bytes::new()));
         }
         match capture.finish() {
-            Ok(complete) => Ok(Some(complete)),
+            Ok(complete) => {
+                self.restore_e2ee(&complete)?;
+                Ok(Some(self.forwarded_body().cloned().unwrap_or(complete)))
+            }
             Err(e) => Err(self.refuse(body_refusal(e), true)),
         }
     }
@@ -682,6 +791,23 @@ impl Exchange {
         }
         let kind = BodyKind::from_content_type(head.content_type);
         self.event_stream = kind == BodyKind::EventStream;
+        if let Some(state) = self.e2ee.as_mut()
+            && let Some((_, _, model)) = &state.restored
+        {
+            let sealer = ResponseSealer::new(state.session.clone(), model.clone());
+            state.encryptor = Some(ResponseEncryptor::new(sealer, self.event_stream));
+            edits.e2ee_algo = Some(state.session.suite.algo());
+            // Encrypted fields are longer than their plaintext: the upstream's length is
+            // wrong for what is sent.
+            if head.content_length {
+                edits.remove_content_length = true;
+                match head.client_version {
+                    HttpVersion::Http11 => edits.add_chunked = true,
+                    HttpVersion::Http10 => edits.close = true,
+                    HttpVersion::Http2 => {}
+                }
+            }
+        }
         if kind == BodyKind::EventStream {
             if self.inband {
                 self.inband_trailer = true;
@@ -721,6 +847,15 @@ impl Exchange {
         chunk: Option<&[u8]>,
         end_of_stream: bool,
     ) -> Option<Vec<u8>> {
+        if let Some(encryptor) = self.e2ee.as_mut().and_then(|s| s.encryptor.as_mut()) {
+            // E2EE: what is sent (and hashed) is the encrypted form. No in-band trailer
+            // guard is needed: in-band is off for E2EE requests.
+            let mut out = encryptor.push(chunk.unwrap_or_default());
+            if end_of_stream {
+                out.extend(encryptor.finish());
+            }
+            return Some(out);
+        }
         let guard = self.trailer_guard.as_mut()?;
         let mut out = guard.filter(chunk.unwrap_or_default());
         if end_of_stream {
@@ -775,6 +910,17 @@ impl Exchange {
             // The connection closed, but the stream never said it was done: a cut.
             self.completion_id = capture.id_so_far().cloned();
             self.unsigned = Some(UnsignedReason::UpstreamAbort);
+            return BodyStep::Continue;
+        }
+        if self
+            .e2ee
+            .as_ref()
+            .and_then(|s| s.encryptor.as_ref())
+            .is_some_and(ResponseEncryptor::failed)
+        {
+            // An error event replaced what could not be encrypted: not the answer.
+            self.completion_id = capture.id_so_far().cloned();
+            self.unsigned = Some(UnsignedReason::EncryptionFailed);
             return BodyStep::Continue;
         }
         let Some(request_sha256) = self.request_sha256() else {
@@ -1003,6 +1149,7 @@ mod tests {
             },
             body_deadline: std::time::Duration::from_secs(10),
             routes: std::sync::Arc::new(RouteTable::builtin()),
+            e2ee: None,
         }
     }
 
@@ -1018,6 +1165,8 @@ mod tests {
             authorized: true,
             inband: None,
             request_id: "0123456789abcdef0123456789abcdef",
+            e2ee: E2eeHeaders::default(),
+            now_unix: 1_750_000_000,
         }
     }
 
