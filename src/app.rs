@@ -21,6 +21,7 @@ use signet_attest::nras_payload;
 use signet_attest::nvml::{DriverEvidence, GpuDriver, NvmlDriver};
 use signet_attest::{Attestor, SignerIdentity};
 use signet_core::e2ee::E2eeService;
+use signet_core::e2ee::near::NearKeys;
 use signet_core::ids::Nonce;
 use signet_core::signing::Signer;
 use signet_core::signing::ed25519::Ed25519Signer;
@@ -268,7 +269,7 @@ fn start(args: ServeArgs) -> Result<ExitCode, StartError> {
     let (notary, shared) = build_notary(&settings, signer)?;
     let (attestor, tls_spki) = build_attestor(&settings, &notary)?;
     let attestor = Arc::new(attestor);
-    let e2ee = build_e2ee();
+    let e2ee = build_e2ee(&notary);
     let aci = build_aci(&settings, tls_spki, started)?
         .with_e2ee_keys(e2ee.keyset_entries())
         .map_err(|e| StartError::Aci(e.to_string()))?;
@@ -342,9 +343,11 @@ fn build_attestor(
 const E2EE_REPLAY_CAPACITY: usize = 500_000;
 
 /// The E2EE v2 keys, one per suite, drawn at start: a role of their own (never the
-/// receipt key, never the signing key), published in the ACI keyset.
-fn build_e2ee() -> Arc<E2eeService> {
-    let e2ee = E2eeService::generate(E2EE_REPLAY_CAPACITY);
+/// receipt key, never the signing key), published in the ACI keyset. NEAR's format, beside
+/// it, uses the legacy report's signing keys, as that format defines (docs/API.md §9.5).
+fn build_e2ee(notary: &Notary) -> Arc<E2eeService> {
+    let e2ee = E2eeService::generate(E2EE_REPLAY_CAPACITY)
+        .with_near_keys(NearKeys::from_signers(notary.signer(), notary.ed25519()));
     for entry in e2ee.keyset_entries() {
         info!(
             "E2EE v2 key {} ({}): {}",

@@ -129,6 +129,7 @@ fn e2ee_facts(headers: &http::HeaderMap) -> e2ee::RequestHeaders<'_> {
         nonce: get(e2ee::headers::NONCE),
         timestamp: get(e2ee::headers::TIMESTAMP),
         signing_algo: get(e2ee::headers::SIGNING_ALGO),
+        encryption_version: get(e2ee::headers::ENCRYPTION_VERSION),
     }
 }
 
@@ -265,8 +266,10 @@ fn apply_edits(
     }
     if let Some(algo) = edits.e2ee_algo {
         response.insert_header(e2ee::headers::APPLIED, "true")?;
-        response.insert_header(e2ee::headers::VERSION, e2ee::VERSION)?;
         response.insert_header(e2ee::headers::ALGO, algo)?;
+    }
+    if let Some(version) = edits.e2ee_version {
+        response.insert_header(e2ee::headers::VERSION, version)?;
     }
     Ok(())
 }

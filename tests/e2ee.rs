@@ -362,3 +362,165 @@ async fn every_faulty_e2ee_request_is_refused_with_its_spec_error_before_the_ups
     // Only the one good request reached the upstream.
     assert_eq!(upstream.seen().await.len(), before + 1);
 }
+
+/// The legacy report's key for `algo` (what NEAR's format encrypts to).
+async fn report_key(gateway: &Gateway, algo: &str) -> String {
+    let reply = request(
+        gateway.addr,
+        "GET",
+        &format!("/v1/attestation/report?signing_algo={algo}"),
+        &[],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    reply.json()["signing_public_key"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn nears_format_round_trips_in_both_suites_streamed_and_buffered() {
+    use signet_core::e2ee::near::{NearClient, NearSuite};
+    let upstream = Upstream::start();
+    let gateway = Gateway::start(&upstream.url());
+    let address = gateway.signing_address().await;
+    for suite in [NearSuite::Ecdsa, NearSuite::Ed25519] {
+        let service_key = report_key(&gateway, suite.name()).await;
+        for stream in [false, true] {
+            let label = format!("{suite:?} stream={stream}");
+            let id = format!("near-{}-{stream}", suite.name());
+            let plain_reply = gateway
+                .post(
+                    "/v1/chat/completions",
+                    &[("x-mock-id", &format!("{id}-plain"))],
+                    &serde_json::to_vec(&plain_chat(stream)).unwrap(),
+                )
+                .await;
+            let client = NearClient::generate(suite);
+            let mut body = plain_chat(stream);
+            for m in 0..2 {
+                let text = body["messages"][m]["content"].as_str().unwrap().to_owned();
+                body["messages"][m]["content"] = Value::String(
+                    client
+                        .seal_to_service(&service_key, text.as_bytes())
+                        .unwrap(),
+                );
+            }
+            let body = serde_json::to_vec(&body).unwrap();
+            let mut headers = vec![
+                ("x-signing-algo".to_owned(), suite.name().to_owned()),
+                ("x-client-pub-key".to_owned(), client.public_key_hex()),
+                ("x-mock-id".to_owned(), id.clone()),
+            ];
+            if suite == NearSuite::Ed25519 {
+                headers.push(("x-encryption-version".to_owned(), "2".to_owned()));
+            }
+            let reply = post(&gateway, "/v1/chat/completions", &headers, &body).await;
+            assert_eq!(
+                reply.status,
+                200,
+                "{label}: {}",
+                String::from_utf8_lossy(&reply.body)
+            );
+            assert_eq!(header(&reply, "x-e2ee-applied"), Some("true"));
+            assert_eq!(header(&reply, "x-e2ee-algo"), Some(suite.name()));
+            assert_eq!(header(&reply, "x-e2ee-version"), None);
+            let restored = serde_json::to_vec(&plain_chat(stream)).unwrap();
+            let seen = upstream.seen().await;
+            assert_eq!(seen.last().unwrap()["body_sha256"], sha256_hex(&restored));
+            let open = |hex: &str| String::from_utf8(client.open(hex).expect("opens")).unwrap();
+            let (content, expected) = if stream {
+                let mut content = String::new();
+                for line in std::str::from_utf8(&reply.body).unwrap().lines() {
+                    let Some(data) = line.strip_prefix("data: ").filter(|d| *d != "[DONE]") else {
+                        continue;
+                    };
+                    let event: Value = serde_json::from_str(data).unwrap();
+                    if let Some(piece) = event["choices"][0]["delta"]["content"].as_str() {
+                        content.push_str(&open(piece));
+                    }
+                }
+                let client_plain = Client {
+                    secret: SecretKey::generate(Suite::X25519),
+                    service: SecretKey::generate(Suite::X25519).public_key(),
+                    nonce: String::new(),
+                    ts: "0".into(),
+                };
+                (
+                    content,
+                    stream_content(&client_plain, &plain_reply.body, false),
+                )
+            } else {
+                (
+                    open(
+                        reply.json()["choices"][0]["message"]["content"]
+                            .as_str()
+                            .unwrap(),
+                    ),
+                    plain_reply.json()["choices"][0]["message"]["content"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                )
+            };
+            assert!(!expected.is_empty());
+            assert_eq!(content, expected, "{label}");
+            let signature = gateway.signature(&id).await;
+            assert_receipt(&signature.json(), &body, &reply.body, &address);
+        }
+    }
+    // Its faults: ed25519 unversioned, a field that does not open, a key of another service.
+    let before = upstream.seen().await.len();
+    let client = NearClient::generate(NearSuite::Ed25519);
+    let ed_key = report_key(&gateway, "ed25519").await;
+    let good = client.seal_to_service(&ed_key, b"hi").unwrap();
+    let body = |content: &str| {
+        serde_json::to_vec(
+            &json!({"model": "m", "messages": [{"role": "user", "content": content}]}),
+        )
+        .unwrap()
+    };
+    let pubkey = client.public_key_hex();
+    type Case<'a> = (Vec<(String, String)>, Vec<u8>, &'a str);
+    let cases: Vec<Case<'_>> = vec![
+        (
+            vec![
+                ("x-signing-algo".into(), "ed25519".into()),
+                ("x-client-pub-key".into(), pubkey.clone()),
+            ],
+            body(&good),
+            "e2ee_invalid_version",
+        ),
+        (
+            vec![
+                ("x-signing-algo".into(), "ed25519".into()),
+                ("x-client-pub-key".into(), pubkey.clone()),
+                ("x-encryption-version".into(), "2".into()),
+            ],
+            body("deadbeef"),
+            "e2ee_decryption_failed",
+        ),
+        (
+            vec![
+                ("x-signing-algo".into(), "ed25519".into()),
+                ("x-client-pub-key".into(), pubkey.clone()),
+                ("x-encryption-version".into(), "2".into()),
+                ("x-model-pub-key".into(), "ab".repeat(32)),
+            ],
+            body(&good),
+            "e2ee_model_key_mismatch",
+        ),
+        (
+            vec![("x-client-pub-key".into(), pubkey.clone())],
+            body(&good),
+            "e2ee_header_missing",
+        ),
+    ];
+    for (headers, body, code) in cases {
+        let reply = post(&gateway, "/v1/chat/completions", &headers, &body).await;
+        reply.assert_envelope(400, code);
+    }
+    assert_eq!(upstream.seen().await.len(), before);
+}

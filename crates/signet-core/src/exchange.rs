@@ -21,7 +21,7 @@
 
 use crate::e2ee::fields::ResponseSealer;
 use crate::e2ee::stream::ResponseEncryptor;
-use crate::e2ee::{E2eeService, RequestHeaders as E2eeHeaders, Session as E2eeSession};
+use crate::e2ee::{E2eeService, Negotiated, RequestHeaders as E2eeHeaders};
 use crate::error::ApiError;
 use crate::ids::CompletionId;
 use crate::inband::{self, InbandSignature};
@@ -177,8 +177,10 @@ pub struct ResponseEdits {
     pub request_id: bool,
     /// Add `x-signet-completion-id` with this id (a body that carries no id of its own).
     pub completion_id: Option<String>,
-    /// Add `X-E2EE-Applied: true`, `X-E2EE-Version: 2` and `X-E2EE-Algo` with this algo.
+    /// Add `X-E2EE-Applied: true` and `X-E2EE-Algo` with this algo.
     pub e2ee_algo: Option<&'static str>,
+    /// Add `X-E2EE-Version` with this version (ACI E2EE v2: `2`).
+    pub e2ee_version: Option<&'static str>,
 }
 
 /// What the response body filter does after a chunk.
@@ -325,7 +327,7 @@ pub struct Exchange {
 /// The E2EE side of one exchange.
 #[derive(Debug)]
 struct E2eeExchange {
-    session: E2eeSession,
+    session: Negotiated,
     /// The decrypted body as forwarded, its sha256 and its model.
     restored: Option<(Bytes, [u8; 32], String)>,
     encryptor: Option<ResponseEncryptor>,
@@ -568,7 +570,7 @@ impl Exchange {
     }
 
     /// Checks the E2EE headers of a signed request: a session when it asks for v2.
-    fn check_e2ee(&self, head: &RequestHead<'_>) -> Result<Option<E2eeSession>, ApiError> {
+    fn check_e2ee(&self, head: &RequestHead<'_>) -> Result<Option<Negotiated>, ApiError> {
         let Some(service) = &self.policy.e2ee else {
             return if head.e2ee.any() {
                 Err(crate::e2ee::E2eeError::InvalidVersion.to_api_error())
@@ -590,16 +592,7 @@ impl Exchange {
         if state.restored.is_some() {
             return Ok(());
         }
-        let restored = service
-            .restore_request(&state.session, complete)
-            .and_then(|body| {
-                let value: serde_json::Value = serde_json::from_slice(&body).map_err(|_| {
-                    crate::e2ee::E2eeError::DecryptionFailed("unreadable".to_owned())
-                })?;
-                let model = crate::e2ee::fields::request_model(&value)?;
-                Ok((body, model))
-            });
-        match restored {
+        match service.restore_request(&state.session, complete) {
             Ok((body, model)) => {
                 let sha256: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&body).into();
                 state.restored = Some((Bytes::from(body), sha256, model));
@@ -796,7 +789,8 @@ impl Exchange {
         {
             let sealer = ResponseSealer::new(state.session.clone(), model.clone());
             state.encryptor = Some(ResponseEncryptor::new(sealer, self.event_stream));
-            edits.e2ee_algo = Some(state.session.suite.algo());
+            edits.e2ee_algo = Some(state.session.algo());
+            edits.e2ee_version = state.session.version();
             // Encrypted fields are longer than their plaintext: the upstream's length is
             // wrong for what is sent.
             if head.content_length {

@@ -8,11 +8,15 @@
 //! to encrypt one field learns it instead of leaking it.
 
 use super::crypto::{self, SecretKey};
-use super::{E2eeError, Endpoint, Session, request_aad, response_aad};
+use super::near::{self, NearKeys, NearSession};
+use super::{E2eeError, Endpoint, Negotiated, Session, request_aad, response_aad};
 use serde_json::{Map, Value};
 
-/// Opens one request field at `field`.
-fn open_field(
+/// Opens one field: its path and its ciphertext in, its plaintext out.
+type Opener<'a> = dyn Fn(&str, &str) -> Result<String, E2eeError> + 'a;
+
+/// Opens one ACI request field at `field`.
+fn open_aci_field(
     session: &Session,
     secret: &SecretKey,
     model: &str,
@@ -28,6 +32,10 @@ fn open_field(
     );
     let plaintext = crypto::open(secret, ciphertext, &aad)
         .map_err(|_| E2eeError::DecryptionFailed(format!("{field} does not decrypt")))?;
+    utf8(field, plaintext)
+}
+
+fn utf8(field: &str, plaintext: Vec<u8>) -> Result<String, E2eeError> {
     String::from_utf8(plaintext)
         .map_err(|_| E2eeError::DecryptionFailed(format!("{field} is not UTF-8 once decrypted")))
 }
@@ -35,9 +43,7 @@ fn open_field(
 /// Opens the string at `slot` in place, if it is a non-empty string: whether it was one.
 fn open_in_place(
     slot: Option<&mut Value>,
-    session: &Session,
-    secret: &SecretKey,
-    model: &str,
+    open: &Opener<'_>,
     field: &str,
 ) -> Result<bool, E2eeError> {
     let Some(Value::String(text)) = slot else {
@@ -46,7 +52,7 @@ fn open_in_place(
     if text.is_empty() {
         return Ok(false);
     }
-    *text = open_field(session, secret, model, field, text)?;
+    *text = open(field, text)?;
     Ok(true)
 }
 
@@ -54,37 +60,22 @@ fn open_in_place(
 fn open_prompt(
     object: &mut Map<String, Value>,
     name: &str,
-    session: &Session,
-    secret: &SecretKey,
-    model: &str,
+    open: &Opener<'_>,
 ) -> Result<usize, E2eeError> {
     match object.get_mut(name) {
         Some(Value::Array(items)) => {
             let mut opened = 0;
             for (i, item) in items.iter_mut().enumerate() {
-                opened += usize::from(open_in_place(
-                    Some(item),
-                    session,
-                    secret,
-                    model,
-                    &format!("{name}.{i}"),
-                )?);
+                opened += usize::from(open_in_place(Some(item), open, &format!("{name}.{i}"))?);
             }
             Ok(opened)
         }
-        slot => Ok(usize::from(open_in_place(
-            slot, session, secret, model, name,
-        )?)),
+        slot => Ok(usize::from(open_in_place(slot, open, name)?)),
     }
 }
 
 /// Opens the messages of a chat request.
-fn open_messages(
-    object: &mut Map<String, Value>,
-    session: &Session,
-    secret: &SecretKey,
-    model: &str,
-) -> Result<usize, E2eeError> {
+fn open_messages(object: &mut Map<String, Value>, open: &Opener<'_>) -> Result<usize, E2eeError> {
     let Some(Value::Array(messages)) = object.get_mut("messages") else {
         return Ok(0);
     };
@@ -96,7 +87,7 @@ fn open_messages(
         match content {
             Value::String(text) if !text.is_empty() => {
                 let field = format!("messages.{m}.content");
-                let plaintext = open_field(session, secret, model, &field, text)?;
+                let plaintext = open(&field, text)?;
                 // A whole structured content array was serialized and encrypted as one.
                 *content = match serde_json::from_str::<Value>(&plaintext) {
                     Ok(array @ Value::Array(_)) => array,
@@ -109,23 +100,17 @@ fn open_messages(
                     let base = format!("messages.{m}.content.{c}");
                     opened += usize::from(open_in_place(
                         part.get_mut("text"),
-                        session,
-                        secret,
-                        model,
+                        open,
                         &format!("{base}.text"),
                     )?);
                     opened += usize::from(open_in_place(
                         part.get_mut("image_url").and_then(|p| p.get_mut("url")),
-                        session,
-                        secret,
-                        model,
+                        open,
                         &format!("{base}.image_url.url"),
                     )?);
                     opened += usize::from(open_in_place(
                         part.get_mut("input_audio").and_then(|p| p.get_mut("data")),
-                        session,
-                        secret,
-                        model,
+                        open,
                         &format!("{base}.input_audio.data"),
                     )?);
                 }
@@ -145,27 +130,21 @@ pub fn request_model(value: &Value) -> Result<String, E2eeError> {
         .ok_or(E2eeError::InvalidPayloadModel)
 }
 
-/// Decrypts every encrypted field of a v2 request body: the restored body, compactly
-/// serialized (what is forwarded, and what ACI's `request.received` covers).
-pub fn restore_request(
-    session: &Session,
-    secret: &SecretKey,
-    body: &[u8],
-) -> Result<Vec<u8>, E2eeError> {
-    let mut value: Value = serde_json::from_slice(body)
-        .map_err(|_| E2eeError::DecryptionFailed("the request body is not JSON".to_owned()))?;
-    let model = request_model(&value)?;
+/// Opens every encrypted field of a body (at least one), and serializes it compactly.
+fn restore(mut value: Value, endpoint: Endpoint, open: &Opener<'_>) -> Result<Vec<u8>, E2eeError> {
     let Some(object) = value.as_object_mut() else {
-        return Err(E2eeError::InvalidPayloadModel);
+        return Err(E2eeError::DecryptionFailed(
+            "the request body is not a JSON object".to_owned(),
+        ));
     };
-    let opened = match session.endpoint {
-        Endpoint::Chat => open_messages(object, session, secret, &model)?,
-        Endpoint::Completions => open_prompt(object, "prompt", session, secret, &model)?,
-        Endpoint::Embeddings => open_prompt(object, "input", session, secret, &model)?,
+    let opened = match endpoint {
+        Endpoint::Chat => open_messages(object, open)?,
+        Endpoint::Completions => open_prompt(object, "prompt", open)?,
+        Endpoint::Embeddings => open_prompt(object, "input", open)?,
     };
     if opened == 0 {
         return Err(E2eeError::DecryptionFailed(
-            "an E2EE v2 request must carry at least one encrypted field".to_owned(),
+            "an E2EE request must carry at least one encrypted field".to_owned(),
         ));
     }
     serde_json::to_vec(&value).map_err(|_| {
@@ -173,22 +152,70 @@ pub fn restore_request(
     })
 }
 
+fn parse(body: &[u8]) -> Result<Value, E2eeError> {
+    serde_json::from_slice(body)
+        .map_err(|_| E2eeError::DecryptionFailed("the request body is not JSON".to_owned()))
+}
+
+/// Decrypts every encrypted field of a v2 request body: the restored body, compactly
+/// serialized (what is forwarded, and what ACI's `request.received` covers), and its model.
+pub fn restore_request(
+    session: &Session,
+    secret: &SecretKey,
+    body: &[u8],
+) -> Result<(Vec<u8>, String), E2eeError> {
+    let value = parse(body)?;
+    let model = request_model(&value)?;
+    let open =
+        |field: &str, ciphertext: &str| open_aci_field(session, secret, &model, field, ciphertext);
+    Ok((restore(value, session.endpoint, &open)?, model))
+}
+
+/// Decrypts every encrypted field of a NEAR-format request body (the same locations; no
+/// AAD, so a field's path plays no part in opening it).
+pub fn restore_near_request(
+    session: &NearSession,
+    keys: &NearKeys,
+    body: &[u8],
+) -> Result<(Vec<u8>, String), E2eeError> {
+    let value = parse(body)?;
+    let model = request_model(&value).unwrap_or_default();
+    let open = |field: &str, ciphertext: &str| {
+        let plaintext = near::open(keys, session, ciphertext)
+            .map_err(|_| E2eeError::DecryptionFailed(format!("{field} does not decrypt")))?;
+        utf8(field, plaintext)
+    };
+    Ok((restore(value, session.endpoint, &open)?, model))
+}
+
 /// Seals a response's content fields to the client (one JSON answer, or one event's data).
 #[derive(Debug, Clone)]
 pub struct ResponseSealer {
-    session: Session,
+    negotiated: Negotiated,
     model: String,
 }
 
 impl ResponseSealer {
-    /// A sealer for the answer to `session`'s request, whose model was `model`.
-    pub fn new(session: Session, model: String) -> Self {
-        Self { session, model }
+    /// A sealer for the answer to a request in `negotiated`, whose model was `model`.
+    pub fn new(negotiated: Negotiated, model: String) -> Self {
+        Self { negotiated, model }
     }
 
-    /// The session.
-    pub fn session(&self) -> &Session {
-        &self.session
+    fn seal_text(&self, id: &str, field: &str, plaintext: &[u8]) -> String {
+        match &self.negotiated {
+            Negotiated::Aci(session) => {
+                let aad = response_aad(
+                    session.suite.algo(),
+                    &self.model,
+                    id,
+                    field,
+                    &session.nonce,
+                    session.timestamp,
+                );
+                crypto::seal(&session.client_key, plaintext, &aad)
+            }
+            Negotiated::Near(session) => near::seal(session, plaintext),
+        }
     }
 
     fn seal_slot(&self, slot: Option<&mut Value>, id: &str, field: &str) {
@@ -201,19 +228,7 @@ impl ResponseSealer {
             // Structured values (an embedding vector) are sealed as their compact JSON.
             other => other.to_string(),
         };
-        let aad = response_aad(
-            self.session.suite.algo(),
-            &self.model,
-            id,
-            field,
-            &self.session.nonce,
-            self.session.timestamp,
-        );
-        *value = Value::String(crypto::seal(
-            &self.session.client_key,
-            plaintext.as_bytes(),
-            &aad,
-        ));
+        *value = Value::String(self.seal_text(id, field, plaintext.as_bytes()));
     }
 
     /// Seals the content fields of `value` in place: a buffered answer, or (`streaming`)
@@ -224,7 +239,7 @@ impl ResponseSealer {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
-        let (list, names): (&str, &[&str]) = match (self.session.endpoint, streaming) {
+        let (list, names): (&str, &[&str]) = match (self.negotiated.endpoint(), streaming) {
             (Endpoint::Chat, false) => (
                 "choices",
                 &[

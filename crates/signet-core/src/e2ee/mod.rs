@@ -1,4 +1,5 @@
-//! End-to-end encryption of prompts and completions: ACI's E2EE v2 (refs: e2ee-v2.md).
+//! End-to-end encryption of prompts and completions: ACI's E2EE v2 (refs: e2ee-v2.md), and
+//! NEAR AI's wire format ([`near`]) beside it.
 //! The client encrypts the content fields of its request to a service key the attested
 //! keyset binds; signet decrypts them before forwarding, and encrypts the content fields of
 //! the answer (a JSON body, or each SSE `data:` event as it passes) to the client's key.
@@ -11,6 +12,7 @@
 
 pub mod crypto;
 pub mod fields;
+pub mod near;
 pub mod replay;
 pub mod stream;
 
@@ -44,14 +46,24 @@ pub mod headers {
     pub const NONCE: &str = "x-e2ee-nonce";
     /// `X-E2EE-Timestamp`.
     pub const TIMESTAMP: &str = "x-e2ee-timestamp";
-    /// `X-Signing-Algo` (the legacy path: never with v2).
+    /// `X-Signing-Algo` (NEAR's format: never with v2).
     pub const SIGNING_ALGO: &str = "x-signing-algo";
+    /// `X-Encryption-Version` (NEAR's format).
+    pub const ENCRYPTION_VERSION: &str = "x-encryption-version";
     /// `X-E2EE-Applied` (response).
     pub const APPLIED: &str = "x-e2ee-applied";
     /// `X-E2EE-Algo` (response).
     pub const ALGO: &str = "x-e2ee-algo";
-    /// The request headers of the protocol, removed before the request goes upstream.
-    pub const REQUEST: [&str; 5] = [VERSION, CLIENT_PUB_KEY, MODEL_PUB_KEY, NONCE, TIMESTAMP];
+    /// The request headers of both formats, removed before the request goes upstream.
+    pub const REQUEST: [&str; 7] = [
+        VERSION,
+        CLIENT_PUB_KEY,
+        MODEL_PUB_KEY,
+        NONCE,
+        TIMESTAMP,
+        SIGNING_ALGO,
+        ENCRYPTION_VERSION,
+    ];
 }
 
 /// What is wrong with an E2EE request: one variant per spec error type (§9).
@@ -152,15 +164,58 @@ pub struct RequestHeaders<'a> {
     pub timestamp: Option<&'a [u8]>,
     /// `X-Signing-Algo`.
     pub signing_algo: Option<&'a [u8]>,
+    /// `X-Encryption-Version`.
+    pub encryption_version: Option<&'a [u8]>,
 }
 
 impl RequestHeaders<'_> {
-    /// Whether the request asks for E2EE v2 at all (any of its own headers).
+    /// Whether the request asks for ACI E2EE v2 (any header only v2 has).
+    fn aci(&self) -> bool {
+        self.version.is_some() || self.nonce.is_some() || self.timestamp.is_some()
+    }
+
+    /// Whether the request asks for end-to-end encryption in either format. A lone
+    /// `X-Signing-Algo` does not (clients send it for signatures alone).
     pub fn any(&self) -> bool {
-        self.version.is_some()
+        self.aci()
+            || self.client_pub_key.is_some()
             || self.model_pub_key.is_some()
-            || self.nonce.is_some()
-            || self.timestamp.is_some()
+            || self.encryption_version.is_some()
+    }
+}
+
+/// The format a request was encrypted in, checked.
+#[derive(Debug, Clone)]
+pub enum Negotiated {
+    /// ACI E2EE v2.
+    Aci(Session),
+    /// NEAR's format.
+    Near(near::NearSession),
+}
+
+impl Negotiated {
+    /// `X-E2EE-Algo` on the answer.
+    pub fn algo(&self) -> &'static str {
+        match self {
+            Negotiated::Aci(session) => session.suite.algo(),
+            Negotiated::Near(session) => session.suite.name(),
+        }
+    }
+
+    /// `X-E2EE-Version` on the answer (NEAR's format has none).
+    pub fn version(&self) -> Option<&'static str> {
+        match self {
+            Negotiated::Aci(_) => Some(VERSION),
+            Negotiated::Near(_) => None,
+        }
+    }
+
+    /// Which fields.
+    pub fn endpoint(&self) -> Endpoint {
+        match self {
+            Negotiated::Aci(session) => session.endpoint,
+            Negotiated::Near(session) => session.endpoint,
+        }
     }
 }
 
@@ -181,11 +236,13 @@ pub struct Session {
     pub endpoint: Endpoint,
 }
 
-/// The service's side: its E2EE keys (one per suite) and the replay state.
+/// The service's side: its E2EE keys (one per suite) and the replay state; NEAR's format
+/// with the signing keys when enabled.
 #[derive(Debug)]
 pub struct E2eeService {
     keys: Vec<(String, SecretKey)>,
     replay: replay::ReplayCache,
+    near: Option<near::NearKeys>,
 }
 
 impl E2eeService {
@@ -215,7 +272,14 @@ impl E2eeService {
         Self {
             keys,
             replay: replay::ReplayCache::new(replay_capacity),
+            near: None,
         }
+    }
+
+    /// Also terminates NEAR's format, with the legacy report's signing keys.
+    pub fn with_near_keys(mut self, keys: near::NearKeys) -> Self {
+        self.near = Some(keys);
+        self
     }
 
     /// The keyset's `e2ee_public_keys` entries.
@@ -238,23 +302,53 @@ impl E2eeService {
     }
 
     /// Checks a request's E2EE headers at `now` (Unix seconds): `Ok(None)` when the request
-    /// does not ask for v2, the session when it does and every check passes (its nonce is
-    /// then spent). `path` decides the fields.
+    /// asks for no E2EE, the format and its session when it does and every check passes
+    /// (an ACI nonce is then spent). `path` decides the fields.
     pub fn check_request(
         &self,
         headers: &RequestHeaders<'_>,
         path: &str,
         now: u64,
-    ) -> Result<Option<Session>, E2eeError> {
+    ) -> Result<Option<Negotiated>, E2eeError> {
         if !headers.any() {
             return Ok(None);
         }
-        let text = |value: Option<&[u8]>, name: &'static str| -> Result<String, E2eeError> {
-            let value = value.ok_or(E2eeError::HeaderMissing(name))?;
-            std::str::from_utf8(value)
-                .map(|v| v.trim().to_owned())
-                .map_err(|_| E2eeError::HeaderMissing(name))
+        if headers.aci() {
+            return self
+                .check_aci(headers, path, now)
+                .map(|s| Some(Negotiated::Aci(s)));
+        }
+        let Some(keys) = &self.near else {
+            return Err(E2eeError::InvalidVersion);
         };
+        let algo = header_text(headers.signing_algo, "X-Signing-Algo")?;
+        let client = header_text(headers.client_pub_key, "X-Client-Pub-Key")?;
+        let version = headers
+            .encryption_version
+            .map(|v| header_text(Some(v), "X-Encryption-Version"))
+            .transpose()?;
+        let model = headers
+            .model_pub_key
+            .map(|v| header_text(Some(v), "X-Model-Pub-Key"))
+            .transpose()?;
+        near::check(
+            keys,
+            &algo,
+            &client,
+            version.as_deref(),
+            model.as_deref(),
+            path,
+        )
+        .map(|s| Some(Negotiated::Near(s)))
+    }
+
+    fn check_aci(
+        &self,
+        headers: &RequestHeaders<'_>,
+        path: &str,
+        now: u64,
+    ) -> Result<Session, E2eeError> {
+        let text = header_text;
         if let Some(version) = headers.version
             && version.trim_ascii() != VERSION.as_bytes()
         {
@@ -292,23 +386,43 @@ impl E2eeService {
         {
             return Err(E2eeError::ReplayDetected);
         }
-        Ok(Some(Session {
+        Ok(Session {
             suite,
             key_index,
             client_key,
             nonce,
             timestamp,
             endpoint,
-        }))
+        })
     }
 
-    /// Decrypts a v2 request body's fields: the restored body, compactly serialized.
-    pub fn restore_request(&self, session: &Session, body: &[u8]) -> Result<Vec<u8>, E2eeError> {
-        let secret = self
-            .secret(session)
-            .ok_or_else(|| E2eeError::DecryptionFailed("no such service key".to_owned()))?;
-        fields::restore_request(session, secret, body)
+    /// Decrypts an E2EE request body's fields: the restored body, compactly serialized, and
+    /// its model (`""` when a NEAR-format request has none).
+    pub fn restore_request(
+        &self,
+        negotiated: &Negotiated,
+        body: &[u8],
+    ) -> Result<(Vec<u8>, String), E2eeError> {
+        match negotiated {
+            Negotiated::Aci(session) => {
+                let secret = self
+                    .secret(session)
+                    .ok_or_else(|| E2eeError::DecryptionFailed("no such service key".to_owned()))?;
+                fields::restore_request(session, secret, body)
+            }
+            Negotiated::Near(session) => {
+                let keys = self.near.as_ref().ok_or(E2eeError::InvalidVersion)?;
+                fields::restore_near_request(session, keys, body)
+            }
+        }
     }
+}
+
+fn header_text(value: Option<&[u8]>, name: &'static str) -> Result<String, E2eeError> {
+    let value = value.ok_or(E2eeError::HeaderMissing(name))?;
+    std::str::from_utf8(value)
+        .map(|v| v.trim().to_owned())
+        .map_err(|_| E2eeError::HeaderMissing(name))
 }
 
 fn parse_nonce(text: &str) -> Option<[u8; 32]> {

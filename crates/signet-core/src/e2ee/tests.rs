@@ -99,18 +99,26 @@ impl Client {
 
     fn check(&self, service: &E2eeService, path: &str) -> Result<Option<Session>, E2eeError> {
         let (client, model, nonce, ts) = self.headers();
-        service.check_request(
-            &RequestHeaders {
-                version: Some(b"2"),
-                client_pub_key: Some(client.as_bytes()),
-                model_pub_key: Some(model.as_bytes()),
-                nonce: Some(nonce.as_bytes()),
-                timestamp: Some(ts.as_bytes()),
-                signing_algo: None,
-            },
-            path,
-            NOW,
-        )
+        service
+            .check_request(
+                &RequestHeaders {
+                    version: Some(b"2"),
+                    client_pub_key: Some(client.as_bytes()),
+                    model_pub_key: Some(model.as_bytes()),
+                    nonce: Some(nonce.as_bytes()),
+                    timestamp: Some(ts.as_bytes()),
+                    signing_algo: None,
+                    encryption_version: None,
+                },
+                path,
+                NOW,
+            )
+            .map(|negotiated| {
+                negotiated.map(|n| match n {
+                    Negotiated::Aci(session) => session,
+                    Negotiated::Near(_) => panic!("not ACI"),
+                })
+            })
     }
 }
 
@@ -141,6 +149,7 @@ fn every_header_fault_has_its_spec_error_type() {
         nonce: Some(nonce.as_bytes()),
         timestamp: Some(ts.as_bytes()),
         signing_algo: None,
+        encryption_version: None,
     };
     let path = "/v1/chat/completions";
     let code = |headers: RequestHeaders<'_>, path: &str, now: u64| {
@@ -286,8 +295,12 @@ fn chat_fields_in_every_shape_are_restored() {
             "stream": true
         });
         let restored = service
-            .restore_request(&session, &serde_json::to_vec(&body).unwrap())
-            .unwrap();
+            .restore_request(
+                &Negotiated::Aci(session.clone()),
+                &serde_json::to_vec(&body).unwrap(),
+            )
+            .unwrap()
+            .0;
         let restored: Value = serde_json::from_slice(&restored).unwrap();
         assert_eq!(restored["messages"][0]["content"], "be brief");
         assert_eq!(
@@ -315,8 +328,12 @@ fn prompt_and_input_are_restored_as_strings_and_string_elements() {
     let body = json!({"model": "m", "prompt": [client.encrypt("m", "prompt.0", "once"), client.encrypt("m", "prompt.1", "upon")]});
     let restored: Value = serde_json::from_slice(
         &service
-            .restore_request(&session, &serde_json::to_vec(&body).unwrap())
-            .unwrap(),
+            .restore_request(
+                &Negotiated::Aci(session.clone()),
+                &serde_json::to_vec(&body).unwrap(),
+            )
+            .unwrap()
+            .0,
     )
     .unwrap();
     assert_eq!(restored["prompt"], json!(["once", "upon"]));
@@ -326,8 +343,12 @@ fn prompt_and_input_are_restored_as_strings_and_string_elements() {
     let body = json!({"model": "m", "input": [client.encrypt("m", "input.0", "hi"), [1, 2, 3]]});
     let restored: Value = serde_json::from_slice(
         &service
-            .restore_request(&session, &serde_json::to_vec(&body).unwrap())
-            .unwrap(),
+            .restore_request(
+                &Negotiated::Aci(session.clone()),
+                &serde_json::to_vec(&body).unwrap(),
+            )
+            .unwrap()
+            .0,
     )
     .unwrap();
     assert_eq!(restored["input"], json!(["hi", [1, 2, 3]]));
@@ -343,7 +364,10 @@ fn request_faults_in_the_body_have_their_spec_error_type() {
         .unwrap();
     let restore = |body: Value| {
         service
-            .restore_request(&session, &serde_json::to_vec(&body).unwrap())
+            .restore_request(
+                &Negotiated::Aci(session.clone()),
+                &serde_json::to_vec(&body).unwrap(),
+            )
             .unwrap_err()
             .code()
     };
@@ -381,7 +405,7 @@ fn request_faults_in_the_body_have_their_spec_error_type() {
     );
     assert_eq!(
         service
-            .restore_request(&session, b"not json")
+            .restore_request(&Negotiated::Aci(session.clone()), b"not json")
             .unwrap_err()
             .code(),
         "e2ee_decryption_failed"
@@ -392,7 +416,10 @@ fn sealer_for(suite: Suite, path: &str) -> (Client, ResponseSealer) {
     let service = service();
     let client = Client::new(&service, suite);
     let session = client.check(&service, path).unwrap().unwrap();
-    (client, ResponseSealer::new(session, "m".to_owned()))
+    (
+        client,
+        ResponseSealer::new(Negotiated::Aci(session), "m".to_owned()),
+    )
 }
 
 #[test]
