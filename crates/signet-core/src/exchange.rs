@@ -1638,6 +1638,186 @@ mod tests {
         );
     }
 
+    fn sha256(bytes: &[u8]) -> [u8; 32] {
+        <sha2::Sha256 as sha2::Digest>::digest(bytes).into()
+    }
+
+    /// An E2EE v2 exchange admitted with a chat body whose one message is encrypted
+    /// (`content` is what is encrypted); the body as received.
+    fn e2ee_exchange(content: &str) -> (Exchange, Vec<u8>, crate::e2ee::crypto::SecretKey) {
+        use crate::e2ee::crypto::{self, PublicKey, SecretKey, Suite};
+        let service = std::sync::Arc::new(E2eeService::generate(10));
+        let entry = service.keyset_entries().remove(0);
+        let model_key = PublicKey::parse(Suite::X25519, &entry.public_key).unwrap();
+        let client = SecretKey::generate(Suite::X25519);
+        let client_hex = client.public_key().to_hex();
+        let nonce = "cd".repeat(32);
+        let aad = crate::e2ee::request_aad(
+            Suite::X25519.algo(),
+            "m",
+            "messages.0.content",
+            &nonce,
+            1_750_000_000,
+        );
+        let field = crypto::seal(&model_key, content.as_bytes(), &aad);
+        let received = serde_json::to_vec(&serde_json::json!({
+            "model": "m", "stream": true, "messages": [{"role": "user", "content": field}]
+        }))
+        .unwrap();
+        let mut exchange = Exchange::new(ExchangePolicy {
+            e2ee: Some(service),
+            ..policy()
+        });
+        let length = received.len().to_string();
+        let decision = exchange.on_request_head(&RequestHead {
+            inband: Some(b"in-band"),
+            e2ee: E2eeHeaders {
+                version: Some(b"2"),
+                client_pub_key: Some(client_hex.as_bytes()),
+                model_pub_key: Some(entry.public_key.as_bytes()),
+                nonce: Some(nonce.as_bytes()),
+                timestamp: Some(b"1750000000"),
+                ..E2eeHeaders::default()
+            },
+            ..head("POST", "/v1/chat/completions", Some(length.as_bytes()))
+        });
+        assert_eq!(
+            decision,
+            HeadDecision::Admit {
+                read_body_first: true
+            }
+        );
+        assert!(exchange.is_e2ee());
+        (exchange, received, client)
+    }
+
+    #[test]
+    fn e2ee_headers_are_refused_where_the_service_terminates_none() {
+        let mut exchange = Exchange::new(policy());
+        let decision = exchange.on_request_head(&RequestHead {
+            e2ee: E2eeHeaders {
+                version: Some(b"2"),
+                ..E2eeHeaders::default()
+            },
+            ..head("POST", "/v1/chat/completions", Some(b"10"))
+        });
+        let HeadDecision::Refuse(refusal) = decision else {
+            panic!("refused")
+        };
+        assert_eq!(
+            (refusal.error.code, refusal.error.status, refusal.close),
+            ("e2ee_invalid_version", 400, true)
+        );
+    }
+
+    #[test]
+    fn an_e2ee_exchange_forwards_the_restored_body_and_signs_the_encrypted_answer() {
+        let (mut exchange, received, client) = e2ee_exchange("secret prompt");
+        exchange.push_request_body(&received).unwrap();
+        exchange.finish_request_body().unwrap();
+        let restored = serde_json::to_vec(&serde_json::json!({
+            "model": "m", "stream": true, "messages": [{"role": "user", "content": "secret prompt"}]
+        }))
+        .unwrap();
+        assert_eq!(
+            exchange.forwarded_body().unwrap().as_ref(),
+            restored.as_slice()
+        );
+        assert_eq!(
+            exchange.restored_request(),
+            Some((restored.as_slice(), sha256(&restored)))
+        );
+        // The EIP-191 side hashes the body as received.
+        assert_eq!(exchange.request_sha256(), Some(sha256(&received)));
+        assert!(!exchange.serves_inband_json(), "in-band is off for E2EE");
+        exchange.start_attempt();
+        let sent = exchange.forward_request_body(None, true).unwrap().unwrap();
+        assert_eq!(sent.as_ref(), restored.as_slice());
+
+        let edits = exchange.on_response_head(&ResponseHead {
+            content_length: true,
+            transfer_encoding: false,
+            ..response_head(200, b"text/event-stream")
+        });
+        assert_eq!(edits.e2ee_algo, Some(crate::e2ee::ALGO_X25519));
+        assert_eq!(edits.e2ee_version, Some("2"));
+        assert!(edits.remove_content_length && edits.add_chunked && !edits.mark_inband);
+        let event = b"data: {\"id\":\"chat-9\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n";
+        let (a, b) = event.split_at(7);
+        let mut wire = Vec::new();
+        for (piece, end) in [
+            (&a[..], false),
+            (&b[..], false),
+            (&b"data: [DONE]\n\n"[..], true),
+        ] {
+            let out = exchange.rewrite_response_chunk(Some(piece), end).unwrap();
+            wire.extend_from_slice(&out);
+            if let BodyStep::Seal(completed) = exchange.on_response_body(Some(&out), end) {
+                assert!(end);
+                assert_eq!(completed.id.as_str(), "chat-9");
+                assert_eq!(completed.request_sha256, sha256(&received));
+                assert_eq!(completed.response_sha256, sha256(&wire));
+            }
+        }
+        assert_eq!(exchange.completion_id().unwrap().as_str(), "chat-9");
+        let text = std::str::from_utf8(&wire).unwrap();
+        assert!(text.ends_with("data: [DONE]\n\n") && !text.contains("\"hi\""));
+        let data = text.lines().next().unwrap().strip_prefix("data: ").unwrap();
+        let value: serde_json::Value = serde_json::from_str(data).unwrap();
+        let sealed = value["choices"][0]["delta"]["content"].as_str().unwrap();
+        let aad = crate::e2ee::response_aad(
+            crate::e2ee::ALGO_X25519,
+            "m",
+            "chat-9",
+            "choices.0.delta.content",
+            &"cd".repeat(32),
+            1_750_000_000,
+        );
+        assert_eq!(
+            crate::e2ee::crypto::open(&client, sealed, &aad).unwrap(),
+            b"hi"
+        );
+    }
+
+    #[test]
+    fn an_e2ee_field_that_does_not_open_is_refused_before_the_upstream() {
+        let (mut exchange, received, _) = e2ee_exchange("x");
+        let tampered =
+            String::from_utf8(received)
+                .unwrap()
+                .replacen("\"content\":\"", "\"content\":\"00", 1);
+        exchange.push_request_body(tampered.as_bytes()).unwrap();
+        let refusal = exchange.finish_request_body().unwrap_err();
+        assert_eq!(refusal.error.code, "e2ee_decryption_failed");
+        assert!(refusal.close && exchange.was_refused());
+        assert!(exchange.forwarded_body().is_none());
+    }
+
+    #[test]
+    fn an_e2ee_answer_that_cannot_be_encrypted_ends_with_an_error_event_unsigned() {
+        let (mut exchange, received, _) = e2ee_exchange("x");
+        exchange.push_request_body(&received).unwrap();
+        exchange.finish_request_body().unwrap();
+        exchange.on_response_head(&response_head(200, b"text/event-stream"));
+        let out = exchange
+            .rewrite_response_chunk(Some(b"data: {\"id\":\"c\"\n\n"), false)
+            .unwrap();
+        assert!(out.starts_with(b"data: {\"error\""));
+        assert_eq!(
+            exchange.on_response_body(Some(&out), false),
+            BodyStep::Continue
+        );
+        let rest = exchange
+            .rewrite_response_chunk(Some(b"data: [DONE]\n\n"), true)
+            .unwrap();
+        assert!(rest.is_empty(), "nothing follows the error event");
+        assert_eq!(
+            exchange.on_response_body(Some(&rest), true),
+            BodyStep::Continue
+        );
+        assert_eq!(exchange.unsigned(), Some(UnsignedReason::EncryptionFailed));
+    }
+
     #[test]
     fn inband_streams_get_a_trailer_after_the_signed_bytes_and_lose_their_length() {
         let mut exchange = Exchange::new(policy());
