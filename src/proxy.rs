@@ -133,14 +133,22 @@ fn e2ee_facts(headers: &http::HeaderMap) -> e2ee::RequestHeaders<'_> {
     }
 }
 
-/// An E2EE request goes upstream decrypted: its length is the restored body's, and the
-/// protocol's headers stay with signet.
-fn prepare_e2ee_request(upstream_request: &mut RequestHeader, forwarded: usize) -> Result<()> {
+/// An E2EE request goes upstream decrypted: its length is the restored body's (chunked
+/// when the body is still streaming in, restored only once complete), and the protocol's
+/// headers stay with signet.
+fn prepare_e2ee_request(
+    upstream_request: &mut RequestHeader,
+    forwarded: Option<usize>,
+) -> Result<()> {
     for name in e2ee::headers::REQUEST {
         upstream_request.remove_header(name);
     }
     upstream_request.remove_header(&http::header::TRANSFER_ENCODING);
-    upstream_request.insert_header(http::header::CONTENT_LENGTH, forwarded)
+    upstream_request.remove_header(&http::header::CONTENT_LENGTH);
+    match forwarded {
+        Some(length) => upstream_request.insert_header(http::header::CONTENT_LENGTH, length),
+        None => upstream_request.insert_header(http::header::TRANSFER_ENCODING, "chunked"),
+    }
 }
 
 /// What a Pingora error was, as the exchange's rules see it.
@@ -606,10 +614,13 @@ impl ProxyHttp for SignetProxy {
             target,
             &ctx.request_id,
         )?;
-        match ctx.exchange.forwarded_body() {
-            Some(body) => prepare_e2ee_request(upstream_request, body.len()),
-            None => Ok(()),
+        if !ctx.exchange.is_e2ee() {
+            return Ok(());
         }
+        prepare_e2ee_request(
+            upstream_request,
+            ctx.exchange.forwarded_body().map(|body| body.len()),
+        )
     }
 
     async fn request_body_filter(

@@ -524,3 +524,51 @@ async fn nears_format_round_trips_in_both_suites_streamed_and_buffered() {
     }
     assert_eq!(upstream.seen().await.len(), before);
 }
+
+#[tokio::test]
+async fn a_large_encrypted_request_beyond_the_retry_buffer_is_restored_whole() {
+    let upstream = Upstream::start();
+    let gateway = Gateway::start(&upstream.url());
+    let (keyset, _, _) = keyset(&gateway).await;
+    let client = Client::new(&keyset, Suite::X25519);
+    // ~200 KB of prompt: past the 64 KiB read up front into Pingora's retry buffer.
+    let prompt = "a long document line\n".repeat(10_000);
+    let body = json!({"model": "e2ee-model", "messages": [
+        {"role": "user", "content": client.encrypt("e2ee-model", "messages.0.content", &prompt)}
+    ]});
+    let reply = post(
+        &gateway,
+        "/v1/chat/completions",
+        &client.headers(),
+        &serde_json::to_vec(&body).unwrap(),
+    )
+    .await;
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let restored = serde_json::to_vec(&json!({"model": "e2ee-model", "messages": [
+        {"role": "user", "content": prompt}
+    ]}))
+    .unwrap();
+    let seen = upstream.seen().await;
+    assert_eq!(seen.last().unwrap()["body_sha256"], sha256_hex(&restored));
+    assert_eq!(header(&reply, "x-e2ee-applied"), Some("true"));
+
+    // The same size with a field that does not open: refused once the body is complete;
+    // the upstream never gets a complete request, and no plaintext.
+    let client = Client::new(&keyset, Suite::X25519);
+    let moved = client.encrypt("e2ee-model", "messages.1.content", &prompt);
+    let body = json!({"model": "e2ee-model", "messages": [{"role": "user", "content": moved}]});
+    let reply = post(
+        &gateway,
+        "/v1/chat/completions",
+        &client.headers(),
+        &serde_json::to_vec(&body).unwrap(),
+    )
+    .await;
+    reply.assert_envelope(400, "e2ee_decryption_failed");
+    assert_eq!(upstream.seen().await.len(), seen.len());
+}

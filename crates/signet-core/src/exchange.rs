@@ -539,9 +539,11 @@ impl Exchange {
                 RequestCapture::opaque(limit)
             }
         });
-        // The in-band JSON path sends the request itself: it needs the whole body; so does
-        // an E2EE request, decrypted whole before anything goes upstream.
-        self.read_body_first = fits_retry_buffer || self.inband || self.e2ee.is_some();
+        // The in-band JSON path sends the request itself: it needs the whole body. An E2EE
+        // body is decrypted once complete either way: read up front when it fits the retry
+        // buffer, else held as it streams (the upstream then gets it chunked, its length
+        // unknown until it is restored).
+        self.read_body_first = fits_retry_buffer || self.inband;
         HeadDecision::Admit {
             read_body_first: self.read_body_first,
         }
@@ -1685,7 +1687,8 @@ mod tests {
             decision,
             HeadDecision::Admit {
                 read_body_first: true
-            }
+            },
+            "a small body is read up front"
         );
         assert!(exchange.is_e2ee());
         (exchange, received, client)
