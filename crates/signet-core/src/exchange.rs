@@ -1748,11 +1748,7 @@ mod tests {
         let event = b"data: {\"id\":\"chat-9\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n";
         let (a, b) = event.split_at(7);
         let mut wire = Vec::new();
-        for (piece, end) in [
-            (&a[..], false),
-            (&b[..], false),
-            (&b"data: [DONE]\n\n"[..], true),
-        ] {
+        for (piece, end) in [(a, false), (b, false), (&b"data: [DONE]\n\n"[..], true)] {
             let out = exchange.rewrite_response_chunk(Some(piece), end).unwrap();
             wire.extend_from_slice(&out);
             if let BodyStep::Seal(completed) = exchange.on_response_body(Some(&out), end) {
