@@ -538,3 +538,47 @@ fn an_event_that_cannot_be_sealed_ends_the_stream_with_an_error_event() {
     assert_eq!(encryptor.finish(), FAILURE_BODY);
     assert!(encryptor.failed());
 }
+
+proptest::proptest! {
+    /// However the upstream cuts its stream (events split mid-line, several per chunk, CRLF
+    /// or LF), every event comes out sealed exactly once and opens to its own content.
+    #[test]
+    fn a_stream_cut_anywhere_is_sealed_event_by_event(
+        cuts in proptest::collection::vec(0usize..400, 0..8),
+        crlf in proptest::bool::ANY,
+        words in proptest::collection::vec("[a-z ]{0,12}", 1..6),
+    ) {
+        let (client, sealer) = sealer_for(Suite::X25519, "/v1/chat/completions");
+        let end = if crlf { "\r\n" } else { "\n" };
+        let mut stream = String::new();
+        for word in &words {
+            let event = json!({"id": "c1", "choices": [{"index": 0, "delta": {"content": word}}]});
+            stream.push_str(&format!("data: {event}{end}{end}"));
+        }
+        stream.push_str(&format!("data: [DONE]{end}{end}"));
+        let bytes = stream.as_bytes();
+        let mut points: Vec<usize> = cuts.into_iter().map(|c| c % (bytes.len() + 1)).collect();
+        points.sort_unstable();
+        let mut encryptor = ResponseEncryptor::new(sealer, true);
+        let mut out = Vec::new();
+        let mut from = 0;
+        for point in points {
+            out.extend(encryptor.push(&bytes[from..point]));
+            from = point;
+        }
+        out.extend(encryptor.push(&bytes[from..]));
+        out.extend(encryptor.finish());
+        proptest::prop_assert!(!encryptor.failed());
+        let text = String::from_utf8(out).unwrap();
+        let mut opened = Vec::new();
+        for line in text.lines() {
+            let Some(data) = line.strip_prefix("data: ") else { continue };
+            if data == "[DONE]" { continue; }
+            let event: Value = serde_json::from_str(data).unwrap();
+            let sealed = event["choices"][0]["delta"]["content"].as_str().unwrap();
+            opened.push(client.decrypt("m", "c1", "choices.0.delta.content", sealed));
+        }
+        proptest::prop_assert_eq!(opened, words);
+        proptest::prop_assert!(text.ends_with("data: [DONE]\n\n"));
+    }
+}
