@@ -1,5 +1,6 @@
 //! The per-response hot path, without the network: scanning and hashing a 200-event stream
-//! as it passes (per chunk and per stream), and signing plus storing at its end.
+//! as it passes (per chunk and per stream), and signing plus storing at its end; with E2EE,
+//! the cost of encrypting each event to the client and of decrypting a request.
 //!
 //! `cargo bench --bench hot_path`
 
@@ -7,6 +8,10 @@
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use signet::notary::Notary;
+use signet_core::e2ee::crypto::{self, PublicKey, SecretKey, Suite};
+use signet_core::e2ee::fields::ResponseSealer;
+use signet_core::e2ee::stream::ResponseEncryptor;
+use signet_core::e2ee::{E2eeService, Negotiated, RequestHeaders, request_aad};
 use signet_core::ids::CompletionId;
 use signet_core::signing::Signer;
 use signet_core::store::{MonotonicClock, SignatureStore};
@@ -102,5 +107,66 @@ fn sign_and_store(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, scan_and_hash, sign_and_store);
+/// An E2EE v2 session as a client of `suite` would open it, and that client's request body.
+fn e2ee_session(suite: Suite) -> (E2eeService, Negotiated, Vec<u8>) {
+    let service = E2eeService::generate(1 << 20);
+    let entry = service
+        .keyset_entries()
+        .into_iter()
+        .find(|e| e.algo == suite.algo())
+        .unwrap();
+    let model_key = PublicKey::parse(suite, &entry.public_key).unwrap();
+    let client = SecretKey::generate(suite).public_key().to_hex();
+    let nonce = "ab".repeat(32);
+    let now = 1_750_000_000u64;
+    let headers = RequestHeaders {
+        version: Some(b"2"),
+        client_pub_key: Some(client.as_bytes()),
+        model_pub_key: Some(entry.public_key.as_bytes()),
+        nonce: Some(nonce.as_bytes()),
+        timestamp: Some(now.to_string().into_bytes().leak()),
+        signing_algo: None,
+        encryption_version: None,
+    };
+    let negotiated = service
+        .check_request(&headers, "/v1/chat/completions", now)
+        .unwrap()
+        .unwrap();
+    let prompt = "Summarise the following text in three sentences. ".repeat(20);
+    let aad = request_aad(suite.algo(), "m", "messages.0.content", &nonce, now);
+    let field = crypto::seal(&model_key, prompt.as_bytes(), &aad);
+    let body = serde_json::to_vec(&serde_json::json!({
+        "model": "m", "stream": true,
+        "messages": [{"role": "user", "content": field}]
+    }))
+    .unwrap();
+    (service, negotiated, body)
+}
+
+fn e2ee(c: &mut Criterion) {
+    let chunks = vllm_chunks(200);
+    for suite in [Suite::X25519, Suite::Secp256k1] {
+        let (service, negotiated, body) = e2ee_session(suite);
+        let name = format!("{suite:?}").to_lowercase();
+        let mut group = c.benchmark_group("e2ee");
+        group.bench_function(format!("encrypt_one_stream_event_{name}"), |b| {
+            let sealer = ResponseSealer::new(negotiated.clone(), "m".to_owned());
+            let mut encryptor = ResponseEncryptor::new(sealer, true);
+            b.iter(|| black_box(encryptor.push(black_box(&chunks[1]))));
+        });
+        group.bench_function(format!("decrypt_one_request_field_{name}"), |b| {
+            // Each decryption spends nothing: the replay check is at the head, not here.
+            b.iter(|| {
+                black_box(
+                    service
+                        .restore_request(&negotiated, black_box(&body))
+                        .unwrap(),
+                )
+            });
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, scan_and_hash, sign_and_store, e2ee);
 criterion_main!(benches);

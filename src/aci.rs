@@ -3,7 +3,8 @@
 //! all bound to the same attestation providers as `/v1/attestation/report`.
 //!
 //! The keyset holds an Ed25519 receipt key drawn at start (its only role: signing receipt
-//! documents), no E2EE keys, and the served certificate's SPKI when signet terminates TLS;
+//! documents), the E2EE v2 keys (a role of their own, [`AciService::with_e2ee_keys`]), and
+//! the served certificate's SPKI when signet terminates TLS;
 //! its `subject` and `not_after` come from `signet.aci`. Past `not_after` the process stops
 //! attesting the keyset and stops issuing receipts: a verifier would refuse both.
 //!
@@ -77,6 +78,8 @@ pub struct AciService {
     /// are configured: every receipt is bound, and an absent credential must not tell an
     /// unknown id from a known one).
     credentials_required: bool,
+    /// `service_capabilities.supported_e2ee_versions`.
+    e2ee_versions: Vec<String>,
 }
 
 impl std::fmt::Debug for AciService {
@@ -148,6 +151,7 @@ impl AciService {
             cache_ttl,
             cache: Mutex::new(None),
             credentials_required,
+            e2ee_versions: Vec::new(),
         })
     }
 
@@ -162,6 +166,20 @@ impl AciService {
     pub fn with_key_custody(mut self, custody: serde_json::Value) -> Self {
         self.key_custody = Some(custody);
         self
+    }
+
+    /// Publishes E2EE v2 keys in the keyset (a new keyset digest) and advertises version
+    /// `2` in the reports' `service_capabilities`.
+    pub fn with_e2ee_keys(mut self, entries: Vec<aci::E2eeKeyEntry>) -> Result<Self, AciError> {
+        self.e2ee_versions = if entries.is_empty() {
+            Vec::new()
+        } else {
+            vec![signet_core::e2ee::VERSION.to_owned()]
+        };
+        self.keyset.e2ee_public_keys = entries;
+        self.keyset_value = self.keyset.to_value();
+        self.digest = aci::keyset_digest(&self.keyset_value)?.into();
+        Ok(self)
     }
 
     /// `workload_keyset_digest`, as `X-ACI-Keyset-Digest` carries it.
@@ -213,14 +231,22 @@ impl AciService {
 
     /// Signs and files the receipt of a sealed exchange: `request_body` is the body
     /// received (and forwarded unchanged), `emitted_sha256` the hash of every response byte
-    /// emitted. `None` past `not_after` (never expected: a pending receipt is not made then).
+    /// emitted; `restored` an E2EE request's decrypted body and its sha256, which then
+    /// stands for the request (E2EE v2 §8: `request.received` covers the restored body,
+    /// which is also what was forwarded). `None` past `not_after` (never expected: a
+    /// pending receipt is not made then).
     pub fn issue(
         &self,
         pending: &PendingReceipt,
         completed: &CompletedExchange,
         request_body: Option<&[u8]>,
+        restored: Option<(&[u8], [u8; 32])>,
         emitted_sha256: [u8; 32],
     ) -> Option<ReceiptTicket> {
+        let (request_body, request_sha256) = match restored {
+            Some((body, sha256)) => (Some(body), sha256),
+            None => (request_body, completed.request_sha256),
+        };
         if self.expired() {
             return None;
         }
@@ -232,9 +258,9 @@ impl AciService {
                 .map(String::into_boxed_str),
             endpoint: pending.endpoint.as_str().into(),
             served_at: unix_now(),
-            request_received: completed.request_sha256,
-            // signet forwards the body it received, unchanged.
-            request_forwarded: Some(completed.request_sha256),
+            request_received: request_sha256,
+            // signet forwards the body it received (restored, for E2EE), unchanged.
+            request_forwarded: Some(request_sha256),
             response_returned: emitted_sha256,
             credential: pending.credential,
         };
@@ -401,7 +427,7 @@ impl AciService {
                 }),
             },
             service_capabilities: ServiceCapabilities {
-                supported_e2ee_versions: Vec::new(),
+                supported_e2ee_versions: self.e2ee_versions.clone(),
                 serving: "direct".to_owned(),
             },
         };
@@ -562,7 +588,7 @@ mod tests {
         assert!(pending.receipt_id.starts_with("rcpt-"));
         let request = br#"{"model":"demo-model","messages":[]}"#;
         service
-            .issue(&pending, &completed(), Some(request), [3; 32])
+            .issue(&pending, &completed(), Some(request), None, [3; 32])
             .unwrap();
         let path = format!("{ACI_RECEIPT_PREFIX}{}", pending.receipt_id);
         let answer = service
@@ -614,7 +640,9 @@ mod tests {
     async fn unauthenticated_receipts_are_public_unless_tokens_are_configured() {
         let open = service(false);
         let pending = open.pending("/v1/completions", None).unwrap();
-        let ticket = open.issue(&pending, &completed(), None, [3; 32]).unwrap();
+        let ticket = open
+            .issue(&pending, &completed(), None, None, [3; 32])
+            .unwrap();
         let path = format!("{ACI_RECEIPT_PREFIX}{}", pending.receipt_id);
         assert_eq!(open.receipt(&path, None).await.status, 200);
         assert_eq!(
@@ -666,7 +694,7 @@ mod tests {
             .unwrap();
         assert!(
             expired
-                .issue(&pending, &completed(), None, [3; 32])
+                .issue(&pending, &completed(), None, None, [3; 32])
                 .is_none()
         );
         let signer = signet_core::signing::Signer::generate();

@@ -24,6 +24,9 @@ use pingora_core::services::background::{BackgroundService, background_service};
 use signet_attest::nras_payload;
 use signet_attest::nvml::{DriverEvidence, GpuDriver, NvmlDriver};
 use signet_attest::{Attestor, SignerIdentity};
+use signet_core::e2ee::E2eeService;
+use signet_core::e2ee::crypto::{SecretKey, Suite};
+use signet_core::e2ee::near::NearKeys;
 use signet_core::ids::Nonce;
 use signet_core::signing::ed25519::Ed25519Signer;
 use signet_core::store::{MonotonicClock, SignatureStore};
@@ -298,12 +301,14 @@ fn start(args: ServeArgs) -> Result<ExitCode, StartError> {
     let (notary, shared) = build_notary(&settings, &keys)?;
     let (attestor, tls_spki) = build_attestor(&settings, &notary)?;
     let attestor = Arc::new(attestor.with_key_custody(custody.clone()));
+    let e2ee = build_e2ee(&keys, &notary)?;
     let aci = build_aci(
         &settings,
         keys.ed25519(crate::keys::ACI_RECEIPT)?,
         tls_spki,
         started,
         shared.as_ref(),
+        e2ee.keyset_entries(),
     )?
     .with_key_custody(custody);
     // Every secret is inside its signer now; the provisioned copies are wiped here.
@@ -317,13 +322,8 @@ fn start(args: ServeArgs) -> Result<ExitCode, StartError> {
         settings.upstream_timeouts,
     )?;
     log_start(&settings, &notary, server.threads);
-    let gateway = Arc::new(Gateway::new(
-        settings,
-        notary,
-        attestor.clone(),
-        aci,
-        upstreams,
-    ));
+    let gateway =
+        Arc::new(Gateway::new(settings, notary, attestor.clone(), aci, upstreams).with_e2ee(e2ee));
 
     write_pid_file(&opt, &server);
     let mut pingora = Server::new_with_opt_and_conf(opt, server);
@@ -419,6 +419,36 @@ fn provision_keys(settings: &Settings) -> Result<ProvisionedKeys, StartError> {
     }
 }
 
+/// Most E2EE v2 nonces remembered at once (each for 601 s): about 830 E2EE requests a
+/// second sustained; past it new E2EE requests are refused as replays until nonces expire.
+const E2EE_REPLAY_CAPACITY: usize = 500_000;
+
+/// The E2EE v2 keys, one per suite, from `signing.key_source` like every key: roles of their
+/// own (never the receipt key, never the signing key), published in the ACI keyset. NEAR's
+/// format, beside it, uses the legacy report's signing keys, as that format defines
+/// (docs/API.md §9.5).
+fn build_e2ee(keys: &ProvisionedKeys, notary: &Notary) -> Result<Arc<E2eeService>, StartError> {
+    let mut secrets = Vec::with_capacity(2);
+    for (role, suite) in [
+        (crate::keys::E2EE_X25519, Suite::X25519),
+        (crate::keys::E2EE_SECP256K1, Suite::Secp256k1),
+    ] {
+        let seed = keys.seed(role)?;
+        let secret =
+            SecretKey::from_seed(suite, &seed).ok_or(KeyError::Invalid { role: role.name })?;
+        secrets.push(secret);
+    }
+    let e2ee = E2eeService::with_keys(secrets, E2EE_REPLAY_CAPACITY)
+        .with_near_keys(NearKeys::from_signers(notary.signer(), notary.ed25519()));
+    for entry in e2ee.keyset_entries() {
+        info!(
+            "E2EE v2 key {} ({}): {}",
+            entry.key_id, entry.algo, entry.public_key
+        );
+    }
+    Ok(Arc::new(e2ee))
+}
+
 /// The ACI service: the workload keyset (a receipt key of its own, the TLS key), its
 /// reports and the receipts, kept as long and as many as signatures, and mirrored to the
 /// same shared store.
@@ -428,6 +458,7 @@ fn build_aci(
     tls_spki: Option<[u8; 32]>,
     started: u64,
     shared: Option<&Arc<SharedStore>>,
+    e2ee_keys: Vec<signet_core::aci::E2eeKeyEntry>,
 ) -> Result<AciService, StartError> {
     let aci = AciService::new(
         &settings.aci,
@@ -447,6 +478,9 @@ fn build_aci(
         Some(shared) => aci.with_shared_store(shared.clone()),
         None => aci,
     };
+    let aci = aci
+        .with_e2ee_keys(e2ee_keys)
+        .map_err(|e| StartError::Aci(e.to_string()))?;
     info!(
         "ACI keyset digest {} (receipt key {}, not_after {})",
         aci.digest(),

@@ -11,6 +11,7 @@ use crate::metrics::StateSource;
 use crate::notary::Notary;
 use crate::upstreams::{HeaderPolicy, UpstreamPool};
 use signet_attest::Attestor;
+use signet_core::e2ee::E2eeService;
 use signet_core::exchange::ExchangePolicy;
 use signet_core::transcript::ScanLimits;
 use std::sync::Arc;
@@ -31,6 +32,8 @@ pub struct Gateway {
     routes: Arc<signet_core::route::RouteTable>,
     /// ACI: the keyset, its reports and the receipts.
     pub aci: AciService,
+    /// E2EE v2: its keys (published in the ACI keyset) and replay state.
+    e2ee: Option<Arc<E2eeService>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -74,7 +77,14 @@ impl Gateway {
             routes: Arc::new(settings.signatures.routes.clone()),
             aci,
             settings,
+            e2ee: None,
         }
+    }
+
+    /// Terminates E2EE v2 with these keys (they must be the ones the ACI keyset publishes).
+    pub fn with_e2ee(mut self, e2ee: Arc<E2eeService>) -> Self {
+        self.e2ee = Some(e2ee);
+        self
     }
 
     /// The path of a signed route (what an ACI receipt names as its endpoint).
@@ -96,6 +106,7 @@ impl Gateway {
             },
             body_deadline: self.settings.client_timeouts.body_total,
             routes: self.routes.clone(),
+            e2ee: self.e2ee.clone(),
         }
     }
 }

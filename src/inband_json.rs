@@ -212,6 +212,8 @@ fn seal(
                     pending,
                     completed,
                     Some(forwarded),
+                    // In-band JSON is never E2EE (the exchange turns it off).
+                    None,
                     exchange.emitted_sha256(completed),
                 );
             }

@@ -2,7 +2,8 @@
 //!
 //! Every key has one role (ACI §3.1: a receipt key never doubles as another), listed in
 //! [`ROLES`]: the secp256k1 signing key, the legacy protocol's Ed25519 key, the ACI receipt
-//! key. A new role is one more [`KeyRole`] in that table.
+//! key, and the two E2EE v2 keys (one per suite). A new role is one more [`KeyRole`] in that
+//! table.
 //!
 //! - `random`: each role's 32 bytes come from the operating system's RNG at start.
 //! - `dstack`: each role's key is derived by the dstack KMS for this application, asked of
@@ -21,6 +22,7 @@
 use crate::config::KeySource;
 use sha2::{Digest, Sha256};
 use signet_attest::dstack::DstackAgent;
+use signet_core::e2ee::crypto::{SecretKey, Suite};
 use signet_core::signing::ed25519::Ed25519Signer;
 use signet_core::signing::{Signer, custody_link_text};
 use zeroize::Zeroizing;
@@ -32,6 +34,8 @@ pub enum KeyKind {
     Secp256k1,
     /// An Ed25519 seed (RFC 8032 private key).
     Ed25519,
+    /// An E2EE v2 secret key of this suite (it only ever decrypts).
+    E2ee(Suite),
 }
 
 /// One key role.
@@ -71,8 +75,26 @@ pub const ACI_RECEIPT: KeyRole = KeyRole {
     kind: KeyKind::Ed25519,
 };
 
+/// The E2EE v2 key of the `x25519-aes-256-gcm-hkdf-sha256` suite.
+pub const E2EE_X25519: KeyRole = KeyRole {
+    name: "e2ee-x25519",
+    kind: KeyKind::E2ee(Suite::X25519),
+};
+/// The E2EE v2 key of the `secp256k1-aes-256-gcm-hkdf-sha256` suite. Its seed is derived
+/// like an Ed25519 role's, never the KMS key itself: the KMS key signs, this one decrypts.
+pub const E2EE_SECP256K1: KeyRole = KeyRole {
+    name: "e2ee-secp256k1",
+    kind: KeyKind::E2ee(Suite::Secp256k1),
+};
+
 /// Every role signet holds a key for.
-pub const ROLES: &[KeyRole] = &[SIGNING, LEGACY_ED25519, ACI_RECEIPT];
+pub const ROLES: &[KeyRole] = &[
+    SIGNING,
+    LEGACY_ED25519,
+    ACI_RECEIPT,
+    E2EE_X25519,
+    E2EE_SECP256K1,
+];
 
 /// Domain separation for seeds derived from a KMS key.
 const SEED_DOMAIN: &[u8] = b"signet dstack key seed v1\0";
@@ -240,14 +262,18 @@ impl ProvisionedKeys {
     }
 }
 
-/// The public key a role's 32 bytes make, as reports show it: an EIP-55 address (secp256k1)
-/// or 64 hex (Ed25519). A new kind of key adds its arm here.
+/// The public key a role's 32 bytes make, as reports show it: an EIP-55 address (secp256k1),
+/// 64 hex (Ed25519), or the hex the ACI keyset publishes (E2EE). A new kind of key adds its
+/// arm here.
 fn public_key_of(role: &KeyRole, secret: &[u8; 32]) -> Result<String, KeyError> {
     match role.kind {
         KeyKind::Secp256k1 => Signer::from_secret_bytes(secret)
             .map(|signer| signer.address().to_checksum())
             .map_err(|_| KeyError::Invalid { role: role.name }),
         KeyKind::Ed25519 => Ok(Ed25519Signer::from_seed(secret).public_key_hex()),
+        KeyKind::E2ee(suite) => SecretKey::from_seed(suite, secret)
+            .map(|key| key.public_key().to_hex())
+            .ok_or(KeyError::Invalid { role: role.name }),
     }
 }
 

@@ -19,6 +19,7 @@ use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use signet_core::aci::store::ReceiptTicket;
+use signet_core::e2ee;
 use signet_core::error::{ApiError, UnreadableHead};
 use signet_core::exchange::{
     AttemptError, BodyStep, ClientState, End, Exchange, Failure, HeadDecision, HttpVersion,
@@ -115,6 +116,40 @@ fn request_facts<'a>(
             .get(inband::REQUEST_HEADER)
             .map(|v| v.as_bytes()),
         request_id,
+        e2ee: e2ee_facts(&header.headers),
+        now_unix: crate::config::unix_now(),
+    }
+}
+
+/// The E2EE v2 request headers, as facts.
+fn e2ee_facts(headers: &http::HeaderMap) -> e2ee::RequestHeaders<'_> {
+    let get = |name: &str| headers.get(name).map(|v| v.as_bytes());
+    e2ee::RequestHeaders {
+        version: get(e2ee::headers::VERSION),
+        client_pub_key: get(e2ee::headers::CLIENT_PUB_KEY),
+        model_pub_key: get(e2ee::headers::MODEL_PUB_KEY),
+        nonce: get(e2ee::headers::NONCE),
+        timestamp: get(e2ee::headers::TIMESTAMP),
+        signing_algo: get(e2ee::headers::SIGNING_ALGO),
+        encryption_version: get(e2ee::headers::ENCRYPTION_VERSION),
+    }
+}
+
+/// An E2EE request goes upstream decrypted: its length is the restored body's (chunked
+/// when the body is still streaming in, restored only once complete), and the protocol's
+/// headers stay with signet.
+fn prepare_e2ee_request(
+    upstream_request: &mut RequestHeader,
+    forwarded: Option<usize>,
+) -> Result<()> {
+    for name in e2ee::headers::REQUEST {
+        upstream_request.remove_header(name);
+    }
+    upstream_request.remove_header(&http::header::TRANSFER_ENCODING);
+    upstream_request.remove_header(&http::header::CONTENT_LENGTH);
+    match forwarded {
+        Some(length) => upstream_request.insert_header(http::header::CONTENT_LENGTH, length),
+        None => upstream_request.insert_header(http::header::TRANSFER_ENCODING, "chunked"),
     }
 }
 
@@ -262,6 +297,21 @@ fn apply_edits(
     }
     if let Some(id) = edits.completion_id {
         response.insert_header(inband::headers::COMPLETION_ID, id)?;
+    }
+    // An upstream's E2EE hints never pass: only signet says what it encrypted.
+    for name in [
+        e2ee::headers::APPLIED,
+        e2ee::headers::VERSION,
+        e2ee::headers::ALGO,
+    ] {
+        response.remove_header(name);
+    }
+    if let Some(algo) = edits.e2ee_algo {
+        response.insert_header(e2ee::headers::APPLIED, "true")?;
+        response.insert_header(e2ee::headers::ALGO, algo)?;
+    }
+    if let Some(version) = edits.e2ee_version {
+        response.insert_header(e2ee::headers::VERSION, version)?;
     }
     Ok(())
 }
@@ -615,6 +665,13 @@ impl ProxyHttp for SignetProxy {
             ctx.exchange.is_signed_route(),
             target,
             &ctx.request_id,
+        )?;
+        if !ctx.exchange.is_e2ee() {
+            return Ok(());
+        }
+        prepare_e2ee_request(
+            upstream_request,
+            ctx.exchange.forwarded_body().map(|body| body.len()),
         )
     }
 
@@ -752,6 +809,7 @@ impl ProxyHttp for SignetProxy {
                         pending,
                         &completed,
                         ctx.exchange.request_body().map(|b| b.as_ref()),
+                        ctx.exchange.restored_request(),
                         ctx.exchange.emitted_sha256(&completed),
                     );
                 }

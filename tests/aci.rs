@@ -72,11 +72,16 @@ async fn the_report_binds_the_keyset_and_the_nonce_into_the_quote() {
         serde_json::from_str(evidence["nvidia_payload"].as_str().unwrap()).unwrap();
     assert_eq!(payload["nonce"], NONCE);
     assert_eq!(evidence["attestation_mode"], "dev");
-    // The keyset: one Ed25519 receipt key, no E2EE or TLS key (no TLS here), null subject.
+    // The keyset: one Ed25519 receipt key, one E2EE v2 key per suite, no TLS key (no TLS
+    // here), null subject.
     let keyset = &report.attestation.workload_keyset;
     assert_eq!(keyset["receipt_signing_keys"][0]["algo"], "ed25519");
     assert_eq!(keyset["receipt_signing_keys"][0]["key_id"], "receipt-1");
-    assert_eq!(keyset["e2ee_public_keys"], serde_json::json!([]));
+    assert_eq!(keyset["e2ee_public_keys"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        json["service_capabilities"]["supported_e2ee_versions"],
+        serde_json::json!(["2"])
+    );
     assert_eq!(keyset["tls_public_keys"], serde_json::json!([]));
     assert!(keyset["subject"].is_null());
     let not_after = keyset["not_after"].as_u64().unwrap();

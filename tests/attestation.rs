@@ -762,7 +762,16 @@ async fn dstack_keys_outlive_a_restart_and_each_role_has_its_own() {
         .iter()
         .map(|k| k["role"].as_str().unwrap())
         .collect();
-    assert_eq!(roles, ["signing", "legacy-ed25519", "aci-receipt"]);
+    assert_eq!(
+        roles,
+        [
+            "signing",
+            "legacy-ed25519",
+            "aci-receipt",
+            "e2ee-x25519",
+            "e2ee-secp256k1"
+        ]
+    );
     for entry in custody["keys"].as_array().unwrap() {
         let role = entry["role"].as_str().unwrap();
         let (path, purpose) = (format!("signet/v1/{role}"), format!("signet:{role}"));
@@ -795,6 +804,28 @@ async fn dstack_keys_outlive_a_restart_and_each_role_has_its_own() {
         .await
         .json();
     assert_eq!(&aci["attestation"]["evidence"]["key_custody"], custody);
+
+    // The E2EE keys come from the KMS too, a seed per role derived as an Ed25519 role's,
+    // recomputed by Python's `cryptography` and published in the keyset as E2EE v2 says.
+    let e2ee_script = "import sys, hashlib, json\nfrom cryptography.hazmat.primitives.asymmetric import x25519, ec\nfrom cryptography.hazmat.primitives import serialization as s\nkeys = json.load(sys.stdin)\nseed = lambda role: hashlib.sha256(b'signet dstack key seed v1\\0' + role.encode() + b'\\0' + bytes.fromhex(keys[role])).digest()\nprint(x25519.X25519PrivateKey.from_private_bytes(seed('e2ee-x25519')).public_key().public_bytes(s.Encoding.Raw, s.PublicFormat.Raw).hex())\nprint(ec.derive_private_key(int.from_bytes(seed('e2ee-secp256k1'), 'big'), ec.SECP256K1()).public_key().public_bytes(s.Encoding.X962, s.PublicFormat.UncompressedPoint).hex())";
+    let kms_e2ee: serde_json::Value = ["e2ee-x25519", "e2ee-secp256k1"]
+        .iter()
+        .map(|role| {
+            (
+                role.to_string(),
+                serde_json::Value::from(hex::encode(fake_kms_key(&format!("signet/v1/{role}")))),
+            )
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    let expected = python(e2ee_script, &kms_e2ee.to_string());
+    let published: Vec<&str> = aci["attestation"]["workload_keyset"]["e2ee_public_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["public_key"].as_str().unwrap())
+        .collect();
+    assert_eq!(expected.lines().collect::<Vec<_>>(), published);
 
     // A random start has keys of its own, and says so.
     let random = Gateway::start(&format!("http://127.0.0.1:{}", free_port()));

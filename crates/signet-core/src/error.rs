@@ -21,6 +21,8 @@ pub enum ErrorType {
     AciNotFound,
     /// ACI §10 `unauthorized`: the receipt is credential-bound and none was presented.
     AciUnauthorized,
+    /// An E2EE v2 error (its spec §9 type, e.g. `e2ee_replay_detected`).
+    E2ee(&'static str),
 }
 
 impl ErrorType {
@@ -33,6 +35,7 @@ impl ErrorType {
             ErrorType::Server => "server_error",
             ErrorType::AciNotFound => "not_found",
             ErrorType::AciUnauthorized => "unauthorized",
+            ErrorType::E2ee(kind) => kind,
         }
     }
 }
@@ -112,6 +115,11 @@ impl ApiError {
             .headers
             .push(("www-authenticate", "Bearer".to_owned()));
         error
+    }
+
+    /// 400 with an E2EE v2 type (its spec §9): `type` and `code` are both that type.
+    pub fn e2ee(kind: &'static str, message: impl Into<String>) -> Self {
+        Self::new(400, ErrorType::E2ee(kind), kind, message)
     }
 
     /// 405.

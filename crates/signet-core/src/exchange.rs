@@ -15,7 +15,13 @@
 //! - **Retry**: a POST goes again only when the upstream (never the client) closed an idle
 //!   pooled connection without a byte of answer, and only once, on a fresh connection.
 //! - **Settle**: a signature stands only if every byte it covers reached the client's socket.
+//! - **E2EE v2**: a request that asks for it is checked with its head, read whole, its fields
+//!   decrypted before it goes upstream (the received bytes stay what the EIP-191 text
+//!   hashes); its answer's content fields are encrypted before they are hashed and sent.
 
+use crate::e2ee::fields::ResponseSealer;
+use crate::e2ee::stream::ResponseEncryptor;
+use crate::e2ee::{E2eeService, Negotiated, RequestHeaders as E2eeHeaders};
 use crate::error::ApiError;
 use crate::ids::CompletionId;
 use crate::inband::{self, InbandSignature};
@@ -56,6 +62,8 @@ pub struct ExchangePolicy {
     pub body_deadline: std::time::Duration,
     /// Which routes are signed, and how.
     pub routes: std::sync::Arc<RouteTable>,
+    /// The E2EE v2 keys and replay state (`None`: the service terminates no E2EE).
+    pub e2ee: Option<std::sync::Arc<E2eeService>>,
 }
 
 /// HTTP version of the client's request.
@@ -93,6 +101,10 @@ pub struct RequestHead<'a> {
     /// signet's own id for this request (a body without an id of its own is filed under
     /// `signet-<request id>`).
     pub request_id: &'a str,
+    /// The E2EE v2 request headers.
+    pub e2ee: E2eeHeaders<'a>,
+    /// The Unix time the head came (E2EE timestamps and replay window).
+    pub now_unix: u64,
 }
 
 /// A refusal: the envelope to answer with, and whether the connection must close (the body
@@ -165,6 +177,10 @@ pub struct ResponseEdits {
     pub request_id: bool,
     /// Add `x-signet-completion-id` with this id (a body that carries no id of its own).
     pub completion_id: Option<String>,
+    /// Add `X-E2EE-Applied: true` and `X-E2EE-Algo` with this algo.
+    pub e2ee_algo: Option<&'static str>,
+    /// Add `X-E2EE-Version` with this version (ACI E2EE v2: `2`).
+    pub e2ee_version: Option<&'static str>,
 }
 
 /// What the response body filter does after a chunk.
@@ -304,6 +320,17 @@ pub struct Exchange {
     response_midstate: Option<sha2::Sha256>,
     /// sha256 of every response body byte emitted once sealed, trailer included.
     emitted_sha256: Option<[u8; 32]>,
+    /// An E2EE v2 request: its session, its restored body, its answer's encryptor.
+    e2ee: Option<E2eeExchange>,
+}
+
+/// The E2EE side of one exchange.
+#[derive(Debug)]
+struct E2eeExchange {
+    session: Negotiated,
+    /// The decrypted body as forwarded, its sha256 and its model.
+    restored: Option<(Bytes, [u8; 32], String)>,
+    encryptor: Option<ResponseEncryptor>,
 }
 
 /// The last few bytes of a body.
@@ -405,6 +432,7 @@ impl Exchange {
             client_left: false,
             response_midstate: None,
             emitted_sha256: None,
+            e2ee: None,
         }
     }
 
@@ -482,6 +510,19 @@ impl Exchange {
             ));
         }
         self.inband = inband::requested(head.inband);
+        match self.check_e2ee(head) {
+            Ok(Some(session)) => {
+                // The in-band JSON path sends the body it received: never a ciphertext.
+                self.inband = false;
+                self.e2ee = Some(E2eeExchange {
+                    session,
+                    restored: None,
+                    encryptor: None,
+                });
+            }
+            Ok(None) => {}
+            Err(error) => return HeadDecision::Refuse(self.refuse(error, true)),
+        }
         let fits_retry_buffer =
             !head.transfer_encoding && declared.is_some_and(|length| length <= PREREAD_LIMIT);
         self.fits_retry_buffer = fits_retry_buffer;
@@ -498,7 +539,10 @@ impl Exchange {
                 RequestCapture::opaque(limit)
             }
         });
-        // The in-band JSON path sends the request itself: it needs the whole body.
+        // The in-band JSON path sends the request itself: it needs the whole body. An E2EE
+        // body is decrypted once complete either way: read up front when it fits the retry
+        // buffer, else held as it streams (the upstream then gets it chunked, its length
+        // unknown until it is restored).
         self.read_body_first = fits_retry_buffer || self.inband;
         HeadDecision::Admit {
             read_body_first: self.read_body_first,
@@ -522,9 +566,65 @@ impl Exchange {
             return Ok(());
         };
         match capture.finish() {
-            Ok(_) => Ok(()),
+            Ok(complete) => self.restore_e2ee(&complete),
             Err(e) => Err(self.refuse(body_refusal(e), true)),
         }
+    }
+
+    /// Checks the E2EE headers of a signed request: a session when it asks for v2.
+    fn check_e2ee(&self, head: &RequestHead<'_>) -> Result<Option<Negotiated>, ApiError> {
+        let Some(service) = &self.policy.e2ee else {
+            return if head.e2ee.any() {
+                Err(crate::e2ee::E2eeError::InvalidVersion.to_api_error())
+            } else {
+                Ok(None)
+            };
+        };
+        service
+            .check_request(&head.e2ee, head.path, head.now_unix)
+            .map_err(|e| e.to_api_error())
+    }
+
+    /// Decrypts an E2EE request's complete body (nothing when the request is not E2EE):
+    /// what goes upstream from now on.
+    fn restore_e2ee(&mut self, complete: &Bytes) -> Result<(), Refusal> {
+        let (Some(state), Some(service)) = (self.e2ee.as_mut(), self.policy.e2ee.as_ref()) else {
+            return Ok(());
+        };
+        if state.restored.is_some() {
+            return Ok(());
+        }
+        match service.restore_request(&state.session, complete) {
+            Ok((body, model)) => {
+                let sha256: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&body).into();
+                state.restored = Some((Bytes::from(body), sha256, model));
+                Ok(())
+            }
+            Err(e) => Err(self.refuse(e.to_api_error(), true)),
+        }
+    }
+
+    /// The body as it goes upstream when it differs from the one received (an E2EE
+    /// request, decrypted): its length sets the upstream request's `Content-Length`.
+    pub fn forwarded_body(&self) -> Option<&Bytes> {
+        self.e2ee
+            .as_ref()
+            .and_then(|state| state.restored.as_ref())
+            .map(|(body, _, _)| body)
+    }
+
+    /// What ACI's `request.received` and `request.forwarded` cover, when it is not the
+    /// received body: an E2EE request's restored plaintext, and its sha256.
+    pub fn restored_request(&self) -> Option<(&[u8], [u8; 32])> {
+        self.e2ee
+            .as_ref()
+            .and_then(|state| state.restored.as_ref())
+            .map(|(body, sha256, _)| (body.as_ref(), *sha256))
+    }
+
+    /// Whether this is an E2EE v2 exchange.
+    pub fn is_e2ee(&self) -> bool {
+        self.e2ee.is_some()
     }
 
     /// The body could not be read up front.
@@ -639,11 +739,12 @@ impl Exchange {
             return Ok(chunk);
         }
         if let Some(complete) = capture.complete_body() {
-            return Ok(Some(if end_of_stream {
-                complete.clone()
-            } else {
-                Bytes::new()
-            }));
+            if !end_of_stream {
+                return Ok(Some(Bytes::new()));
+            }
+            let complete = complete.clone();
+            self.restore_e2ee(&complete)?;
+            return Ok(Some(self.forwarded_body().cloned().unwrap_or(complete)));
         }
         if let Some(chunk) = chunk
             && let Err(e) = capture.push(&chunk)
@@ -654,7 +755,10 @@ impl Exchange {
             return Ok(Some(Bytes::new()));
         }
         match capture.finish() {
-            Ok(complete) => Ok(Some(complete)),
+            Ok(complete) => {
+                self.restore_e2ee(&complete)?;
+                Ok(Some(self.forwarded_body().cloned().unwrap_or(complete)))
+            }
             Err(e) => Err(self.refuse(body_refusal(e), true)),
         }
     }
@@ -694,6 +798,24 @@ impl Exchange {
         }
         let kind = BodyKind::from_content_type(head.content_type);
         self.event_stream = kind == BodyKind::EventStream;
+        if let Some(state) = self.e2ee.as_mut()
+            && let Some((_, _, model)) = &state.restored
+        {
+            let sealer = ResponseSealer::new(state.session.clone(), model.clone());
+            state.encryptor = Some(ResponseEncryptor::new(sealer, self.event_stream));
+            edits.e2ee_algo = Some(state.session.algo());
+            edits.e2ee_version = state.session.version();
+            // Encrypted fields are longer than their plaintext: the upstream's length is
+            // wrong for what is sent.
+            if head.content_length {
+                edits.remove_content_length = true;
+                match head.client_version {
+                    HttpVersion::Http11 => edits.add_chunked = true,
+                    HttpVersion::Http10 => edits.close = true,
+                    HttpVersion::Http2 => {}
+                }
+            }
+        }
         if kind == BodyKind::EventStream {
             if self.inband {
                 self.inband_trailer = true;
@@ -733,6 +855,15 @@ impl Exchange {
         chunk: Option<&[u8]>,
         end_of_stream: bool,
     ) -> Option<Vec<u8>> {
+        if let Some(encryptor) = self.e2ee.as_mut().and_then(|s| s.encryptor.as_mut()) {
+            // E2EE: what is sent (and hashed) is the encrypted form. No in-band trailer
+            // guard is needed: in-band is off for E2EE requests.
+            let mut out = encryptor.push(chunk.unwrap_or_default());
+            if end_of_stream {
+                out.extend(encryptor.finish());
+            }
+            return Some(out);
+        }
         let guard = self.trailer_guard.as_mut()?;
         let mut out = guard.filter(chunk.unwrap_or_default());
         if end_of_stream {
@@ -787,6 +918,17 @@ impl Exchange {
             // The connection closed, but the stream never said it was done: a cut.
             self.completion_id = capture.id_so_far().cloned();
             self.unsigned = Some(UnsignedReason::UpstreamAbort);
+            return BodyStep::Continue;
+        }
+        if self
+            .e2ee
+            .as_ref()
+            .and_then(|s| s.encryptor.as_ref())
+            .is_some_and(ResponseEncryptor::failed)
+        {
+            // An error event replaced what could not be encrypted: not the answer.
+            self.completion_id = capture.id_so_far().cloned();
+            self.unsigned = Some(UnsignedReason::EncryptionFailed);
             return BodyStep::Continue;
         }
         let Some(request_sha256) = self.request_sha256() else {
@@ -1015,6 +1157,7 @@ mod tests {
             },
             body_deadline: std::time::Duration::from_secs(10),
             routes: std::sync::Arc::new(RouteTable::builtin()),
+            e2ee: None,
         }
     }
 
@@ -1030,6 +1173,8 @@ mod tests {
             authorized: true,
             inband: None,
             request_id: "0123456789abcdef0123456789abcdef",
+            e2ee: E2eeHeaders::default(),
+            now_unix: 1_750_000_000,
         }
     }
 
@@ -1505,6 +1650,183 @@ mod tests {
             }),
             Settlement::Unsigned(UnsignedReason::SigningFailed)
         );
+    }
+
+    fn sha256(bytes: &[u8]) -> [u8; 32] {
+        <sha2::Sha256 as sha2::Digest>::digest(bytes).into()
+    }
+
+    /// An E2EE v2 exchange admitted with a chat body whose one message is encrypted
+    /// (`content` is what is encrypted); the body as received.
+    fn e2ee_exchange(content: &str) -> (Exchange, Vec<u8>, crate::e2ee::crypto::SecretKey) {
+        use crate::e2ee::crypto::{self, PublicKey, SecretKey, Suite};
+        let service = std::sync::Arc::new(E2eeService::generate(10));
+        let entry = service.keyset_entries().remove(0);
+        let model_key = PublicKey::parse(Suite::X25519, &entry.public_key).unwrap();
+        let client = SecretKey::generate(Suite::X25519);
+        let client_hex = client.public_key().to_hex();
+        let nonce = "cd".repeat(32);
+        let aad = crate::e2ee::request_aad(
+            Suite::X25519.algo(),
+            "m",
+            "messages.0.content",
+            &nonce,
+            1_750_000_000,
+        );
+        let field = crypto::seal(&model_key, content.as_bytes(), &aad);
+        let received = serde_json::to_vec(&serde_json::json!({
+            "model": "m", "stream": true, "messages": [{"role": "user", "content": field}]
+        }))
+        .unwrap();
+        let mut exchange = Exchange::new(ExchangePolicy {
+            e2ee: Some(service),
+            ..policy()
+        });
+        let length = received.len().to_string();
+        let decision = exchange.on_request_head(&RequestHead {
+            inband: Some(b"in-band"),
+            e2ee: E2eeHeaders {
+                version: Some(b"2"),
+                client_pub_key: Some(client_hex.as_bytes()),
+                model_pub_key: Some(entry.public_key.as_bytes()),
+                nonce: Some(nonce.as_bytes()),
+                timestamp: Some(b"1750000000"),
+                ..E2eeHeaders::default()
+            },
+            ..head("POST", "/v1/chat/completions", Some(length.as_bytes()))
+        });
+        assert_eq!(
+            decision,
+            HeadDecision::Admit {
+                read_body_first: true
+            },
+            "a small body is read up front"
+        );
+        assert!(exchange.is_e2ee());
+        (exchange, received, client)
+    }
+
+    #[test]
+    fn e2ee_headers_are_refused_where_the_service_terminates_none() {
+        let mut exchange = Exchange::new(policy());
+        let decision = exchange.on_request_head(&RequestHead {
+            e2ee: E2eeHeaders {
+                version: Some(b"2"),
+                ..E2eeHeaders::default()
+            },
+            ..head("POST", "/v1/chat/completions", Some(b"10"))
+        });
+        let HeadDecision::Refuse(refusal) = decision else {
+            panic!("refused")
+        };
+        assert_eq!(
+            (refusal.error.code, refusal.error.status, refusal.close),
+            ("e2ee_invalid_version", 400, true)
+        );
+    }
+
+    #[test]
+    fn an_e2ee_exchange_forwards_the_restored_body_and_signs_the_encrypted_answer() {
+        let (mut exchange, received, client) = e2ee_exchange("secret prompt");
+        exchange.push_request_body(&received).unwrap();
+        exchange.finish_request_body().unwrap();
+        let restored = serde_json::to_vec(&serde_json::json!({
+            "model": "m", "stream": true, "messages": [{"role": "user", "content": "secret prompt"}]
+        }))
+        .unwrap();
+        assert_eq!(
+            exchange.forwarded_body().unwrap().as_ref(),
+            restored.as_slice()
+        );
+        assert_eq!(
+            exchange.restored_request(),
+            Some((restored.as_slice(), sha256(&restored)))
+        );
+        // The EIP-191 side hashes the body as received.
+        assert_eq!(exchange.request_sha256(), Some(sha256(&received)));
+        assert!(!exchange.serves_inband_json(), "in-band is off for E2EE");
+        exchange.start_attempt();
+        let sent = exchange.forward_request_body(None, true).unwrap().unwrap();
+        assert_eq!(sent.as_ref(), restored.as_slice());
+
+        let edits = exchange.on_response_head(&ResponseHead {
+            content_length: true,
+            transfer_encoding: false,
+            ..response_head(200, b"text/event-stream")
+        });
+        assert_eq!(edits.e2ee_algo, Some(crate::e2ee::ALGO_X25519));
+        assert_eq!(edits.e2ee_version, Some("2"));
+        assert!(edits.remove_content_length && edits.add_chunked && !edits.mark_inband);
+        let event = b"data: {\"id\":\"chat-9\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n";
+        let (a, b) = event.split_at(7);
+        let mut wire = Vec::new();
+        for (piece, end) in [(a, false), (b, false), (&b"data: [DONE]\n\n"[..], true)] {
+            let out = exchange.rewrite_response_chunk(Some(piece), end).unwrap();
+            wire.extend_from_slice(&out);
+            if let BodyStep::Seal(completed) = exchange.on_response_body(Some(&out), end) {
+                assert!(end);
+                assert_eq!(completed.id.as_str(), "chat-9");
+                assert_eq!(completed.request_sha256, sha256(&received));
+                assert_eq!(completed.response_sha256, sha256(&wire));
+            }
+        }
+        assert_eq!(exchange.completion_id().unwrap().as_str(), "chat-9");
+        let text = std::str::from_utf8(&wire).unwrap();
+        assert!(text.ends_with("data: [DONE]\n\n") && !text.contains("\"hi\""));
+        let data = text.lines().next().unwrap().strip_prefix("data: ").unwrap();
+        let value: serde_json::Value = serde_json::from_str(data).unwrap();
+        let sealed = value["choices"][0]["delta"]["content"].as_str().unwrap();
+        let aad = crate::e2ee::response_aad(
+            crate::e2ee::ALGO_X25519,
+            "m",
+            "chat-9",
+            "choices.0.delta.content",
+            &"cd".repeat(32),
+            1_750_000_000,
+        );
+        assert_eq!(
+            crate::e2ee::crypto::open(&client, sealed, &aad).unwrap(),
+            b"hi"
+        );
+    }
+
+    #[test]
+    fn an_e2ee_field_that_does_not_open_is_refused_before_the_upstream() {
+        let (mut exchange, received, _) = e2ee_exchange("x");
+        let tampered =
+            String::from_utf8(received)
+                .unwrap()
+                .replacen("\"content\":\"", "\"content\":\"00", 1);
+        exchange.push_request_body(tampered.as_bytes()).unwrap();
+        let refusal = exchange.finish_request_body().unwrap_err();
+        assert_eq!(refusal.error.code, "e2ee_decryption_failed");
+        assert!(refusal.close && exchange.was_refused());
+        assert!(exchange.forwarded_body().is_none());
+    }
+
+    #[test]
+    fn an_e2ee_answer_that_cannot_be_encrypted_ends_with_an_error_event_unsigned() {
+        let (mut exchange, received, _) = e2ee_exchange("x");
+        exchange.push_request_body(&received).unwrap();
+        exchange.finish_request_body().unwrap();
+        exchange.on_response_head(&response_head(200, b"text/event-stream"));
+        let out = exchange
+            .rewrite_response_chunk(Some(b"data: {\"id\":\"c\"\n\n"), false)
+            .unwrap();
+        assert!(out.starts_with(b"data: {\"error\""));
+        assert_eq!(
+            exchange.on_response_body(Some(&out), false),
+            BodyStep::Continue
+        );
+        let rest = exchange
+            .rewrite_response_chunk(Some(b"data: [DONE]\n\n"), true)
+            .unwrap();
+        assert!(rest.is_empty(), "nothing follows the error event");
+        assert_eq!(
+            exchange.on_response_body(Some(&rest), true),
+            BodyStep::Continue
+        );
+        assert_eq!(exchange.unsigned(), Some(UnsignedReason::EncryptionFailed));
     }
 
     #[test]

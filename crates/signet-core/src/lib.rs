@@ -13,8 +13,10 @@
 //! - [`route`], [`error`]: which route a request is on, and the error envelope.
 //! - [`aci`]: ACI (`aci/1`): JCS, the workload keyset, the attestation statement, signed
 //!   receipts and their store.
+//! - [`e2ee`]: ACI's E2EE v2: request fields decrypted, response fields encrypted.
 
 pub mod aci;
+pub mod e2ee;
 pub mod error;
 pub mod exchange;
 pub mod ids;

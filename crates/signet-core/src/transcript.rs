@@ -267,6 +267,8 @@ pub enum UnsignedReason {
     /// A live signature for the same completion id is already filed (an upstream that
     /// repeats ids): the earlier one stays, this one is not signed.
     DuplicateId,
+    /// An E2EE response could not be encrypted: an error event replaced it.
+    EncryptionFailed,
 }
 
 impl UnsignedReason {
@@ -282,6 +284,7 @@ impl UnsignedReason {
             UnsignedReason::Rejected => "rejected",
             UnsignedReason::SigningFailed => "signing_failed",
             UnsignedReason::DuplicateId => "duplicate_id",
+            UnsignedReason::EncryptionFailed => "encryption_failed",
         }
     }
 }

@@ -71,6 +71,22 @@ impl Ed25519Signer {
         hex::encode(self.public_key())
     }
 
+    /// The key's X25519 secret (RFC 7748 clamped, from SHA-512 of the seed as RFC 8032
+    /// derives its scalar), for NEAR's `ed25519` E2EE suite only, which reuses this key by
+    /// that protocol's design; it never leaves this crate.
+    pub(crate) fn x25519_secret(&self) -> x25519_dalek::StaticSecret {
+        use sha2::Digest;
+        let mut seed = Zeroizing::new(self.key.to_bytes());
+        let digest = Zeroizing::new(<[u8; 64]>::from(sha2::Sha512::digest(seed.as_ref())));
+        seed.as_mut().fill(0);
+        let mut scalar = Zeroizing::new([0u8; 32]);
+        scalar.copy_from_slice(&digest[..32]);
+        scalar[0] &= 248;
+        scalar[31] &= 127;
+        scalar[31] |= 64;
+        x25519_dalek::StaticSecret::from(*scalar)
+    }
+
     /// The 64-byte RFC 8032 signature of `message` (deterministic).
     pub fn sign(&self, message: &[u8]) -> [u8; 64] {
         self.key.sign(message).to_bytes()

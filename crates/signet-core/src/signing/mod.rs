@@ -79,6 +79,12 @@ impl Signer {
         &self.public_key
     }
 
+    /// The secret scalar, for NEAR's `ecdsa` E2EE suite only (which reuses the signing key
+    /// by that protocol's design); it never leaves this crate.
+    pub(crate) fn secret_scalar(&self) -> &k256::NonZeroScalar {
+        self.key.as_nonzero_scalar()
+    }
+
     /// EIP-191 `personal_sign` of `message`: RFC 6979 deterministic, low-S, v = 27 or 28.
     pub fn sign_message(&self, message: &[u8]) -> Result<RecoverableSignature, SigningError> {
         let digest = eip191_hash(message);
