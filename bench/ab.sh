@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A/B of signet builds on the same harness: this checkout's mock upstream and signet-load
 # (cargo build --release --bins first), and the signet binaries named as LABEL=PATH; one
-# proxy worker pinned to the last CPU, the builds alternated twice, JSON and 200-event burst
-# streams at c=64, 3,000 requests each. Prints requests/s and signet's CPU per request.
+# proxy worker pinned to the last CPU, the builds alternated twice, JSON, 200-event burst
+# streams and the same streams coalesced into 16 KiB upstream writes, at c=64, 3,000 requests
+# each. Prints requests/s and signet's CPU per request.
 #
 #   bench/ab.sh old=/path/to/old/target/release/signet new=target/release/signet
 set -euo pipefail
@@ -20,14 +21,18 @@ run() {
   local saved=$bin; bin=$(dirname "$signet_bin")
   start_signet "ab-$label-$kind" "$port" 1 "$proxy_cpu"
   bin=$saved
-  local flags=(); [[ $kind == burst ]] && flags=(--stream)
+  local flags=()
+  case $kind in
+    burst) flags=(--stream) ;;
+    coalesced) flags=(--stream --write-bytes 16384) ;;
+  esac
   taskset -c "$load_cpus" "$bin/signet-load" bench --target "127.0.0.1:$port" --concurrency 64 --requests 3000 --warmup 300 --cpu-pid "$signet_pid" "${flags[@]}" --label "$label" \
     | python3 -c "import json,sys; r=json.load(sys.stdin); print('$label $kind', {k:v for k,v in r.items() if k in ('requests_per_second','cpu_us_per_request','rps','cpu_per_request_us')} or r)"
   kill "$signet_pid"; wait "$signet_pid" 2>/dev/null || true
 }
 (($#)) || { echo "usage: $0 LABEL=PATH..." >&2; exit 2; }
 for round in 1 2; do
-  for kind in json burst; do
+  for kind in json burst coalesced; do
     for pair in "$@"; do
       run "${pair%%=*}" "$(realpath "${pair#*=}")" "$kind"
     done

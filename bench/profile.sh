@@ -3,15 +3,16 @@
 # and signet-load on the others, 64 concurrent requests of the given traffic, perf sampling
 # signet's process for 8 seconds. Prints the split kernel/user and the top symbols.
 #
-#   bench/profile.sh [burst|paced|json]     (needs perf: apt-get install linux-perf)
+#   bench/profile.sh [burst|coalesced|paced|json]     (needs perf: apt-get install linux-perf)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kind=${1:-burst}
 case $kind in
     burst) flags=(--stream) ;;
+    coalesced) flags=(--stream --write-bytes 16384) ;;
     paced) flags=(--stream --delay-us 500) ;;
     json) flags=() ;;
-    *) echo "usage: $0 [burst|paced|json]" >&2; exit 2 ;;
+    *) echo "usage: $0 [burst|coalesced|paced|json]" >&2; exit 2 ;;
 esac
 command -v perf >/dev/null || { echo "perf is missing: apt-get install linux-perf" >&2; exit 1; }
 cargo build --release --bins >&2

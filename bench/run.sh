@@ -102,7 +102,11 @@ signet_pid=$memory_signet_pid
 wait_http "127.0.0.1:$nginx_port" /_mock/stats
 
 # --- the matrix ---------------------------------------------------------------------------
-# burst: 200 events written as fast as the upstream can (proxy throughput, CPU per stream);
+# burst: 200 events written as fast as the upstream can, one write each (proxy throughput,
+#   CPU per stream);
+# coalesced: the same 200 events, the upstream writing 16 KiB at a time, so a proxy reads many
+#   events at once (what it sees behind a slow reader, or from a model that emits several
+#   tokens per step, or speculative decoding);
 # paced: 200 events 500 µs apart, as a model emits tokens (time to first byte, CPU);
 # json: non-streamed completions of 200 tokens.
 results="$work/results.jsonl"
@@ -119,6 +123,7 @@ run_cell() { # kind concurrency requests
         esac
         case $kind in
             burst) flags=(--stream) ;;
+            coalesced) flags=(--stream --write-bytes 16384) ;;
             paced) flags=(--stream --delay-us 500) ;;
             json) flags=() ;;
         esac
@@ -129,12 +134,13 @@ run_cell() { # kind concurrency requests
     done
 }
 if [[ $quick == 1 ]]; then
-    for c in 1 64; do run_cell burst $c 1000; run_cell json $c 1000; done
+    for c in 1 64; do run_cell burst $c 1000; run_cell coalesced $c 1000; run_cell json $c 1000; done
     run_cell paced 1 100
     run_cell paced 64 640
 else
     for c in 1 16 64 256; do
         run_cell burst $c $((c * 60 > 3000 ? c * 60 : 3000))
+        run_cell coalesced $c $((c * 60 > 3000 ? c * 60 : 3000))
         run_cell json $c $((c * 200 > 10000 ? c * 200 : 10000))
     done
     run_cell paced 1 300

@@ -127,6 +127,11 @@ struct BenchArgs {
     /// Pause between events, as a model paces its tokens (x-mock-delay-us).
     #[arg(long, default_value_t = 0)]
     delay_us: u64,
+    /// Have the upstream write its body in pieces of this many bytes (x-mock-chunks), so
+    /// many events arrive in one write, as a proxy sees them behind a slow reader or from
+    /// a model that emits several tokens per step; 0 writes one piece per event.
+    #[arg(long, default_value_t = 0)]
+    write_bytes: usize,
     /// Processes whose CPU time is reported per request (the proxy under test).
     #[arg(long)]
     cpu_pid: Vec<u32>,
@@ -916,6 +921,10 @@ async fn bench(args: BenchArgs) -> ExitCode {
         ),
         ("x-mock-delay-us".to_owned(), args.delay_us.to_string()),
     ];
+    let mut headers = headers;
+    if args.write_bytes > 0 {
+        headers.push(("x-mock-chunks".to_owned(), args.write_bytes.to_string()));
+    }
     let args = Arc::new(args);
     let run = |count: usize, measure: bool| {
         let (args, body, headers) = (args.clone(), body.clone(), headers.clone());
@@ -992,6 +1001,7 @@ async fn bench(args: BenchArgs) -> ExitCode {
         "stream": args.stream,
         "events": args.events,
         "delay_us": args.delay_us,
+        "write_bytes": args.write_bytes,
         "concurrency": args.concurrency,
         "requests": args.requests,
         "errors": errors,
