@@ -21,6 +21,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The buffer an upstream's HTTP/1 response body is read into, per connection: one
+/// coalesced upstream write of an event stream still fits in one read.
+const UPSTREAM_BODY_BUFFER_BYTES: usize = 16 * 1024;
+
 /// Why the pool could not be built.
 #[derive(Debug, thiserror::Error)]
 #[error("upstreams: {0}")]
@@ -252,6 +256,10 @@ impl UpstreamPool {
         peer.options.read_timeout = Some(read_timeout);
         peer.options.write_timeout = Some(self.timeouts.write);
         peer.options.idle_timeout = Some(self.timeouts.pool_idle);
+        // Pingora reads a response body into 64 KiB per connection by default, most of it
+        // idle for an event stream whose events are a few hundred bytes (measured in
+        // BENCHMARKS.md); one coalesced write of an upstream still fits in one read.
+        peer.options.h1_body_buffer_size = Some(UPSTREAM_BODY_BUFFER_BYTES);
         peer
     }
 }

@@ -79,6 +79,11 @@ use pingora_core::upstreams::peer::{HttpPeer, Peer};
 use pingora_error::{Error, ErrorSource, ErrorType::*, OrErr, Result};
 
 const TASK_BUFFER_SIZE: usize = 4;
+/// How many response tasks the upstream half of an HTTP/1 proxy may queue for the
+/// downstream half. The downstream half writes every queued task in one write, and one read
+/// from the upstream can hold many chunks (an event stream's events, one chunk each): with
+/// room for only [`TASK_BUFFER_SIZE`] they went out four at a time, a write each.
+const RESPONSE_TASK_BUFFER_SIZE: usize = 32;
 
 /// Caps per-proxy padding and one-time shutdown fan-out on very large hosts.
 const MAX_SHUTDOWN_NOTIFY_SHARDS: usize = 256;

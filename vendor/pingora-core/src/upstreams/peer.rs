@@ -541,6 +541,12 @@ pub struct PeerOptions {
     /// **Note:** This field is unstable and may be removed or changed in future versions.
     /// It exists primarily for compatibility with legacy servers that send malformed headers.
     pub allow_h1_response_invalid_content_length: bool,
+    /// The size of the buffer an HTTP/1 response body is read into, per connection.
+    /// If `None`, the default of 64 KiB is used; smaller values are raised to 16 KiB.
+    ///
+    /// A proxy holding many slow responses open (event streams) can trade the default's
+    /// fewer reads of large bodies for less memory per open response.
+    pub h1_body_buffer_size: Option<usize>,
     /// Controls automatically forwarded request headers sent to HTTP upstreams.
     pub http_upstream_request_policy: HttpUpstreamRequestPolicy,
     pub extra_proxy_headers: BTreeMap<String, Vec<u8>>,
@@ -600,6 +606,7 @@ impl PeerOptions {
             h2_stream_window_size: None,
             h2_connection_window_size: None,
             allow_h1_response_invalid_content_length: false,
+            h1_body_buffer_size: None,
             http_upstream_request_policy: HttpUpstreamRequestPolicy::default(),
             extra_proxy_headers: BTreeMap::new(),
             curves: None,

@@ -31,6 +31,9 @@ use crate::utils::BufRef;
 const BODY_BUFFER_SIZE: usize = 1024 * 64;
 // limit how much incomplete chunk-size and chunk-ext to buffer
 const PARTIAL_CHUNK_HEAD_LIMIT: usize = 1024 * 8;
+/// The smallest body buffer [`BodyReader::set_body_buffer_size`] allows: room for the
+/// longest partial chunk head and some bytes to read after it.
+pub const MIN_BODY_BUFFER_SIZE: usize = PARTIAL_CHUNK_HEAD_LIMIT + 1024;
 // Trailers: https://datatracker.ietf.org/doc/html/rfc9112#section-7.1.2
 // TODO: proper trailer handling and parsing
 // generally trailers are an uncommonly used HTTP/1.1 feature, this is a somewhat
@@ -163,6 +166,12 @@ impl BodyReader {
             upstream,
             body_buf_overread: None,
         }
+    }
+
+    /// Sets the size of the buffer the body is read into (for bodies not yet started),
+    /// at least [`MIN_BODY_BUFFER_SIZE`] so that a partial chunk head always fits.
+    pub fn set_body_buffer_size(&mut self, size: usize) {
+        self.body_buf_size = size.max(MIN_BODY_BUFFER_SIZE);
     }
 
     pub fn need_init(&self) -> bool {
@@ -2575,6 +2584,28 @@ mod tests {
         assert_eq!(res, None);
         assert_eq!(body_reader.body_state, ParseState::Complete(2));
         assert_eq!(body_reader.get_body_overread(), None);
+    }
+
+    #[tokio::test]
+    async fn read_with_body_chunked_small_buffer() {
+        init_log();
+        // A chunk larger than the buffer arrives over several reads, whole and in order.
+        let payload = vec![b'x'; MIN_BODY_BUFFER_SIZE * 2 + 7];
+        let mut input = format!("{:x}\r\n", payload.len()).into_bytes();
+        input.extend_from_slice(&payload);
+        input.extend_from_slice(b"\r\n0\r\n\r\n");
+        let mut mock_io = Builder::new().read(&input).build();
+        let mut body_reader = BodyReader::new(true);
+        body_reader.set_body_buffer_size(1);
+        assert_eq!(body_reader.body_buf_size, MIN_BODY_BUFFER_SIZE);
+        body_reader.init_chunked(b"");
+        assert!(body_reader.body_buf.as_ref().unwrap().capacity() < BODY_BUFFER_SIZE);
+        let mut body = Vec::new();
+        while let Some(part) = body_reader.read_body(&mut mock_io).await.unwrap() {
+            assert!(part.len() <= MIN_BODY_BUFFER_SIZE);
+            body.extend_from_slice(body_reader.get_body(&part));
+        }
+        assert_eq!(body, payload);
     }
 
     #[tokio::test]

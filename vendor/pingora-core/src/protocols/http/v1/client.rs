@@ -110,6 +110,9 @@ impl HttpSession {
             session.set_allow_h1_response_invalid_content_length(
                 options.allow_h1_response_invalid_content_length,
             );
+            if let Some(size) = options.h1_body_buffer_size {
+                session.body_reader.set_body_buffer_size(size);
+            }
         }
         session
     }
