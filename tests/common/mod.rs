@@ -941,7 +941,14 @@ pub async fn https_connection(
     addr: SocketAddr,
     cert: &TestCert,
 ) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    https_connection_over(tokio::net::TcpStream::connect(addr).await.unwrap(), cert).await
+}
+
+/// [`https_connection`] over a TCP connection the caller made (from a chosen address, say).
+pub async fn https_connection_over(
+    tcp: tokio::net::TcpStream,
+    cert: &TestCert,
+) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let tls = tls_client(&cert.cert_pem, &[b"http/1.1"])
         .connect(name, tcp)
