@@ -372,7 +372,7 @@ async fn malformed_requests_get_envelopes_and_never_reach_the_upstream() {
 /// Bodies on the streaming path (chunked, or over the 64 KiB read before the upstream is
 /// contacted) are checked once complete, after the request head has gone upstream: the
 /// upstream sees that head and then its connection closed before a single body byte, never a
-/// complete request, and nothing is signed (docs/API.md §3.1).
+/// complete request, and nothing is signed (docs/API.md §3.2).
 #[tokio::test]
 async fn bad_bodies_on_the_streaming_path_never_reach_the_upstream_complete() {
     let upstream = Upstream::start();
