@@ -278,7 +278,7 @@ mod tests {
     }
 
     #[test]
-    fn a_sealed_stream_opens_to_the_plain_one_and_a_moved_field_does_not() {
+    fn a_sealed_stream_opens_to_the_plain_one_and_not_under_another_nonce() {
         let (service, client) = service_and_client(Suite::X25519);
         let request = client.prepare(&[], true);
         let negotiated = check(&service, &request).unwrap();
