@@ -25,6 +25,8 @@ def machine():
 
 
 def kind_of(r):
+    if r.get("e2ee"):
+        return "encrypted"
     if not r["stream"]:
         return "json"
     if r.get("delay_us", 0) > 0:
@@ -102,6 +104,8 @@ def main():
                 f'{redis["redis_keys"]} records in Redis at the end (5-minute TTL)'
             )
 
+    encrypted = e2ee_table(cell, rows)
+
     verdicts = []
     for kind in ("burst", "coalesced"):
         s64, n64 = cell.get(("signet", kind, 64)), cell.get(("nginx", kind, 64))
@@ -138,11 +142,46 @@ def main():
 
     json.dump(
         {"machine": machine(), "matrix": rows, "hold_signet": hold, "hold_nginx": hold_nginx,
-         "store": store, "redis": redis,
+         "store": store, "redis": redis, "e2ee": encrypted,
          "verdicts": [{"target": v[0], "measured": v[1], "met": v[2], "goal": v[3]} for v in verdicts]},
         open(out_path, "w"), indent=1,
     )
     print(f"\nraw figures: {out_path}")
+
+
+def e2ee_table(cell, rows):
+    """Plain vs E2EE-encrypted burst streams through signet: what encryption adds."""
+    pairs = []
+    for c in sorted({r["concurrency"] for r in rows if kind_of(r) == "encrypted"}):
+        p, e = cell.get(("signet", "burst", c)), cell.get(("signet", "encrypted", c))
+        if not (p and e):
+            continue
+        events = e["events"]
+        added = e["cpu_us_per_request"] - p["cpu_us_per_request"]
+        pairs.append({
+            "concurrency": c, "suite": e["e2ee"], "events": events,
+            "streams_per_second": {"plain": p["requests_per_second"], "encrypted": e["requests_per_second"]},
+            "cpu_us_per_stream": {"plain": p["cpu_us_per_request"], "encrypted": e["cpu_us_per_request"]},
+            "cpu_us_per_event": {"plain": round(p["cpu_us_per_request"] / events, 2),
+                                 "encrypted": round(e["cpu_us_per_request"] / events, 2)},
+            "added_cpu_us_per_stream": round(added, 1),
+            "added_cpu_us_per_event": round(added / events, 2),
+            "total_ms_p99": {"plain": p["total_ms"]["p99"], "encrypted": e["total_ms"]["p99"]},
+        })
+    if pairs:
+        print(f"\nE2EE v2 ({pairs[0]['suite']}) through signet: the burst stream plain vs encrypted "
+              "(the prompt opened, every event's content sealed to the client key)\n")
+        print("| c | streams/s plain | encrypted | encrypted/plain | CPU µs/stream plain | encrypted | CPU µs/event plain | encrypted | added µs/stream | added µs/event | total p99 ms plain | encrypted |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for x in pairs:
+            rps, cpu, ev, p99 = x["streams_per_second"], x["cpu_us_per_stream"], x["cpu_us_per_event"], x["total_ms_p99"]
+            print(
+                f'| {x["concurrency"]} | {rps["plain"]:.0f} | {rps["encrypted"]:.0f} | {rps["encrypted"] / rps["plain"]:.2f} '
+                f'| {cpu["plain"]:.0f} | {cpu["encrypted"]:.0f} | {ev["plain"]:.2f} | {ev["encrypted"]:.2f} '
+                f'| {x["added_cpu_us_per_stream"]:+.0f} | {x["added_cpu_us_per_event"]:+.2f} '
+                f'| {p99["plain"]:.2f} | {p99["encrypted"]:.2f} |'
+            )
+    return pairs
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@
 # signet-mock-upstream (the upstream), nginx and signet, and runs signet-load over the matrix
 # {direct, nginx, signet, signet-redis} x concurrency {1, 16, 64, 256} x {200-event stream,
 # JSON}, where signet-redis is a second signet whose signature store mirrors every record to
-# a local redis-server (installed from Debian if missing). Then it measures memory per open
+# a local redis-server (installed from Debian if missing), plus an encrypted cell: the burst
+# stream with ACI E2EE v2 (x25519) through signet alone at c=1 and c=64 (nobody else can
+# decrypt), beside the plain burst cell so the CPU encryption adds per stream reads directly. Then it measures memory per open
 # stream (1,000 slow streams held through signet) and per stored signature (1,000,000
 # records). It prints a table with the ratios and writes every figure to
 # bench/results/<time>.json.
@@ -108,12 +110,16 @@ wait_http "127.0.0.1:$nginx_port" /_mock/stats
 #   events at once (what it sees behind a slow reader, or from a model that emits several
 #   tokens per step, or speculative decoding);
 # paced: 200 events 500 µs apart, as a model emits tokens (time to first byte, CPU);
-# json: non-streamed completions of 200 tokens.
+# json: non-streamed completions of 200 tokens;
+# encrypted: the burst stream with every request's content sealed to signet's attested x25519
+#   key and every event's content sealed back to the client's (signet only; signet-load
+#   --check first opens one answer and compares it with the plain one).
 results="$work/results.jsonl"
 : >"$results"
 run_cell() { # kind concurrency requests
-    local kind=$1 c=$2 requests=$3 target addr flags
-    for target in direct nginx signet signet-redis; do
+    local kind=$1 c=$2 requests=$3 target addr flags targets=(direct nginx signet signet-redis)
+    [[ $kind == encrypted ]] && targets=(signet)
+    for target in "${targets[@]}"; do
         case $target in
             direct) addr=$upstream; cpu=() ;;
             nginx) addr=127.0.0.1:$nginx_port; cpu=(--cpu-pid "$nginx_worker") ;;
@@ -126,6 +132,7 @@ run_cell() { # kind concurrency requests
             coalesced) flags=(--stream --write-bytes 16384) ;;
             paced) flags=(--stream --delay-us 500) ;;
             json) flags=() ;;
+            encrypted) flags=(--stream --e2ee x25519 --check) ;;
         esac
         echo "… $kind c=$c $target ($requests requests)" >&2
         taskset -c "$load_cpus" "$bin/signet-load" bench --target "$addr" --label "$target" \
@@ -134,12 +141,15 @@ run_cell() { # kind concurrency requests
     done
 }
 if [[ $quick == 1 ]]; then
-    for c in 1 64; do run_cell burst $c 1000; run_cell coalesced $c 1000; run_cell json $c 1000; done
+    for c in 1 64; do
+        run_cell burst $c 1000; run_cell encrypted $c 1000; run_cell coalesced $c 1000; run_cell json $c 1000
+    done
     run_cell paced 1 100
     run_cell paced 64 640
 else
     for c in 1 16 64 256; do
         run_cell burst $c $((c * 60 > 3000 ? c * 60 : 3000))
+        if ((c == 1 || c == 64)); then run_cell encrypted $c $((c * 60 > 3000 ? c * 60 : 3000)); fi
         run_cell coalesced $c $((c * 60 > 3000 ? c * 60 : 3000))
         run_cell json $c $((c * 200 > 10000 ? c * 200 : 10000))
     done

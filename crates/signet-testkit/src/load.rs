@@ -11,17 +11,23 @@
 //!   concurrency: requests per second, time to first body byte and to the end, and the CPU
 //!   time a given process spent per request. It prints a JSON report.
 //!
+//!   With `--e2ee` every request is encrypted with ACI E2EE v2 to the target's attested key
+//!   ([`e2ee`]), so the cost of terminating it reads against the same plain traffic.
+//!
 //! Every worker keeps one HTTP/1.1 keep-alive connection, as an SDK client does, and opens a
 //! new one only after an abort or a connection error.
 
+mod e2ee;
+
 use bytes::Bytes;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use signet_core::e2ee::crypto::Suite;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -138,6 +144,34 @@ struct BenchArgs {
     /// A label for the report.
     #[arg(long, default_value = "")]
     label: String,
+    /// Encrypt every request with ACI E2EE v2 in this suite, to the target's attested key
+    /// (`GET /v1/aci/attestation`: signet only). Each phase's requests are sealed before it
+    /// starts, each with its own nonce; a phase must end within the 300-second timestamp
+    /// window.
+    #[arg(long, value_enum)]
+    e2ee: Option<E2eeSuite>,
+    /// Before the run, open one encrypted answer with the client key and compare it with
+    /// the plain answer to the same request; exits 1 if they differ.
+    #[arg(long, requires = "e2ee")]
+    check: bool,
+}
+
+/// `--e2ee`'s suites.
+#[derive(Clone, Copy, ValueEnum)]
+enum E2eeSuite {
+    /// x25519-aes-256-gcm-hkdf-sha256.
+    X25519,
+    /// secp256k1-aes-256-gcm-hkdf-sha256.
+    Secp256k1,
+}
+
+impl E2eeSuite {
+    fn suite(self) -> Suite {
+        match self {
+            E2eeSuite::X25519 => Suite::X25519,
+            E2eeSuite::Secp256k1 => Suite::Secp256k1,
+        }
+    }
 }
 
 /// Runs `signet-load` with the process's arguments.
@@ -906,13 +940,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 async fn bench(args: BenchArgs) -> ExitCode {
     let body = Bytes::from(
         json!({
-            "model": "mock-model",
+            "model": e2ee::MODEL,
             "stream": args.stream,
-            "messages": [{"role": "user", "content": "Say hello."}],
+            "messages": [{"role": "user", "content": e2ee::PROMPT}],
         })
         .to_string(),
     );
-    let headers = vec![
+    let mut headers = vec![
         ("content-type".to_owned(), "application/json".to_owned()),
         ("x-mock-events".to_owned(), args.events.to_string()),
         (
@@ -921,27 +955,71 @@ async fn bench(args: BenchArgs) -> ExitCode {
         ),
         ("x-mock-delay-us".to_owned(), args.delay_us.to_string()),
     ];
-    let mut headers = headers;
     if args.write_bytes > 0 {
         headers.push(("x-mock-chunks".to_owned(), args.write_bytes.to_string()));
     }
+    let client = match args.e2ee {
+        None => None,
+        Some(suite) => match e2ee::E2eeClient::from_attestation(args.target, suite.suite()).await {
+            Ok(client) => Some(client),
+            Err(e) => {
+                eprintln!("signet-load: --e2ee: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    if let Some(client) = &client
+        && args.check
+    {
+        match check_e2ee(&args, client, &headers, body.clone()).await {
+            Ok(bytes) => eprintln!(
+                "signet-load: --check: the encrypted answer opens to the plain one ({bytes} bytes of content)"
+            ),
+            Err(e) => {
+                eprintln!("signet-load: --check: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    // Every phase's requests, sealed before it starts when encrypted.
+    let stream = args.stream;
+    let phase = |count: usize| {
+        Arc::new(match &client {
+            None => PhaseRequests::Same(headers.clone(), body.clone()),
+            Some(client) => PhaseRequests::Each(
+                (0..count)
+                    .map(|_| {
+                        let sealed = client.prepare(&headers, stream);
+                        (sealed.headers, sealed.body)
+                    })
+                    .collect(),
+            ),
+        })
+    };
     let args = Arc::new(args);
-    let run = |count: usize, measure: bool| {
-        let (args, body, headers) = (args.clone(), body.clone(), headers.clone());
+    let run = |requests: Arc<PhaseRequests>, count: usize, measure: bool| {
+        let args = args.clone();
         async move {
             let next = Arc::new(AtomicUsize::new(0));
             let mut workers = Vec::new();
             for _ in 0..args.concurrency {
-                let (args, body, headers, next) =
-                    (args.clone(), body.clone(), headers.clone(), next.clone());
+                let (args, requests, next) = (args.clone(), requests.clone(), next.clone());
                 workers.push(tokio::spawn(async move {
                     let mut connection = Connection::new(args.target);
                     let mut samples = Vec::new();
                     let mut errors = 0usize;
                     let mut bytes = 0usize;
-                    while next.fetch_add(1, Ordering::Relaxed) < count {
+                    loop {
+                        let index = next.fetch_add(1, Ordering::Relaxed);
+                        if index >= count {
+                            break;
+                        }
+                        let Some((headers, body)) = requests.get(index) else {
+                            errors += 1;
+                            continue;
+                        };
                         match connection
-                            .exchange("POST", &args.path, &headers, body.clone(), None)
+                            .exchange("POST", &args.path, headers, body, None)
                             .await
                         {
                             Ok(e) if e.status == 200 && e.body.is_ok() => {
@@ -972,10 +1050,11 @@ async fn bench(args: BenchArgs) -> ExitCode {
             (samples, errors, bytes)
         }
     };
-    let _ = run(args.warmup, false).await;
+    let _ = run(phase(args.warmup), args.warmup, false).await;
+    let measured = phase(args.requests);
     let cpu_before: Vec<Option<f64>> = args.cpu_pid.iter().map(|p| cpu_seconds(*p)).collect();
     let started = Instant::now();
-    let (samples, errors, bytes) = run(args.requests, true).await;
+    let (samples, errors, bytes) = run(measured, args.requests, true).await;
     let seconds = started.elapsed().as_secs_f64();
     let cpu_used: f64 = args
         .cpu_pid
@@ -1002,6 +1081,7 @@ async fn bench(args: BenchArgs) -> ExitCode {
         "events": args.events,
         "delay_us": args.delay_us,
         "write_bytes": args.write_bytes,
+        "e2ee": args.e2ee.map(|suite| suite.suite().algo()),
         "concurrency": args.concurrency,
         "requests": args.requests,
         "errors": errors,
@@ -1021,6 +1101,65 @@ async fn bench(args: BenchArgs) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// What each request of a phase sends: the same for plain traffic, its own for E2EE.
+enum PhaseRequests {
+    Same(Vec<(String, String)>, Bytes),
+    Each(Vec<(Vec<(String, String)>, Bytes)>),
+}
+
+impl PhaseRequests {
+    fn get(&self, index: usize) -> Option<(&[(String, String)], Bytes)> {
+        match self {
+            PhaseRequests::Same(headers, body) => Some((headers, body.clone())),
+            PhaseRequests::Each(requests) => requests
+                .get(index)
+                .map(|(headers, body)| (headers.as_slice(), body.clone())),
+        }
+    }
+}
+
+/// `--check`: one encrypted request and the same request in plain; the encrypted answer's
+/// content, opened with the client key, must be the plain answer's (and not empty). Returns
+/// the content's length.
+async fn check_e2ee(
+    args: &BenchArgs,
+    client: &e2ee::E2eeClient,
+    headers: &[(String, String)],
+    plain_body: Bytes,
+) -> Result<usize, String> {
+    let mut connection = Connection::new(args.target);
+    let answer = |e: Exchange, what: &str| -> Result<Vec<u8>, String> {
+        if e.status != 200 {
+            return Err(format!("the {what} request answered {}", e.status));
+        }
+        e.body.map_err(|b| format!("the {what} answer broke: {b}"))
+    };
+    let plain = connection
+        .exchange("POST", &args.path, headers, plain_body, None)
+        .await?;
+    let plain = e2ee::plain_answer(&answer(plain, "plain")?)?;
+    let sealed = client.prepare(headers, args.stream);
+    let encrypted = connection
+        .exchange(
+            "POST",
+            &args.path,
+            &sealed.headers,
+            sealed.body.clone(),
+            None,
+        )
+        .await?;
+    let encrypted = answer(encrypted, "encrypted")?;
+    let opened = client.open_answer(&sealed, &encrypted)?;
+    if opened.is_empty() || opened != plain {
+        return Err(format!(
+            "the opened content ({} bytes) is not the plain answer's ({} bytes)",
+            opened.len(),
+            plain.len()
+        ));
+    }
+    Ok(opened.len())
 }
 
 // --- hold -------------------------------------------------------------------------------
