@@ -183,6 +183,20 @@ pub struct ResponseEdits {
     pub e2ee_version: Option<&'static str>,
 }
 
+impl ResponseEdits {
+    /// The body will not be the upstream's fixed length (it grows, or must not be held back
+    /// until its end): drop `Content-Length` and frame it as the client's version allows,
+    /// chunked for HTTP/1.1, delimited by the close for HTTP/1.0, by frames for HTTP/2.
+    fn drop_fixed_length(&mut self, client_version: HttpVersion) {
+        self.remove_content_length = true;
+        match client_version {
+            HttpVersion::Http11 => self.add_chunked = true,
+            HttpVersion::Http10 => self.close = true,
+            HttpVersion::Http2 => {}
+        }
+    }
+}
+
 /// What the response body filter does after a chunk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BodyStep {
@@ -808,12 +822,7 @@ impl Exchange {
             // Encrypted fields are longer than their plaintext: the upstream's length is
             // wrong for what is sent.
             if head.content_length {
-                edits.remove_content_length = true;
-                match head.client_version {
-                    HttpVersion::Http11 => edits.add_chunked = true,
-                    HttpVersion::Http10 => edits.close = true,
-                    HttpVersion::Http2 => {}
-                }
+                edits.drop_fixed_length(head.client_version);
             }
         }
         if kind == BodyKind::EventStream {
@@ -826,12 +835,7 @@ impl Exchange {
             // end (it buffers such writes), and a stream must reach the client event by event;
             // in-band, the body also grows by the signature comment.
             if head.content_length {
-                edits.remove_content_length = true;
-                match head.client_version {
-                    HttpVersion::Http11 => edits.add_chunked = true,
-                    HttpVersion::Http10 => edits.close = true,
-                    HttpVersion::Http2 => {}
-                }
+                edits.drop_fixed_length(head.client_version);
             }
         }
         if let Some(id) = &self.generated_id {
