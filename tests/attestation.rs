@@ -692,6 +692,21 @@ async fn shown_keys(gateway: &Gateway) -> (String, String, String) {
     )
 }
 
+/// The KMS keys the fake agent derives for these roles, as `{role: hex}` for the Python
+/// scripts that recompute signet's keys from them.
+fn fake_kms_keys(roles: &[&str]) -> serde_json::Value {
+    roles
+        .iter()
+        .map(|role| {
+            (
+                role.to_string(),
+                serde_json::Value::from(hex::encode(fake_kms_key(&format!("signet/v1/{role}")))),
+            )
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
 fn dstack_keys_gateway(socket: &Path) -> Gateway {
     Gateway::start_with_attestation(
         &format!("http://127.0.0.1:{}", free_port()),
@@ -727,16 +742,7 @@ async fn dstack_keys_outlive_a_restart_and_each_role_has_its_own() {
     // signing key is the KMS key; an Ed25519 role's seed is
     // sha256("signet dstack key seed v1\0" || role || "\0" || KMS key).
     let script = "import sys, hashlib, json\nfrom eth_account import Account\nfrom cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey\nfrom cryptography.hazmat.primitives import serialization\nkeys = json.load(sys.stdin)\nprint(Account.from_key(bytes.fromhex(keys['signing'])).address)\nfor role in ['legacy-ed25519', 'aci-receipt']:\n    seed = hashlib.sha256(b'signet dstack key seed v1\\0' + role.encode() + b'\\0' + bytes.fromhex(keys[role])).digest()\n    print(Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex())";
-    let kms: serde_json::Value = ["signing", "legacy-ed25519", "aci-receipt"]
-        .iter()
-        .map(|role| {
-            (
-                role.to_string(),
-                serde_json::Value::from(hex::encode(fake_kms_key(&format!("signet/v1/{role}")))),
-            )
-        })
-        .collect::<serde_json::Map<_, _>>()
-        .into();
+    let kms = fake_kms_keys(&["signing", "legacy-ed25519", "aci-receipt"]);
     let expected = python(script, &kms.to_string());
     let expected: Vec<&str> = expected.lines().collect();
     assert_eq!(
@@ -808,16 +814,7 @@ async fn dstack_keys_outlive_a_restart_and_each_role_has_its_own() {
     // The E2EE keys come from the KMS too, a seed per role derived as an Ed25519 role's,
     // recomputed by Python's `cryptography` and published in the keyset as E2EE v2 says.
     let e2ee_script = "import sys, hashlib, json\nfrom cryptography.hazmat.primitives.asymmetric import x25519, ec\nfrom cryptography.hazmat.primitives import serialization as s\nkeys = json.load(sys.stdin)\nseed = lambda role: hashlib.sha256(b'signet dstack key seed v1\\0' + role.encode() + b'\\0' + bytes.fromhex(keys[role])).digest()\nprint(x25519.X25519PrivateKey.from_private_bytes(seed('e2ee-x25519')).public_key().public_bytes(s.Encoding.Raw, s.PublicFormat.Raw).hex())\nprint(ec.derive_private_key(int.from_bytes(seed('e2ee-secp256k1'), 'big'), ec.SECP256K1()).public_key().public_bytes(s.Encoding.X962, s.PublicFormat.UncompressedPoint).hex())";
-    let kms_e2ee: serde_json::Value = ["e2ee-x25519", "e2ee-secp256k1"]
-        .iter()
-        .map(|role| {
-            (
-                role.to_string(),
-                serde_json::Value::from(hex::encode(fake_kms_key(&format!("signet/v1/{role}")))),
-            )
-        })
-        .collect::<serde_json::Map<_, _>>()
-        .into();
+    let kms_e2ee = fake_kms_keys(&["e2ee-x25519", "e2ee-secp256k1"]);
     let expected = python(e2ee_script, &kms_e2ee.to_string());
     let published: Vec<&str> = aci["attestation"]["workload_keyset"]["e2ee_public_keys"]
         .as_array()
