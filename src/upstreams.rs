@@ -260,6 +260,11 @@ impl UpstreamPool {
         // idle for an event stream whose events are a few hundred bytes (measured in
         // BENCHMARKS.md); one coalesced write of an upstream still fits in one read.
         peer.options.h1_body_buffer_size = Some(UPSTREAM_BODY_BUFFER_BYTES);
+        // The events one read brings (a model's multi-token step, a stream behind a slow
+        // moment) go on as one slice: one copy, one task between the proxy's halves and one
+        // pass of the body filters per read rather than per event. Chunk boundaries carry no
+        // meaning in HTTP, and signet's hashing and event scanning never depended on them.
+        peer.options.h1_merge_body_chunks = true;
         peer
     }
 }

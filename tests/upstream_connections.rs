@@ -140,3 +140,78 @@ async fn a_hang_up_after_reading_is_retried_at_most_once_on_a_fresh_connection()
         );
     }
 }
+
+/// An upstream that writes a whole event stream, one chunk per event, in one write (a model's
+/// multi-token step, a stream behind a slow moment): signet takes what one read brings as one
+/// piece (`h1_merge_body_chunks`, vendor/README.md), and the client still gets every event,
+/// in order, and a signature over exactly the bytes it got.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_that_arrive_together_leave_together_and_are_signed_as_sent() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const EVENTS: usize = 60;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_addr = listener.local_addr().unwrap();
+    let mut stream_body = Vec::new();
+    let mut wire = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+        transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+        .to_vec();
+    for i in 0..EVENTS {
+        let event = format!(
+            "data: {{\"id\":\"chatcmpl-together\",\"object\":\"chat.completion.chunk\",\
+             \"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"t{i}\"}}}}]}}\n\n"
+        );
+        wire.extend_from_slice(format!("{:x}\r\n{event}\r\n", event.len()).as_bytes());
+        stream_body.extend_from_slice(event.as_bytes());
+    }
+    let done = b"data: [DONE]\n\n";
+    wire.extend_from_slice(format!("{:x}\r\n", done.len()).as_bytes());
+    wire.extend_from_slice(done);
+    wire.extend_from_slice(b"\r\n0\r\n\r\n");
+    stream_body.extend_from_slice(done);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let wire = wire.clone();
+            tokio::spawn(async move {
+                // the request: its head and a body of the length it declares
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let n = socket.read(&mut buf).await.unwrap();
+                    if n == 0 {
+                        return;
+                    }
+                    request.extend_from_slice(&buf[..n]);
+                    let Some(head_end) = request.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&request[..head_end]).to_lowercase();
+                    let length = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                    if request.len() >= head_end + 4 + length {
+                        break;
+                    }
+                }
+                socket.write_all(&wire).await.unwrap();
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    let gateway = Gateway::start(&format!("http://{upstream_addr}"));
+    let address = gateway.signing_address().await;
+    let body = br#"{"stream":true,"messages":[{"role":"user","content":"together"}]}"#;
+    let mut client = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: signet\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    client.write_all(head.as_bytes()).await.unwrap();
+    client.write_all(body).await.unwrap();
+    let mut raw = Vec::new();
+    client.read_to_end(&mut raw).await.unwrap();
+    assert!(raw.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&raw));
+    assert_eq!(body_so_far(&raw).unwrap(), stream_body);
+    assert_stream_receipt(&gateway, body, &stream_body, &address).await;
+}

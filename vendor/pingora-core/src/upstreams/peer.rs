@@ -542,11 +542,16 @@ pub struct PeerOptions {
     /// It exists primarily for compatibility with legacy servers that send malformed headers.
     pub allow_h1_response_invalid_content_length: bool,
     /// The size of the buffer an HTTP/1 response body is read into, per connection.
-    /// If `None`, the default of 64 KiB is used; smaller values are raised to 16 KiB.
+    /// If `None`, the default of 64 KiB is used; smaller values are raised to 9 KiB.
     ///
     /// A proxy holding many slow responses open (event streams) can trade the default's
     /// fewer reads of large bodies for less memory per open response.
     pub h1_body_buffer_size: Option<usize>,
+    /// Whether the complete chunks of one read of a chunked HTTP/1 response body are handed
+    /// on as one body slice (default `false`: one slice per chunk). Chunk boundaries carry no
+    /// meaning in HTTP; a proxy forwarding many small chunks (server-sent events) saves its
+    /// per-slice work for all but one of each read's chunks.
+    pub h1_merge_body_chunks: bool,
     /// Controls automatically forwarded request headers sent to HTTP upstreams.
     pub http_upstream_request_policy: HttpUpstreamRequestPolicy,
     pub extra_proxy_headers: BTreeMap<String, Vec<u8>>,
@@ -607,6 +612,7 @@ impl PeerOptions {
             h2_connection_window_size: None,
             allow_h1_response_invalid_content_length: false,
             h1_body_buffer_size: None,
+            h1_merge_body_chunks: false,
             http_upstream_request_policy: HttpUpstreamRequestPolicy::default(),
             extra_proxy_headers: BTreeMap::new(),
             curves: None,

@@ -154,6 +154,7 @@ pub struct BodyReader {
     rewind_buf_len: usize,
     upstream: bool,
     body_buf_overread: Option<BytesMut>,
+    merge_chunks: bool,
 }
 
 impl BodyReader {
@@ -165,7 +166,18 @@ impl BodyReader {
             rewind_buf_len: 0,
             upstream,
             body_buf_overread: None,
+            merge_chunks: false,
         }
+    }
+
+    /// Whether one read of a chunked body is handed on as one slice: the payloads of the
+    /// complete chunks a read holds, joined in place (default: one slice per chunk).
+    ///
+    /// Chunk boundaries carry no meaning in HTTP, and a proxy forwarding a stream of many
+    /// small chunks (server-sent events) otherwise pays its per-slice cost (a copy, a task,
+    /// the body filters, a chunk written downstream) for every one of them.
+    pub fn set_merge_chunks(&mut self, merge: bool) {
+        self.merge_chunks = merge;
     }
 
     /// Sets the size of the buffer the body is read into (for bodies not yet started),
@@ -636,10 +648,17 @@ impl BodyReader {
                         self.body_state =
                             self.body_state.multi_chunk(payload_size, expecting_from_io);
 
-                        return Ok(Some(BufRef::new(0, payload_size)));
+                        return Ok(Some(
+                            self.merge_complete_chunks(BufRef::new(0, payload_size)),
+                        ));
                     }
-                    let (buf_res, last_chunk_size_end) =
+                    let (mut buf_res, last_chunk_size_end) =
                         self.parse_chunked_buf(existing_buf_start, existing_buf_end)?;
+                    if last_chunk_size_end.is_none() {
+                        if let Some(first) = buf_res.take() {
+                            buf_res = Some(self.merge_complete_chunks(first));
+                        }
+                    }
                     if buf_res.is_some() {
                         if let Some(idx) = last_chunk_size_end {
                             // just read the last 0 + CRLF, but not final end CRLF
@@ -664,6 +683,76 @@ impl BodyReader {
             }
             _ => panic!("wrong body state: {:?}", self.body_state),
         }
+    }
+
+    /// With [`Self::set_merge_chunks`] on, appends to `first` (the payload just parsed) the
+    /// payloads of the chunks that follow it in the buffer, moving each down over the framing
+    /// before it; a chunk the read ends inside contributes the payload bytes it holds. Stops
+    /// at the terminating chunk, a chunk head or CRLF cut by the end of the read, or bytes that
+    /// do not parse, and leaves them to the next call, which handles them exactly as without
+    /// merging (errors included).
+    fn merge_complete_chunks(&mut self, first: BufRef) -> BufRef {
+        if !self.merge_chunks {
+            return first;
+        }
+        let (start, mut len) = (first.0, first.len());
+        // Only `multi_chunk` leaves a next chunk to parse: (read, next start, end, 0).
+        while let PS::Chunked(_, next, end, 0) = self.body_state {
+            let Some(buf) = self.body_buf.as_mut() else {
+                break;
+            };
+            if next == 0 || next >= end || end > buf.len() {
+                break;
+            }
+            let Ok(httparse::Status::Complete((payload_index, size))) =
+                httparse::parse_chunk_size(&buf[next..end])
+            else {
+                break;
+            };
+            let Ok(size) = usize::try_from(size) else {
+                break;
+            };
+            let data_start = next + payload_index;
+            let (Some(data_end), true) = (data_start.checked_add(size), size > 0) else {
+                break;
+            };
+            let Some(chunk_end) = data_end.checked_add(2) else {
+                break;
+            };
+            if data_end >= end {
+                // the read ends inside this chunk's payload: take what it holds, and the
+                // next call reads the rest (as the unmerged path does)
+                let available = end - data_start;
+                buf.copy_within(data_start..end, start + len);
+                len += available;
+                self.body_state = self.body_state.partial_chunk(available, chunk_end - end);
+                break;
+            }
+            if chunk_end > end {
+                // the read ends inside the CRLF after the payload: take the payload if what
+                // is there is its CR, and the next call expects the LF (as unmerged)
+                if buf[data_end] != b'\r' {
+                    break;
+                }
+                buf.copy_within(data_start..data_end, start + len);
+                len += size;
+                self.body_state = self.body_state.partial_chunk(size, chunk_end - end);
+                break;
+            }
+            if buf[data_end..chunk_end] != CRLF[..] {
+                // not a CRLF: the unmerged path validates it, and fails
+                break;
+            }
+            buf.copy_within(data_start..data_end, start + len);
+            len += size;
+            if chunk_end == end {
+                // the read ended with this chunk: the next call reads afresh
+                self.body_state = self.body_state.partial_chunk(size, 0);
+                break;
+            }
+            self.body_state = self.body_state.multi_chunk(size, chunk_end);
+        }
+        BufRef::new(start, len)
     }
 
     // Returns: BufRef of next body chunk,
@@ -2606,6 +2695,132 @@ mod tests {
             body.extend_from_slice(body_reader.get_body(&part));
         }
         assert_eq!(body, payload);
+    }
+
+    /// Reads a whole chunked body through `reads`, with or without merging; returns the
+    /// slices in the order they were handed on.
+    async fn read_chunked_slices(reads: &[&[u8]], merge: bool) -> Result<Vec<Vec<u8>>> {
+        let mut builder = Builder::new();
+        for read in reads {
+            builder.read(read);
+        }
+        let mut mock_io = builder.build();
+        let mut body_reader = BodyReader::new(true);
+        body_reader.set_body_buffer_size(1);
+        body_reader.set_merge_chunks(merge);
+        body_reader.init_chunked(b"");
+        let mut slices = Vec::new();
+        while let Some(part) = body_reader.read_body(&mut mock_io).await? {
+            if !part.is_empty() {
+                slices.push(body_reader.get_body(&part).to_vec());
+            }
+        }
+        assert!(body_reader.body_done());
+        Ok(slices)
+    }
+
+    #[tokio::test]
+    async fn merged_chunks_of_one_read_are_one_slice() {
+        init_log();
+        let input1 = b"1\r\na\r\n2\r\nbc\r\n";
+        let input2 = b"0\r\n\r\n";
+        let mut mock_io = Builder::new().read(&input1[..]).read(&input2[..]).build();
+        let mut body_reader = BodyReader::new(true);
+        body_reader.set_merge_chunks(true);
+        body_reader.init_chunked(b"");
+        let res = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+        assert_eq!(body_reader.get_body(&res), b"abc");
+        assert_eq!(body_reader.body_state, ParseState::Chunked(3, 0, 0, 0));
+        let res = body_reader.read_body(&mut mock_io).await.unwrap();
+        assert_eq!(res, None);
+        assert_eq!(body_reader.body_state, ParseState::Complete(3));
+    }
+
+    #[tokio::test]
+    async fn merging_takes_a_cut_chunk_and_stops_at_the_last_chunk() {
+        init_log();
+        let reads: [&[u8]; 2] = [
+            b"1\r\na\r\n2\r\nbc\r\n5\r\nhel",
+            b"lo\r\n1\r\n!\r\n0\r\n\r\n",
+        ];
+        let slices = read_chunked_slices(&reads, true).await.unwrap();
+        // "lo" ends a chunk begun in the read before; the chunk after it joins it
+        assert_eq!(slices, [&b"abchel"[..], b"lo!"]);
+        let unmerged = read_chunked_slices(&reads, false).await.unwrap();
+        assert_eq!(unmerged, [&b"a"[..], b"bc", b"hel", b"lo", b"!"]);
+    }
+
+    #[tokio::test]
+    async fn merging_leaves_a_malformed_chunk_to_fail_as_before() {
+        init_log();
+        for input in [
+            &b"1\r\na\r\nZZ\r\nxx\r\n0\r\n\r\n"[..],
+            b"1\r\na\r\n1\r\nbXY0\r\n\r\n",
+        ] {
+            let mut mock_io = Builder::new().read(input).build();
+            let mut body_reader = BodyReader::new(true);
+            body_reader.set_merge_chunks(true);
+            body_reader.init_chunked(b"");
+            let res = body_reader.read_body(&mut mock_io).await.unwrap().unwrap();
+            assert_eq!(body_reader.get_body(&res), b"a");
+            let err = body_reader.read_body(&mut mock_io).await.unwrap_err();
+            assert_eq!(*err.etype(), INVALID_CHUNK);
+        }
+        // a CRLF cut by the read and then not finished by an LF fails merged or not
+        let reads: [&[u8]; 2] = [b"1\r\na\r\n1\r\nb\r", b"X0\r\n\r\n"];
+        for merge in [false, true] {
+            let err = read_chunked_slices(&reads, merge).await.unwrap_err();
+            assert_eq!(*err.etype(), INVALID_CHUNK);
+        }
+    }
+
+    #[tokio::test]
+    async fn merged_and_unmerged_bodies_agree_however_the_reads_fall() {
+        init_log();
+        // deterministic pseudo-random chunkings and read splits (xorshift)
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = |bound: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % bound as u64) as usize
+        };
+        for _ in 0..300 {
+            let mut payload = Vec::new();
+            let mut wire = Vec::new();
+            for _ in 0..1 + next(40) {
+                let bound = if next(10) == 0 { 20_000 } else { 300 };
+                let size = 1 + next(bound);
+                let chunk: Vec<u8> = (0..size).map(|_| b'a' + next(26) as u8).collect();
+                let ext = if next(8) == 0 { ";name=value" } else { "" };
+                wire.extend_from_slice(format!("{size:x}{ext}\r\n").as_bytes());
+                wire.extend_from_slice(&chunk);
+                wire.extend_from_slice(b"\r\n");
+                payload.extend_from_slice(&chunk);
+            }
+            wire.extend_from_slice(b"0\r\n\r\n");
+            let mut reads = Vec::new();
+            let mut at = 0;
+            while at < wire.len() {
+                // under the 9 KiB buffer less a chunk head: each of these is one read
+                let bound = if next(2) == 0 { 64 } else { 9_000 };
+                let len = (1 + next(bound)).min(wire.len() - at);
+                reads.push(&wire[at..at + len]);
+                at += len;
+            }
+            let merged = read_chunked_slices(&reads, true).await.unwrap();
+            let unmerged = read_chunked_slices(&reads, false).await.unwrap();
+            assert_eq!(merged.concat(), payload);
+            assert_eq!(unmerged.concat(), payload);
+            assert!(merged.len() <= unmerged.len());
+            // at most one slice per read
+            assert!(
+                merged.len() <= reads.len(),
+                "{} slices from {} reads",
+                merged.len(),
+                reads.len()
+            );
+        }
     }
 
     #[tokio::test]

@@ -113,6 +113,9 @@ impl HttpSession {
             if let Some(size) = options.h1_body_buffer_size {
                 session.body_reader.set_body_buffer_size(size);
             }
+            session
+                .body_reader
+                .set_merge_chunks(options.h1_merge_body_chunks);
         }
         session
     }
