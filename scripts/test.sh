@@ -43,6 +43,9 @@ done
 # The check itself must be able to fail: the server does depend on Pingora.
 depends_on signet pingora-core || { echo "boundary check is broken: signet shows no pingora-core" >&2; exit 1; }
 
+echo "== vendor/: the patched Pingora crates are crates.io's packages plus vendor/patches, exactly"
+./scripts/check-vendor.sh
+
 echo "== cargo build"
 cargo build --locked --workspace --bins
 bin="${CARGO_TARGET_DIR:-target}/debug"
