@@ -211,7 +211,11 @@ async fn events_that_arrive_together_leave_together_and_are_signed_as_sent() {
     client.write_all(body).await.unwrap();
     let mut raw = Vec::new();
     client.read_to_end(&mut raw).await.unwrap();
-    assert!(raw.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&raw));
+    assert!(
+        raw.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
     assert_eq!(body_so_far(&raw).unwrap(), stream_body);
     assert_stream_receipt(&gateway, body, &stream_body, &address).await;
 }
