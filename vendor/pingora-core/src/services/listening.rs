@@ -246,7 +246,10 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                     let shutdown = shutdown.clone();
                     current_handle().spawn(async move {
                         let peer_addr = io.peer_addr();
-                        match timeout(handshake_timeout, io.handshake()).await {
+                        // Boxed: the handshake (TLS included) is the largest state of this
+                        // task (~8 KiB) but lives only until it completes, while the task is as
+                        // large as its largest state for as long as the connection is open.
+                        match Box::pin(timeout(handshake_timeout, io.handshake())).await {
                             Ok(handshake) => {
                                 match handshake {
                                     Ok(io) => Self::handle_event(io, app, shutdown).await,
