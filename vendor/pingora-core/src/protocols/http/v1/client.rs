@@ -31,6 +31,10 @@ use crate::protocols::http::HttpTask;
 use crate::protocols::{Digest, SocketAddr, Stream, UniqueID, UniqueIDType};
 use crate::utils::{BufRef, KVRef};
 
+/// Unused room in a response head's read buffer from which the parsed head is copied into a
+/// buffer of its own size.
+const RIGHT_SIZE_SLACK: usize = 1024;
+
 /// The HTTP 1.x client session
 pub struct HttpSession {
     buf: Bytes,
@@ -311,7 +315,15 @@ impl HttpSession {
                             return self.fail_response_header_read(e);
                         }
 
-                        let buf = std::mem::take(&mut self.response_header_read_buf).freeze();
+                        let read_buf = std::mem::take(&mut self.response_header_read_buf);
+                        // The head's values point into this buffer for as long as the response
+                        // lasts: keep the bytes read, not the room reserved for reading (4 KiB
+                        // or more), which an open event stream would otherwise hold for minutes.
+                        let buf = if read_buf.capacity() - read_buf.len() >= RIGHT_SIZE_SLACK {
+                            Bytes::copy_from_slice(&read_buf)
+                        } else {
+                            read_buf.freeze()
+                        };
 
                         for header in header_refs {
                             let header_name = header.get_name_bytes(&buf);
