@@ -68,6 +68,10 @@ pub fn descriptors_needed(max_connections: usize) -> u64 {
         .saturating_add(256)
 }
 
+/// The buffer a request body is read into, per client session (Pingora's default: 64 KiB);
+/// the same size as the upstream body buffer (`src/upstreams.rs`).
+const REQUEST_BODY_BUFFER_BYTES: usize = 16 * 1024;
+
 /// What to do about the open-file limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DescriptorPlan {
@@ -337,6 +341,10 @@ where
             // A head is read no further than signet accepts one: Pingora would otherwise
             // buffer up to 1 MiB of it first.
             h1.set_max_header_size(self.max_header_bytes);
+            // A request body that does not come with its head is read into a buffer that
+            // lives as long as the session, 64 KiB by Pingora's default: 64 KiB more per
+            // open stream behind a long prompt (BENCHMARKS.md).
+            h1.set_body_buffer_size(REQUEST_BODY_BUFFER_BYTES);
         }
         let head = Arc::new(AtomicBool::new(false));
         let serve =

@@ -221,6 +221,14 @@ impl HttpSession {
         self.max_header_size = size.min(MAX_HEADER_SIZE);
     }
 
+    /// Set the size of the buffer a request body is read into (64 KiB by default, at least
+    /// [`super::body::MIN_BODY_BUFFER_SIZE`]), as `PeerOptions::h1_body_buffer_size` does for
+    /// upstream responses. The buffer lives as long as the session: a server answering slowly
+    /// (a stream) after a large request body otherwise holds 64 KiB per open request.
+    pub fn set_body_buffer_size(&mut self, size: usize) {
+        self.body_reader.set_body_buffer_size(size);
+    }
+
     async fn read_request_buf(
         &mut self,
         buf: &mut BytesMut,
@@ -1944,6 +1952,29 @@ mod tests_stream {
         assert_eq!(res, input3.as_slice());
         assert_eq!(http_stream.body_reader.body_state, ParseState::Complete(3));
         assert_eq!(http_stream.body_bytes_read(), 3);
+    }
+
+    #[tokio::test]
+    async fn read_with_body_content_length_small_buffer() {
+        init_log();
+        // A body larger than the buffer arrives whole, in pieces no larger than the buffer.
+        let head = b"POST / HTTP/1.1\r\nHost: pingora.org\r\nContent-Length: 20000\r\n\r\n";
+        let body = vec![b'x'; 20000];
+        let mock_io = Builder::new()
+            .read(&head[..])
+            .read(&body[..15000])
+            .read(&body[15000..])
+            .build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.set_body_buffer_size(1);
+        http_stream.read_request().await.unwrap();
+        let mut read = Vec::new();
+        while let Some(piece) = http_stream.read_body_bytes().await.unwrap() {
+            assert!(piece.len() <= super::super::body::MIN_BODY_BUFFER_SIZE);
+            read.extend_from_slice(&piece);
+        }
+        assert_eq!(read, body);
+        assert_eq!(http_stream.body_bytes_read(), 20000);
     }
 
     #[tokio::test]
