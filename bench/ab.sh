@@ -6,6 +6,8 @@
 # each. Prints requests/s and signet's CPU per request.
 #
 #   bench/ab.sh old=/path/to/old/target/release/signet new=target/release/signet
+#
+# Each PATH must be a file named `signet` (the harness starts DIR/signet from its directory).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=$PWD/target/release
