@@ -68,10 +68,6 @@ pub fn descriptors_needed(max_connections: usize) -> u64 {
         .saturating_add(256)
 }
 
-/// The buffer a request body is read into, per client session (Pingora's default: 64 KiB);
-/// the same size as the upstream body buffer (`src/upstreams.rs`).
-const REQUEST_BODY_BUFFER_BYTES: usize = 16 * 1024;
-
 /// What to do about the open-file limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DescriptorPlan {
@@ -344,7 +340,7 @@ where
             // A request body that does not come with its head is read into a buffer that
             // lives as long as the session, 64 KiB by Pingora's default: 64 KiB more per
             // open stream behind a long prompt (BENCHMARKS.md).
-            h1.set_body_buffer_size(REQUEST_BODY_BUFFER_BYTES);
+            h1.set_body_buffer_size(crate::upstreams::BODY_BUFFER_BYTES);
         }
         let head = Arc::new(AtomicBool::new(false));
         let serve =

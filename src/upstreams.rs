@@ -21,9 +21,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The buffer an upstream's HTTP/1 response body is read into, per connection: one
-/// coalesced upstream write of an event stream still fits in one read.
-const UPSTREAM_BODY_BUFFER_BYTES: usize = 16 * 1024;
+/// The buffer an HTTP/1 body is read into, per connection: an upstream's response body here,
+/// a client's request body in `hardening.rs` (Pingora's default for both: 64 KiB, held as long
+/// as the connection's exchange). One coalesced upstream write of an event stream still fits
+/// in one read.
+pub(crate) const BODY_BUFFER_BYTES: usize = 16 * 1024;
 
 /// Why the pool could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -259,7 +261,7 @@ impl UpstreamPool {
         // Pingora reads a response body into 64 KiB per connection by default, most of it
         // idle for an event stream whose events are a few hundred bytes (measured in
         // BENCHMARKS.md); one coalesced write of an upstream still fits in one read.
-        peer.options.h1_body_buffer_size = Some(UPSTREAM_BODY_BUFFER_BYTES);
+        peer.options.h1_body_buffer_size = Some(BODY_BUFFER_BYTES);
         // The events one read brings (a model's multi-token step, a stream behind a slow
         // moment) go on as one slice: one copy, one task between the proxy's halves and one
         // pass of the body filters per read rather than per event. Chunk boundaries carry no
