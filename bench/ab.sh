@@ -3,7 +3,8 @@
 # (cargo build --release --bins first), and the signet binaries named as LABEL=PATH; one
 # proxy worker pinned to the last CPU, the builds alternated twice, JSON, 200-event burst
 # streams and the same streams coalesced into 16 KiB upstream writes, at c=64, 3,000 requests
-# each. Prints requests/s and signet's CPU per request.
+# each (KINDS="json burst coalesced paced" picks the shapes; paced: one event per 500 µs).
+# Prints requests/s and signet's CPU per request.
 #
 #   bench/ab.sh old=/path/to/old/target/release/signet new=target/release/signet
 #
@@ -27,6 +28,7 @@ run() {
   case $kind in
     burst) flags=(--stream) ;;
     coalesced) flags=(--stream --write-bytes 16384) ;;
+    paced) flags=(--stream --delay-us 500) ;;
   esac
   taskset -c "$load_cpus" "$bin/signet-load" bench --target "127.0.0.1:$port" --concurrency 64 --requests 3000 --warmup 300 --cpu-pid "$signet_pid" "${flags[@]}" --label "$label" \
     | python3 -c "import json,sys; r=json.load(sys.stdin); print('$label $kind', {k:v for k,v in r.items() if k in ('requests_per_second','cpu_us_per_request','rps','cpu_per_request_us')} or r)"
@@ -34,7 +36,7 @@ run() {
 }
 (($#)) || { echo "usage: $0 LABEL=PATH..." >&2; exit 2; }
 for round in 1 2; do
-  for kind in json burst coalesced; do
+  for kind in ${KINDS:-json burst coalesced}; do
     for pair in "$@"; do
       run "${pair%%=*}" "$(realpath "${pair#*=}")" "$kind"
     done

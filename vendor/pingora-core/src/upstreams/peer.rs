@@ -552,6 +552,11 @@ pub struct PeerOptions {
     /// meaning in HTTP; a proxy forwarding many small chunks (server-sent events) saves its
     /// per-slice work for all but one of each read's chunks.
     pub h1_merge_body_chunks: bool,
+    /// Whether an HTTP/1 response body's buffer is released while a read of it waits for
+    /// the upstream (default `false`: kept for the whole response). A proxy holding many
+    /// slow responses open (event streams) then holds no body buffer for the ones between
+    /// events, for an allocation per read that had to wait.
+    pub h1_release_idle_body_buffer: bool,
     /// Controls automatically forwarded request headers sent to HTTP upstreams.
     pub http_upstream_request_policy: HttpUpstreamRequestPolicy,
     pub extra_proxy_headers: BTreeMap<String, Vec<u8>>,
@@ -613,6 +618,7 @@ impl PeerOptions {
             allow_h1_response_invalid_content_length: false,
             h1_body_buffer_size: None,
             h1_merge_body_chunks: false,
+            h1_release_idle_body_buffer: false,
             http_upstream_request_policy: HttpUpstreamRequestPolicy::default(),
             extra_proxy_headers: BTreeMap::new(),
             curves: None,

@@ -155,6 +155,7 @@ pub struct BodyReader {
     upstream: bool,
     body_buf_overread: Option<BytesMut>,
     merge_chunks: bool,
+    release_idle_buf: bool,
 }
 
 impl BodyReader {
@@ -167,6 +168,7 @@ impl BodyReader {
             upstream,
             body_buf_overread: None,
             merge_chunks: false,
+            release_idle_buf: false,
         }
     }
 
@@ -178,6 +180,16 @@ impl BodyReader {
     /// the body filters, a chunk written downstream) for every one of them.
     pub fn set_merge_chunks(&mut self, merge: bool) {
         self.merge_chunks = merge;
+    }
+
+    /// Whether the body buffer is released while a read waits for the peer (default: kept).
+    ///
+    /// A read that finds nothing to read leaves the buffer empty, so it can be freed and
+    /// allocated again when the peer is readable. A proxy holding many slow streams (one
+    /// event every second or so) otherwise keeps a whole body buffer per stream for what is
+    /// mostly waiting; the price is an allocation per read that had to wait.
+    pub fn set_release_idle_buffer(&mut self, release: bool) {
+        self.release_idle_buf = release;
     }
 
     /// Sets the size of the buffer the body is read into (for bodies not yet started),
@@ -226,6 +238,40 @@ impl BodyReader {
         body_buf.clear();
         body_buf.reserve(read_size);
         body_buf
+    }
+
+    /// Reads at most `read_size` bytes from `stream` into the emptied body buffer, as
+    /// [`Self::prepare_buf_for_io`] then [`AsyncReadExt::read_buf`] would, and returns how
+    /// many were read.
+    ///
+    /// With [`Self::set_release_idle_buffer`] the buffer is dropped whenever the read has to
+    /// wait: `poll_read` only borrows the buffer for the call and leaves it empty when it
+    /// returns `Pending`, so nothing is lost, and the next poll starts from a new buffer.
+    async fn read_fresh_buf<S>(
+        &mut self,
+        stream: &mut S,
+        read_size: usize,
+    ) -> std::io::Result<usize>
+    where
+        S: AsyncRead + Unpin + Send,
+    {
+        if !self.release_idle_buf {
+            let body_buf = self.prepare_buf_for_io(read_size);
+            return stream.take(read_size as u64).read_buf(body_buf).await;
+        }
+        std::future::poll_fn(|cx| {
+            let polled = {
+                let body_buf = self.prepare_buf_for_io(read_size);
+                let mut limited = (&mut *stream).take(read_size as u64);
+                let read = pin!(limited.read_buf(body_buf));
+                read.poll(cx)
+            };
+            if polled.is_pending() {
+                self.body_buf = None;
+            }
+            polled
+        })
+        .await
     }
 
     /// Grow the body buffer so it has room for `body_buf_size` bytes in total without discarding
@@ -430,10 +476,8 @@ impl BodyReader {
         };
         if n == 0 {
             /* Need to actually read */
-            let body_buf = self.prepare_buf_for_io(read_size);
-            n = stream
-                .take(read_size as u64)
-                .read_buf(body_buf)
+            n = self
+                .read_fresh_buf(stream, read_size)
                 .await
                 .or_err(ReadError, "when reading body")?;
         }
@@ -484,10 +528,8 @@ impl BodyReader {
         if n == 0 {
             /* Need to actually read */
             let read_size = self.body_buf_size;
-            let body_buf = self.prepare_buf_for_io(read_size);
-            n = stream
-                .take(read_size as u64)
-                .read_buf(body_buf)
+            n = self
+                .read_fresh_buf(stream, read_size)
                 .await
                 .or_err(ReadError, "when reading body")?;
         }
@@ -522,10 +564,8 @@ impl BodyReader {
                         self.rewind_buf_len = 0; // we only need to read rewind data once
                         if existing_buf_end == 0 {
                             let read_size = self.body_buf_size;
-                            let body_buf = self.prepare_buf_for_io(read_size);
-                            existing_buf_end = stream
-                                .take(read_size as u64)
-                                .read_buf(body_buf)
+                            existing_buf_end = self
+                                .read_fresh_buf(stream, read_size)
                                 .await
                                 .or_err(ReadError, "when reading body")?;
                         }
@@ -927,10 +967,7 @@ impl BodyReader {
                     // Every previously buffered byte has already been parsed by the loop below
                     // (it only exits once `start` reaches `n`), so the buffer can be reset.
                     let read_size = self.body_buf_size;
-                    let body_buf = self.prepare_buf_for_io(read_size);
-                    stream
-                        .take(read_size as u64)
-                        .read_buf(body_buf)
+                    self.read_fresh_buf(stream, read_size)
                         .await
                         .or_err(ReadError, "when reading trailers end")?
                 };
@@ -2820,6 +2857,156 @@ mod tests {
                 merged.len(),
                 reads.len()
             );
+        }
+    }
+
+    /// A peer that has nothing to read each time it is first asked, then has the next of
+    /// `reads`, then is at its end.
+    struct WaitsBeforeEachRead {
+        reads: std::collections::VecDeque<Vec<u8>>,
+        readable: bool,
+    }
+
+    impl WaitsBeforeEachRead {
+        fn new(reads: &[&[u8]]) -> Self {
+            WaitsBeforeEachRead {
+                reads: reads.iter().map(|r| r.to_vec()).collect(),
+                readable: false,
+            }
+        }
+    }
+
+    impl AsyncRead for WaitsBeforeEachRead {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            if !self.readable {
+                self.readable = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            self.readable = false;
+            if let Some(mut read) = self.reads.pop_front() {
+                let n = read.len().min(buf.remaining());
+                buf.put_slice(&read[..n]);
+                if n < read.len() {
+                    self.reads.push_front(read.split_off(n));
+                }
+            }
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Reads a whole body through a peer that waits before each read, dropping the first
+    /// read of each wait while it waits (as a proxy's select does); returns the body and
+    /// whether a buffer was held during every wait.
+    async fn read_waiting_body(
+        body_reader: &mut BodyReader,
+        reads: &[&[u8]],
+    ) -> Result<(Vec<u8>, bool)> {
+        let mut peer = WaitsBeforeEachRead::new(reads);
+        let mut body = Vec::new();
+        let mut held_while_waiting = true;
+        loop {
+            let polled = {
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                let read = pin!(body_reader.read_body(&mut peer));
+                read.poll(&mut cx)
+            };
+            if let Poll::Ready(res) = polled {
+                match res? {
+                    Some(part) => {
+                        body.extend_from_slice(body_reader.get_body(&part));
+                        continue;
+                    }
+                    None => break,
+                }
+            }
+            held_while_waiting &= body_reader.body_buf.is_some();
+            match body_reader.read_body(&mut peer).await? {
+                Some(part) => body.extend_from_slice(body_reader.get_body(&part)),
+                None => break,
+            }
+        }
+        Ok((body, held_while_waiting))
+    }
+
+    #[tokio::test]
+    async fn an_idle_body_buffer_is_released_and_nothing_is_lost() {
+        init_log();
+        let chunked: [&[u8]; 4] = [b"3\r\nabc\r\n", b"2\r\nde\r\n1", b"\r\nf\r\n", b"0\r\n\r\n"];
+        let sized: [&[u8]; 3] = [b"abc", b"de", b"f"];
+        for release in [false, true] {
+            for merge in [false, true] {
+                let mut body_reader = BodyReader::new(true);
+                body_reader.set_merge_chunks(merge);
+                body_reader.set_release_idle_buffer(release);
+                body_reader.init_chunked(b"");
+                let (body, held) = read_waiting_body(&mut body_reader, &chunked).await.unwrap();
+                assert_eq!(body, b"abcdef");
+                assert_eq!(held, !release, "chunked, release {release}, merge {merge}");
+                assert_eq!(body_reader.body_state, ParseState::Complete(6));
+            }
+
+            let mut body_reader = BodyReader::new(true);
+            body_reader.set_release_idle_buffer(release);
+            body_reader.init_content_length(6, b"");
+            let (body, held) = read_waiting_body(&mut body_reader, &sized).await.unwrap();
+            assert_eq!(body, b"abcdef");
+            assert_eq!(held, !release, "content-length, release {release}");
+            assert_eq!(body_reader.body_state, ParseState::Complete(6));
+
+            let mut body_reader = BodyReader::new(true);
+            body_reader.set_release_idle_buffer(release);
+            body_reader.init_close_delimited(b"");
+            let (body, held) = read_waiting_body(&mut body_reader, &sized).await.unwrap();
+            assert_eq!(body, b"abcdef");
+            assert_eq!(held, !release, "close-delimited, release {release}");
+            assert_eq!(body_reader.body_state, ParseState::Complete(6));
+        }
+    }
+
+    #[tokio::test]
+    async fn released_buffers_read_the_same_bodies_however_the_reads_fall() {
+        init_log();
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |bound: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % bound as u64) as usize
+        };
+        for _ in 0..200 {
+            let mut payload = Vec::new();
+            let mut wire = Vec::new();
+            for _ in 0..1 + next(30) {
+                let bound = if next(10) == 0 { 20_000 } else { 300 };
+                let size = 1 + next(bound);
+                let chunk: Vec<u8> = (0..size).map(|_| b'a' + next(26) as u8).collect();
+                wire.extend_from_slice(format!("{size:x}\r\n").as_bytes());
+                wire.extend_from_slice(&chunk);
+                wire.extend_from_slice(b"\r\n");
+                payload.extend_from_slice(&chunk);
+            }
+            wire.extend_from_slice(b"0\r\n\r\n");
+            let mut reads = Vec::new();
+            let mut at = 0;
+            while at < wire.len() {
+                let bound = if next(2) == 0 { 64 } else { 9_000 };
+                let len = (1 + next(bound)).min(wire.len() - at);
+                reads.push(&wire[at..at + len]);
+                at += len;
+            }
+            let mut body_reader = BodyReader::new(true);
+            body_reader.set_body_buffer_size(1);
+            body_reader.set_merge_chunks(next(2) == 0);
+            body_reader.set_release_idle_buffer(true);
+            body_reader.init_chunked(b"");
+            let (body, _) = read_waiting_body(&mut body_reader, &reads).await.unwrap();
+            assert_eq!(body, payload);
+            assert!(body_reader.body_done());
         }
     }
 

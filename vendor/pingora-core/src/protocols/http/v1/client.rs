@@ -120,6 +120,9 @@ impl HttpSession {
             session
                 .body_reader
                 .set_merge_chunks(options.h1_merge_body_chunks);
+            session
+                .body_reader
+                .set_release_idle_buffer(options.h1_release_idle_body_buffer);
         }
         session
     }
