@@ -32,6 +32,7 @@ check() {
 check pingora-core 0.9.1 a535f47f65fdcb003f9e1df04cd18e614c128dfe9388acce3f211ae38ac14d68 \
   pingora-core.diff pingora-core-body-buffer.diff pingora-core-merge-chunks.diff \
   pingora-core-smaller-futures.diff pingora-core-response-head.diff \
-  pingora-core-request-body-buffer.diff pingora-core-release-idle-body-buffer.diff
+  pingora-core-request-body-buffer.diff pingora-core-release-idle-body-buffer.diff \
+  pingora-core-request-head.diff
 check pingora-proxy 0.9.1 8e3d5670490740405ecc8c6f75c3fcbce4d24f7adaffb355ca44550e7918e358 \
   pingora-proxy.diff pingora-proxy-response-batch.diff pingora-proxy-smaller-futures.diff

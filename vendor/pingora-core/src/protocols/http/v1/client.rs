@@ -31,10 +31,6 @@ use crate::protocols::http::HttpTask;
 use crate::protocols::{Digest, SocketAddr, Stream, UniqueID, UniqueIDType};
 use crate::utils::{BufRef, KVRef};
 
-/// Unused room in a response head's read buffer from which the parsed head is copied into a
-/// buffer of its own size.
-const RIGHT_SIZE_SLACK: usize = 1024;
-
 /// The HTTP 1.x client session
 pub struct HttpSession {
     buf: Bytes,

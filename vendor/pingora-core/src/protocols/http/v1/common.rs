@@ -27,6 +27,9 @@ use crate::utils::KVRef;
 pub(super) const MAX_HEADERS: usize = 256;
 
 pub(super) const INIT_HEADER_BUF_SIZE: usize = 4096;
+/// Unused room in a head's read buffer from which the parsed head is copied into a buffer of
+/// its own size: the head's values point into that buffer for as long as the message lasts.
+pub(super) const RIGHT_SIZE_SLACK: usize = 1024;
 pub(super) const MAX_HEADER_SIZE: usize = 1048575;
 
 pub(crate) const BODY_BUF_LIMIT: usize = 1024 * 64;

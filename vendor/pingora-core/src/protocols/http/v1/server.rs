@@ -384,6 +384,14 @@ impl HttpSession {
                             _ => Version::HTTP_09,
                         });
 
+                        // The head's values point into this buffer, and the body reader adopts
+                        // the bytes read past the head, for as long as the request lasts: keep the
+                        // bytes read, not the room reserved for reading (4 KiB or more), which an
+                        // open event stream would otherwise hold for minutes.
+                        if buf.capacity() - buf.len() >= RIGHT_SIZE_SLACK {
+                            buf = BytesMut::from(&buf[..]);
+                        }
+
                         // Detach bytes beyond the header in O(1). Keeping them as owned BytesMut
                         // allows body parsing and subsequent pipelined sessions to continue
                         // splitting the same allocation instead of copying the shrinking suffix.
@@ -1975,6 +1983,27 @@ mod tests_stream {
         }
         assert_eq!(read, body);
         assert_eq!(http_stream.body_bytes_read(), 20000);
+    }
+
+    #[tokio::test]
+    async fn a_short_request_keeps_only_its_own_bytes() {
+        init_log();
+        let input = b"POST / HTTP/1.1\r\nHost: pingora.org\r\nContent-Length: 3\r\n\r\nabc";
+        let mock_io = Builder::new().read(&input[..]).build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.read_request().await.unwrap();
+        // the head's buffer and the body read with it are kept for the whole request: not
+        // the 4 KiB they were read into
+        let preread = http_stream.preread_body.as_ref().unwrap();
+        assert_eq!(&preread[..], b"abc");
+        assert!(
+            preread.capacity() < RIGHT_SIZE_SLACK,
+            "{}",
+            preread.capacity()
+        );
+        assert_eq!(http_stream.get_header("Content-Length").unwrap(), "3");
+        assert_eq!(http_stream.read_body_bytes().await.unwrap().unwrap(), "abc");
+        assert_eq!(http_stream.read_body_bytes().await.unwrap(), None);
     }
 
     #[tokio::test]
