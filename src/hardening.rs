@@ -25,6 +25,8 @@ use pingora_core::protocols::Stream;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::http::v2::server::H2Options;
 use pingora_core::server::ShutdownWatch;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -304,11 +306,20 @@ impl<A> HttpServerApp for GuardedApp<A>
 where
     A: HttpServerApp + Send + Sync + 'static,
 {
-    async fn process_new_http(
-        self: &Arc<Self>,
+    // Not an `async fn`: an async block keeps every argument it captured for as long as it
+    // lives, so the session (688 bytes, handed on to the inner application at once) would
+    // stay in each open stream's future twice. Here it is handed on before the future is
+    // made, and the future holds only what it waits on.
+    fn process_new_http<'life0, 'life1, 'async_trait>(
+        self: &'life0 Arc<Self>,
         mut session: ServerSession,
-        shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
+        shutdown: &'life1 ShutdownWatch,
+    ) -> Pin<Box<dyn Future<Output = Option<ReusedHttpStream>> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
         let client = match session.client_addr() {
             Some(pingora_core::protocols::l4::socket::SocketAddr::Inet(addr)) => Some(addr.ip()),
             _ => None,
@@ -319,7 +330,7 @@ where
         let over_tls = session
             .digest()
             .is_some_and(|digest| digest.ssl_digest.is_some());
-        let _place = if over_tls && matches!(session, ServerSession::H1(_)) {
+        let place = if over_tls && matches!(session, ServerSession::H1(_)) {
             None
         } else {
             match self.places.take(client) {
@@ -327,7 +338,7 @@ where
                 Err(cap) => {
                     // Over a cap: close at once rather than queue (the client may retry).
                     log::warn!("refusing a connection: {cap} reached");
-                    return None;
+                    return Box::pin(std::future::ready(None));
                 }
             }
         };
@@ -345,20 +356,24 @@ where
         let head = Arc::new(AtomicBool::new(false));
         let serve =
             HEAD_RECEIVED.scope(head.clone(), self.inner.process_new_http(session, shutdown));
-        tokio::pin!(serve);
-        tokio::select! {
-            reused = &mut serve => reused,
-            () = tokio::time::sleep(self.head_timeout) => {
-                if head.load(Ordering::Acquire) {
-                    // The head came in time: the request is bounded by its own timeouts now.
-                    serve.await
-                } else {
-                    // Dropping the session closes the connection; nothing was forwarded.
-                    log::debug!("closing a connection: no request head within {:?}", self.head_timeout);
-                    None
+        let head_timeout = self.head_timeout;
+        Box::pin(async move {
+            let _place = place;
+            tokio::pin!(serve);
+            tokio::select! {
+                reused = &mut serve => reused,
+                () = tokio::time::sleep(head_timeout) => {
+                    if head.load(Ordering::Acquire) {
+                        // The head came in time: the request is bounded by its own timeouts now.
+                        serve.await
+                    } else {
+                        // Dropping the session closes the connection; nothing was forwarded.
+                        log::debug!("closing a connection: no request head within {head_timeout:?}");
+                        None
+                    }
                 }
             }
-        }
+        })
     }
 
     fn h2_options(&self) -> Option<H2Options> {

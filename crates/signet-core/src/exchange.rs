@@ -335,7 +335,8 @@ pub struct Exchange {
     /// sha256 of every response body byte emitted once sealed, trailer included.
     emitted_sha256: Option<[u8; 32]>,
     /// An E2EE v2 request: its session, its restored body, its answer's encryptor.
-    e2ee: Option<E2eeExchange>,
+    /// Boxed: most exchanges are plain, and every open stream would carry its room.
+    e2ee: Option<Box<E2eeExchange>>,
 }
 
 /// The E2EE side of one exchange.
@@ -528,11 +529,11 @@ impl Exchange {
             Ok(Some(session)) => {
                 // The in-band JSON path sends the body it received: never a ciphertext.
                 self.inband = false;
-                self.e2ee = Some(E2eeExchange {
+                self.e2ee = Some(Box::new(E2eeExchange {
                     session,
                     restored: None,
                     encryptor: None,
-                });
+                }));
             }
             Ok(None) => {}
             Err(error) => return HeadDecision::Refuse(self.refuse(error, true)),
