@@ -36,4 +36,4 @@ check pingora-core 0.9.1 a535f47f65fdcb003f9e1df04cd18e614c128dfe9388acce3f211ae
   pingora-core-request-head.diff
 check pingora-proxy 0.9.1 8e3d5670490740405ecc8c6f75c3fcbce4d24f7adaffb355ca44550e7918e358 \
   pingora-proxy.diff pingora-proxy-response-batch.diff pingora-proxy-smaller-futures.diff \
-  pingora-proxy-session-once.diff
+  pingora-proxy-session-once.diff pingora-proxy-request-future.diff
